@@ -1,0 +1,3 @@
+from hydro_serving.cli.main import main
+
+main()

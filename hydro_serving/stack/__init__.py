@@ -1,0 +1,18 @@
+"""stack.yml: variable substitution, schema validation with key paths and lines, typed objects."""
+
+from hydro_serving.stack.loader import function_from_dict, load_stack, parse_stack, substitute
+from hydro_serving.stack.model import (
+    Batching,
+    FunctionSpec,
+    Provider,
+    Scale,
+    Stack,
+    Stage,
+    is_local_model_ref,
+    parse_duration,
+)
+
+__all__ = [
+    "Batching", "FunctionSpec", "Provider", "Scale", "Stack", "Stage", "function_from_dict",
+    "is_local_model_ref", "load_stack", "parse_duration", "parse_stack", "substitute",
+]
