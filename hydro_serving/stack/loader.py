@@ -226,7 +226,7 @@ def _build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
         stages = []
         for i, stage_raw in enumerate(raw["chain"]):
             stage = Stage.from_raw(stage_raw)
-            if stage.is_experiment or isinstance(stage_raw, Mapping) and "variants" in stage_raw:
+            if stage.is_experiment or (isinstance(stage_raw, Mapping) and "variants" in stage_raw):
                 total = sum(w for _, w in stage.variants)
                 if total != 100:
                     fail(("chain", str(i), "variants"), f"variant weights must sum to 100, they sum to {total}")

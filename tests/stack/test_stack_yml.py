@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hydro_serving.errors import StackError
-from hydro_serving.stack import FunctionSpec, load_stack, parse_stack, parse_duration, substitute
+from hydro_serving.stack import FunctionSpec, load_stack, parse_duration, parse_stack, substitute
 
 GOOD = """\
 version: 1.0
