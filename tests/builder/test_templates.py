@@ -1,0 +1,97 @@
+"""The template registry: discovery through HYDRO_TEMPLATES, strict template.yml validation, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hydro_serving.builder.templates import get_template, list_templates, load_template, template_dirs
+from hydro_serving.errors import ConfigError, NotFound
+
+GOOD = """\
+name: {name}
+description: A test template
+kind: model
+entrypoint: handler:Model
+requirements: requirements.txt
+base_image: python:3.11-slim
+model_patterns: ["*.joblib", "*.pkl"]
+extra: sklearn
+frameworks: [sklearn]
+"""
+
+
+def make(root: Path, name: str, text: str | None = None) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "template.yml").write_text(GOOD.format(name=name) if text is None else text)
+    (folder / "handler.py").write_text("class Model: ...\n")
+    (folder / "requirements.txt").write_text("")
+    return folder
+
+
+@pytest.fixture
+def tdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "tpl"
+    root.mkdir()
+    monkeypatch.setenv("HYDRO_TEMPLATES", str(root))
+    return root
+
+
+def test_extra_dir_is_searched_first_and_fields_are_typed(tdir: Path) -> None:
+    make(tdir, "mine")
+    assert template_dirs()[0] == tdir.resolve()
+    tpl = get_template("mine")
+    assert tpl.kind == "model" and tpl.module == "handler" and tpl.attribute == "Model"
+    assert tpl.model_patterns == ("*.joblib", "*.pkl") and tpl.frameworks == ("sklearn",)
+    assert tpl.extra == "sklearn" and tpl.path == (tdir / "mine").resolve()
+    assert "mine" in [t.name for t in list_templates()]
+
+
+def test_defaults_apply_for_optional_keys(tdir: Path) -> None:
+    make(tdir, "bare", "name: bare\nkind: function\nentrypoint: index:handle\n")
+    tpl = get_template("bare")
+    assert tpl.base_image == "python:3.11-slim" and tpl.requirements == "requirements.txt"
+    assert tpl.model_patterns == () and tpl.extra is None and tpl.description == ""
+
+
+def test_unknown_template_lists_known_names(tdir: Path) -> None:
+    make(tdir, "alpha")
+    with pytest.raises(NotFound) as info:
+        get_template("alhpa")
+    assert "unknown template 'alhpa'" in info.value.message and "alpha" in info.value.message
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("name: x\nkind: model\nentrypoint: h:M\nmodel_pattern: ['*.pkl']\n", "model_pattern"),
+    ("name: x\nkind: model\n", "entrypoint"),
+    ("kind: model\nentrypoint: h:M\n", "name"),
+    ("name: x\nkind: wizard\nentrypoint: h:M\n", "kind"),
+    ("name: x\nkind: model\nentrypoint: not-an-entrypoint\n", "entrypoint"),
+    ("name: x\nkind: model\nentrypoint: h:M\nmodel_patterns: 3\n", "model_patterns"),
+    ("name: x\nkind: model\nentrypoint: h:M\nrequirements: ../../etc/passwd\n", "requirements"),
+    ("name: y\nkind: model\nentrypoint: h:M\n", "name"),
+])
+def test_bad_template_yml_names_the_key(tdir: Path, text: str, key: str) -> None:
+    make(tdir, "x", text)
+    with pytest.raises(ConfigError) as info:
+        get_template("x")
+    assert info.value.field == key
+    assert "template.yml" in info.value.message
+
+
+def test_invalid_yaml_and_non_mapping(tdir: Path) -> None:
+    folder = make(tdir, "x", "name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_template(folder)
+    (folder / "template.yml").write_text("- a list\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_template(folder)
+
+
+def test_repo_templates_that_exist_are_valid() -> None:
+    """Every template shipped in the repository parses (those written so far)."""
+    for tpl in list_templates():
+        assert tpl.kind in ("model", "function", "router")
+        assert (tpl.path / f"{tpl.module.replace('.', '/')}.py").exists() or (tpl.path / tpl.module).is_dir()
