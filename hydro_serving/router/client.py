@@ -1,0 +1,178 @@
+"""HTTP calls from the router to its stages, through the gateway's ``/function/<name>``.
+
+One keep-alive urllib3 ``PoolManager`` (thread-safe) serves every request thread of the router.
+Only a connection that was never established (refused, or connect timed out) is retried, with
+bounded exponential backoff and never past the deadline: the stage has seen nothing, so the retry
+cannot run a prediction twice. A read timeout, a connection lost mid-request or a garbled
+response is final, because the stage may already have done the work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import urllib3
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, ReadTimeoutError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+log = logging.getLogger(__name__)
+
+PREWARM_HEADER = "X-Hydro-Prewarm"
+
+
+class StageCallError(Exception):
+    """A stage call failed below HTTP; ``kind`` is ``connect``, ``timeout`` or ``connection_lost``."""
+
+    def __init__(self, kind: str, message: str, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.attempts = attempts
+
+
+@dataclass
+class StageReply:
+    """What a stage answered (any HTTP status), with the gateway's scaling headers decoded."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]  # lower-case names
+    seconds: float
+    attempts: int = 1
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "application/octet-stream")
+
+    @property
+    def cold_start(self) -> bool | None:
+        value = self.headers.get("x-cold-start")
+        if value is None:
+            return None
+        return value.strip().lower() == "true"
+
+    @property
+    def queue_ms(self) -> float | None:
+        value = self.headers.get("x-queue-time-ms")
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries for connections that never opened: ``attempts`` extra tries, backoff doubling to ``max_backoff``."""
+
+    attempts: int = 2
+    backoff: float = 0.05
+    max_backoff: float = 0.5
+
+    def delay(self, retry_number: int) -> float:
+        return min(self.backoff * (2**retry_number), self.max_backoff)
+
+
+class StageClient:
+    """Posts bodies to ``{gateway}/function/<name>``; thread-safe, one per router."""
+
+    def __init__(
+        self,
+        gateway_url: str,
+        pool_size: int = 16,
+        connect_timeout: float = 2.0,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.gateway_url = gateway_url.rstrip("/")
+        self.connect_timeout = connect_timeout
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        # block=False: a burst beyond pool_size opens extra connections instead of queueing on the pool
+        self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=False)
+
+    def url(self, function: str) -> str:
+        return f"{self.gateway_url}/function/{function}"
+
+    def post(
+        self,
+        function: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeout: Callable[[], float],
+        on_retry: Callable[[int], None] | None = None,
+    ) -> StageReply:
+        """POST and return the reply; ``timeout()`` gives the seconds left now (re-read per attempt).
+
+        Raises :class:`StageCallError` for failures below HTTP; any HTTP status is a reply.
+        """
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            left = timeout()
+            if left <= 0:
+                raise StageCallError("timeout", "no time left to call the stage", attempt)
+            attempt += 1
+            try:
+                response = self._pool.request(
+                    "POST",
+                    self.url(function),
+                    body=body,
+                    headers=dict(headers),
+                    timeout=urllib3.Timeout(connect=min(self.connect_timeout, left), read=left),
+                    retries=False,
+                    redirect=False,
+                    preload_content=True,
+                )
+            except ConnectTimeoutError as exc:  # includes NewConnectionError (refused): nothing was sent
+                left = timeout()
+                if attempt > self.retry.attempts or left <= 0:
+                    raise StageCallError("connect", _reason(exc), attempt) from None
+                delay = min(self.retry.delay(attempt - 1), max(0.0, left))
+                log.info("stage %s: connect failed (%s); retry %d in %.3fs", function, _reason(exc), attempt, delay)
+                if on_retry is not None:
+                    on_retry(attempt)
+                self._sleep(delay)
+                continue
+            except (ReadTimeoutError, Urllib3Timeout) as exc:
+                raise StageCallError("timeout", _reason(exc), attempt) from None
+            except HTTPError as exc:  # ProtocolError (connection lost, bad status line), decode errors
+                raise StageCallError("connection_lost", _reason(exc), attempt) from None
+            except OSError as exc:  # a socket error urllib3 did not wrap
+                raise StageCallError("connection_lost", str(exc) or type(exc).__name__, attempt) from None
+            headers_out = {k.lower(): v for k, v in response.headers.items()}
+            return StageReply(response.status, response.data or b"", headers_out, time.monotonic() - started, attempt)
+
+    def prewarm(self, function: str, headers: Mapping[str, str], timeout: float = 2.0) -> int | None:
+        """Ask the gateway to make sure a replica of ``function`` is starting; returns its status or None."""
+        try:
+            response = self._pool.request(
+                "POST",
+                self.url(function),
+                body=b"",
+                headers={**headers, PREWARM_HEADER: "true"},
+                timeout=urllib3.Timeout(connect=min(self.connect_timeout, timeout), read=timeout),
+                retries=False,
+                redirect=False,
+            )
+        except (HTTPError, OSError) as exc:
+            log.info("prewarm of %s failed: %s", function, _reason(exc))
+            return None
+        return response.status
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
+def _reason(exc: BaseException) -> str:
+    """A short cause without urllib3's object reprs: ``Connection refused``, ``Read timed out``."""
+    text = str(exc)
+    for marker in ("Failed to establish a new connection: ", "Caused by "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    if "[Errno" in text:
+        text = text.split("]", 1)[-1].strip() or text
+    return text.strip(" ')\"(") or type(exc).__name__
