@@ -1,0 +1,227 @@
+"""Build contexts: one folder per function holding everything its image needs, and nothing else.
+
+``build_contexts`` is a pure copy step (no engine, no network unless a store model is baked):
+
+    build/<fn>/
+      Dockerfile             the template's, with its BASE_IMAGE default set to the chosen base image
+      build.json             what images.py needs: function, template, image tag, build args
+      function.json          the spec (FunctionSpec.to_dict()), paths rewritten to in-image locations
+      requirements/          a wheel of this very hydro-serving + hydro.txt, template.txt, function.txt
+      template/<template>/   the template folder (the runtime finds it through HYDRO_TEMPLATES)
+      function/              the function's handler folder (empty when it has none)
+      model/                 a local-path model, or a store model with bake_model (empty otherwise)
+
+A store model (``name[:version|alias]``) stays a reference: the runtime fetches it from the store
+when the container starts (HYDRO_STORE and AWS_* come from the environment at run time and are
+never written into a context). ``bake_model`` fetches it now and copies its files in, for
+air-gapped clusters. Every handler and local model path must resolve inside the project folder.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from hydro_serving.builder.scope import copy_in_scope, resolve_in_scope
+from hydro_serving.builder.templates import Template, get_template
+from hydro_serving.builder.wheel import build_wheel
+from hydro_serving.errors import ConfigError, HydroError, NotFound, StackError
+from hydro_serving.stack.model import FunctionSpec, Stack
+
+APP_HOME = "/home/app"
+IN_IMAGE_HANDLER = f"{APP_HOME}/function"
+IN_IMAGE_MODEL = f"{APP_HOME}/model"
+IN_IMAGE_SPEC = f"{APP_HOME}/function.json"
+MARKER = "build.json"
+_BASE_ARG = re.compile(r"^(ARG\s+BASE_IMAGE)(=\S*)?\s*$", re.MULTILINE)
+
+
+def default_image(spec: FunctionSpec) -> str:
+    """The tag an image gets: the function's ``image``, else ``hydro/<fn>:latest``."""
+    return spec.image or f"hydro/{spec.name}:latest"
+
+
+def choose_base_image(template: Template, base_image: str | None = None) -> str:
+    """``--base-image`` beats ``HYDRO_BASE_IMAGE`` beats the template's ``base_image``."""
+    return base_image or os.environ.get("HYDRO_BASE_IMAGE") or template.base_image
+
+
+def build_contexts(stack: Stack, names: list[str] | tuple[str, ...] | None = None, out_dir: Path | None = None,
+                   *, base_image: str | None = None, bake_model: bool = False) -> dict[str, Path]:
+    """Write ``out_dir/<fn>/`` for each selected function; returns ``{function: context folder}``.
+
+    Functions with ``skip_build: true`` are left out (their image is built elsewhere). A function
+    naming an unknown template fails with the known template names before anything is written.
+    """
+    root = Path(os.path.realpath(stack.root))
+    out = Path(out_dir) if out_dir is not None else root / "build"
+    out = out if out.is_absolute() else root / out
+    selected = [spec for spec in stack.select(list(names) if names else None) if not spec.skip_build]
+    plans = [(spec, _template_for(spec)) for spec in selected]
+    if not plans:
+        return {}
+    out.mkdir(parents=True, exist_ok=True)
+    wheel_dir = out / ".wheel"
+    if wheel_dir.exists():
+        shutil.rmtree(wheel_dir)
+    wheel = build_wheel(wheel_dir)
+    contexts: dict[str, Path] = {}
+    try:
+        for spec, template in plans:
+            contexts[spec.name] = _write_context(stack, root, spec, template, out, wheel,
+                                                 base_image=base_image, bake_model=bake_model)
+    finally:
+        shutil.rmtree(wheel_dir, ignore_errors=True)
+    return contexts
+
+
+def _template_for(spec: FunctionSpec) -> Template:
+    try:
+        return get_template(spec.lang)
+    except NotFound as exc:
+        raise StackError(f"functions.{spec.name}.lang: {exc.message}", field=f"functions.{spec.name}.lang",
+                         function=spec.name) from None
+
+
+def _fresh_dir(path: Path) -> None:
+    """Empty ``path`` for a new context, refusing to delete a folder this builder did not write."""
+    if path.exists():
+        if not path.is_dir() or (any(path.iterdir()) and not (path / MARKER).is_file()):
+            raise ConfigError(f"{path} exists and is not a build context written by hydro build; "
+                              "move it away or choose another output folder", field="out_dir")
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+def _write_context(stack: Stack, root: Path, spec: FunctionSpec, template: Template, out: Path, wheel: Path,
+                   *, base_image: str | None, bake_model: bool) -> Path:
+    where = f"functions.{spec.name}"
+    if template.kind == "function" and not spec.handler:
+        raise StackError(f"{where}.handler: lang {spec.lang} runs your code, so the function needs a handler folder",
+                         field=f"{where}.handler", function=spec.name)
+    handler_src = (resolve_in_scope(spec.handler, root, field=f"{where}.handler", function=spec.name)
+                   if spec.handler else None)
+    if handler_src is not None and not handler_src.is_dir():
+        raise StackError(f"{where}.handler: {spec.handler} is not a folder", field=f"{where}.handler",
+                         function=spec.name)
+    model_src = None
+    if spec.model and spec.model_is_local:
+        model_src = resolve_in_scope(spec.model.removeprefix("file://"), root, field=f"{where}.model",
+                                     function=spec.name)
+        if not model_src.exists():
+            raise StackError(f"{where}.model: {spec.model} does not exist", field=f"{where}.model",
+                             function=spec.name)
+        _check_model_patterns(model_src, template, where, spec.name)
+
+    ctx = out / spec.name
+    _fresh_dir(ctx)
+    (ctx / MARKER).write_text("{}")  # claims the folder first; rewritten with the real content below
+    chosen_base = choose_base_image(template, base_image)
+
+    copy_in_scope(template.path, ctx / "template" / template.name, template.path, field="template")
+    (ctx / "template" / template.name / "Dockerfile").unlink(missing_ok=True)
+    _write_dockerfile(template, ctx / "Dockerfile", chosen_base)
+
+    (ctx / "function").mkdir()
+    if handler_src is not None:
+        copy_in_scope(handler_src, ctx / "function", root, field=f"{where}.handler", function=spec.name,
+                      exclude=[out])
+    (ctx / "model").mkdir()
+    in_image_model = spec.model
+    signature = spec.signature
+    if model_src is not None:
+        copy_in_scope(model_src, ctx / "model" / model_src.name if model_src.is_file() else ctx / "model", root,
+                      field=f"{where}.model", function=spec.name)
+        in_image_model = f"{IN_IMAGE_MODEL}/{model_src.name}" if model_src.is_file() else IN_IMAGE_MODEL
+    elif spec.model and bake_model:
+        signature = _bake_store_model(stack, spec, ctx / "model") or signature
+        in_image_model = IN_IMAGE_MODEL
+    for folder in ("function", "model"):
+        if not any((ctx / folder).iterdir()):
+            (ctx / folder / ".keep").write_text("")
+
+    _write_requirements(ctx / "requirements", wheel, template, ctx / "function")
+
+    image_spec = replace(
+        spec,
+        handler=IN_IMAGE_HANDLER if spec.handler else None,
+        model=in_image_model,
+        environment_file=(),  # read by whoever deploys; the files themselves stay out of the image
+        signature=signature,
+    )
+    (ctx / "function.json").write_text(json.dumps(image_spec.to_dict(), indent=2, sort_keys=True) + "\n")
+    build_args = {"BASE_IMAGE": chosen_base, **spec.build_args}
+    (ctx / MARKER).write_text(json.dumps({
+        "function": spec.name, "template": template.name, "image": default_image(spec),
+        "base_image": chosen_base, "build_args": build_args, "baked_model": bool(model_src or bake_model),
+    }, indent=2, sort_keys=True) + "\n")
+    return ctx
+
+
+def read_build_info(context: Path) -> dict[str, Any]:
+    """The ``build.json`` written by :func:`build_contexts` (image tag and build args)."""
+    try:
+        return json.loads((context / MARKER).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{context} is not a build context written by hydro build ({exc})",
+                          field="context") from None
+
+
+def _check_model_patterns(model: Path, template: Template, where: str, function: str) -> None:
+    """A local model must be a file the template can load: catches ``lang: sklearn`` with a .onnx file."""
+    if not template.model_patterns:
+        return
+    names = [model.name] if model.is_file() else [p.name for p in model.rglob("*") if p.is_file()]
+    if not any(fnmatch.fnmatch(n, pat) for n in names for pat in template.model_patterns):
+        raise StackError(f"{where}.model: {model.name} does not match what template {template.name} loads "
+                         f"({', '.join(template.model_patterns)})", field=f"{where}.model", function=function)
+
+
+def _write_dockerfile(template: Template, target: Path, base_image: str) -> None:
+    """The template's Dockerfile, its ``ARG BASE_IMAGE`` default set so a plain ``docker build`` agrees."""
+    if not template.dockerfile.is_file():
+        raise ConfigError(f"template {template.name} has no Dockerfile at {template.dockerfile}",
+                          field="Dockerfile")
+    text = template.dockerfile.read_text()
+    if not _BASE_ARG.search(text):
+        raise ConfigError(f"{template.dockerfile}: must declare 'ARG BASE_IMAGE=...' before FROM ${{BASE_IMAGE}}",
+                          field="Dockerfile")
+    target.write_text(_BASE_ARG.sub(lambda m: f"{m.group(1)}={base_image}", text, count=1))
+
+
+def _write_requirements(folder: Path, wheel: Path, template: Template, function_dir: Path) -> None:
+    """hydro.txt installs the runtime wheel (with the template's extra), then template and function needs."""
+    folder.mkdir()
+    shutil.copyfile(wheel, folder / wheel.name)
+    extra = f"[{template.extra}]" if template.extra else ""
+    (folder / "hydro.txt").write_text(f"/tmp/requirements/{wheel.name}{extra}\n")
+    template_reqs = template.requirements_file
+    (folder / "template.txt").write_text(template_reqs.read_text() if template_reqs.is_file() else "")
+    function_reqs = function_dir / "requirements.txt"
+    (folder / "function.txt").write_text(function_reqs.read_text() if function_reqs.is_file() else "")
+
+
+def _bake_store_model(stack: Stack, spec: FunctionSpec, target: Path) -> Any:
+    """Fetch a store model (sha256-verified cache) into the context; returns the manifest's signature."""
+    from hydro_serving.store import fetch_model, open_store
+
+    assert spec.model is not None
+    store_url = stack.provider.store
+    source = fetch_model(spec.model, store_url)
+    for item in sorted(Path(source).iterdir()):
+        if item.is_dir():
+            shutil.copytree(item, target / item.name)
+        else:
+            shutil.copyfile(item, target / item.name)
+    if spec.signature is not None:
+        return None
+    try:
+        return open_store(store_url).get_manifest(spec.model).signature
+    except HydroError:  # the signature is a convenience; the model files are what matters
+        return None
