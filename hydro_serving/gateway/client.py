@@ -1,0 +1,202 @@
+"""A small synchronous client of the gateway API, shared by ``hydro`` commands (deploy, up, demo).
+
+It speaks plain HTTP with the standard library (proxies ignored: the gateway is usually local)
+and turns error bodies back into :class:`HydroError` so the CLI prints the gateway's own message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode, urlparse
+
+from hydro_serving.errors import ConfigError, HydroError
+from hydro_serving.gateway.config import DEFAULT_GATEWAY_URL, default_state_dir
+from hydro_serving.stack import FunctionSpec, Stack
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def resolve_gateway_url(flag: str | None, stack: Stack | None = None) -> str:
+    """``--gateway``, then the stack's ``provider.gateway``, then ``HYDRO_GATEWAY``, then the default."""
+    url = flag or (stack.provider.gateway if stack is not None else None) or os.environ.get("HYDRO_GATEWAY")
+    return (url or DEFAULT_GATEWAY_URL).rstrip("/")
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+
+def error_from(response: Response, url: str) -> HydroError:
+    """Rebuild the gateway's error (message, field, function) from its JSON body."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "error" in body:
+        return HydroError(str(body["error"]), status=response.status, field=body.get("field"),
+                          stage=body.get("stage"), function=body.get("function"))
+    text = response.body.decode(errors="replace")[:300]
+    return HydroError(f"{url} answered {response.status}: {text}", status=response.status)
+
+
+class GatewayClient:
+    """Calls of the gateway API; admin calls send ``Authorization: Bearer <token>``."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    # ---- transport ----------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+                timeout: float | None = None, admin: bool = False) -> Response:
+        all_headers = dict(headers or {})
+        if admin and self.token:
+            all_headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=all_headers)
+        try:
+            with _OPENER.open(req, timeout=timeout or self.timeout) as resp:
+                return Response(resp.status, dict(resp.headers.items()), resp.read())
+        except urllib.error.HTTPError as exc:
+            return Response(exc.code, dict(exc.headers.items()), exc.read())
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConfigError(f"no gateway answers at {self.url} ({reason}); start one with 'hydro gateway' "
+                              "or 'hydro up'") from None
+
+    def _admin(self, method: str, path: str, data: Any = None, ok_404: bool = False) -> Response:
+        body = json.dumps(data).encode() if data is not None else None
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        response = self.request(method, path, body, headers, admin=True)
+        if response.status == 401:
+            hint = "" if self.token else " (no token: set HYDRO_TOKEN or --state/HYDRO_STATE to the gateway's state)"
+            raise HydroError(f"the gateway at {self.url} refused the credentials{hint}", status=401)
+        if not response.ok and not (ok_404 and response.status == 404):
+            raise error_from(response, self.url + path)
+        return response
+
+    # ---- API ----------------------------------------------------------------------------------------
+
+    def healthy(self, timeout: float = 2.0) -> bool:
+        try:
+            return self.request("GET", "/healthz", timeout=timeout).status == 200
+        except ConfigError:
+            return False
+
+    def info(self) -> dict[str, Any]:
+        return self._admin("GET", "/system/info").json()
+
+    def list_functions(self) -> list[dict[str, Any]]:
+        return self._admin("GET", "/system/functions").json()
+
+    def describe(self, name: str) -> dict[str, Any]:
+        return self._admin("GET", f"/system/function/{quote(name)}").json()
+
+    def deploy_spec(self, spec: FunctionSpec, extra: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """PUT, then POST on 404: ``("updated"|"unchanged"|"created", status)``."""
+        deployment = {**(extra or {}), "service": spec.name, "hydro": spec.to_dict()}
+        if spec.image:
+            deployment.setdefault("image", spec.image)
+        response = self._admin("PUT", "/system/functions", deployment, ok_404=True)
+        if response.status == 404:
+            return "created", self._admin("POST", "/system/functions", deployment).json()
+        status = response.json()
+        return ("updated" if status.get("changed", True) else "unchanged"), status
+
+    def deploy_stack(self, stack: Stack, names: list[str] | tuple[str, ...] | None = None
+                     ) -> list[tuple[str, str]]:
+        """Deploy the selected functions (paths made absolute), plain functions before routers."""
+        specs = [spec.resolved(stack.root) for spec in stack.select(names)]
+        specs.sort(key=lambda s: s.is_router)  # stable: file order within each group
+        return [(spec.name, self.deploy_spec(spec)[0]) for spec in specs]
+
+    def remove(self, name: str) -> None:
+        self._admin("DELETE", "/system/functions", {"functionName": name})
+
+    def scale(self, name: str, replicas: int) -> dict[str, Any]:
+        return self._admin("POST", f"/system/scale-function/{quote(name)}", {"replicas": replicas}).json()
+
+    def invoke(self, name: str, data: bytes = b"", path: str = "", method: str = "POST",
+               headers: dict[str, str] | None = None, timeout: float | None = None) -> Response:
+        """Invoke a function; the response is returned whatever its status (the caller decides)."""
+        suffix = "/" + path.lstrip("/") if path else ""
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        return self.request(method, f"/function/{quote(name)}{suffix}", data if method != "GET" else None,
+                            all_headers, timeout=timeout)
+
+    def logs(self, name: str, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+        query = {"name": name, **({"tail": str(tail)} if tail is not None else {}),
+                 **({"follow": "true"} if follow else {})}
+        req = urllib.request.Request(f"{self.url}/system/logs?{urlencode(query)}", method="GET",
+                                     headers={"Authorization": f"Bearer {self.token}"} if self.token else {})
+        try:
+            resp = _OPENER.open(req, timeout=None if follow else self.timeout)
+        except urllib.error.HTTPError as exc:
+            raise error_from(Response(exc.code, dict(exc.headers.items()), exc.read()), req.full_url) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ConfigError(f"no gateway answers at {self.url} ({getattr(exc, 'reason', exc)})") from None
+        with resp:
+            for raw in resp:
+                try:
+                    yield str(json.loads(raw)["text"])
+                except (ValueError, KeyError, TypeError):
+                    yield raw.decode(errors="replace").rstrip("\n")
+
+
+def ensure_local_gateway(url: str, state_dir: Path | None = None, timeout: float = 30.0) -> tuple[str, bool]:
+    """``(url, started)``: start a detached local gateway when none answers at ``url`` (loopback only).
+
+    The gateway shares the CLI's state directory, so its credentials are where the CLI looks; its
+    output goes to ``<state>/gateway.log``.
+    """
+    client = GatewayClient(url)
+    if client.healthy():
+        return url, False
+    parsed = urlparse(url)
+    if parsed.hostname not in LOCAL_HOSTS:
+        raise ConfigError(f"no gateway answers at {url}, and it is not local, so none is started")
+    state = state_dir or default_state_dir()
+    state.mkdir(parents=True, exist_ok=True)
+    port = parsed.port or 80
+    argv = [sys.executable, "-m", "hydro_serving.cli.main", "gateway", "--host", "127.0.0.1", "--port", str(port),
+            "--state", str(state)]
+    log_path = state / "gateway.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise ConfigError(f"the local gateway exited at start (status {proc.returncode}): "
+                              + (" | ".join(tail) or "no output") + f"; see {log_path}")
+        if client.healthy(timeout=1.0):
+            (state / "gateway.pid").write_text(str(proc.pid))
+            return url, True
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+    proc.terminate()
+    raise ConfigError(f"the local gateway did not answer within {timeout:g}s; see {log_path}")

@@ -1,0 +1,47 @@
+"""Gateway settings and the one definition of the default state directory.
+
+The CLI and the gateway must agree on where state (and so the credentials file) lives, otherwise
+``hydro deploy`` could not find the token of a gateway started by ``hydro up``; both call
+:func:`default_state_dir`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PORT = 8080
+DEFAULT_GATEWAY_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_COLD_START_TIMEOUT = 120.0
+
+
+def default_state_dir() -> Path:
+    """``HYDRO_STATE``, else ``$HYDRO_HOME/state``, else the user's data directory ``.../hydro/state``."""
+    if os.environ.get("HYDRO_STATE"):
+        return Path(os.environ["HYDRO_STATE"]).expanduser()
+    if os.environ.get("HYDRO_HOME"):
+        return Path(os.environ["HYDRO_HOME"]).expanduser() / "state"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("hydro")) / "state"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything the gateway needs, read once at start (never per request)."""
+
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    provider: str = "local"
+    cold_start_timeout: float = DEFAULT_COLD_START_TIMEOUT
+    auth_functions: bool = False  # /function/* open unless configured otherwise
+    stop_grace: float = 10.0  # seconds between SIGTERM and SIGKILL when a replica stops
+    max_body: int = 64 * 1024 * 1024
+
+    @property
+    def url(self) -> str:
+        """How replicas (routers) reach this gateway: always over loopback when bound to all interfaces."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"http://{host}:{self.port}"

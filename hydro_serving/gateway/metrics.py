@@ -1,0 +1,93 @@
+"""Prometheus metrics of the gateway, on a registry owned by one app (no import-time globals).
+
+Label children are cached per function by :class:`FunctionMetrics` so the request path does a
+dictionary lookup instead of prometheus_client's label resolution on every call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+COLD_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+
+
+class GatewayMetrics:
+    """Every metric the gateway exports; ``registry`` is what ``/metrics`` renders."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.invocations = Counter("hydro_gateway_invocations", "Function invocations through the gateway",
+                                   ["function", "status"], registry=r)
+        self.duration = Histogram("hydro_gateway_request_duration_seconds",
+                                  "Time from request to response at the gateway (includes any cold start)",
+                                  ["function"], buckets=DURATION_BUCKETS, registry=r)
+        self.cold_starts = Counter("hydro_gateway_cold_starts", "Replica starts that requests waited for "
+                                   "(the function had no ready replica)", ["function"], registry=r)
+        self.cold_start_seconds = Histogram("hydro_gateway_cold_start_seconds",
+                                            "Replica start time by phase: process_start (spawn until health "
+                                            "answers) and model_load (health until ready)",
+                                            ["function", "phase"], buckets=COLD_BUCKETS, registry=r)
+        self.replica_starts = Counter("hydro_gateway_replica_starts", "Replica starts by reason",
+                                      ["function", "reason"], registry=r)
+        self.replica_stops = Counter("hydro_gateway_replica_stops", "Replica stops and exits by reason",
+                                     ["function", "reason"], registry=r)
+        self.replicas = Gauge("hydro_gateway_replicas", "Current replicas by state", ["function", "state"],
+                              registry=r)
+        self.queued = Gauge("hydro_gateway_queued_requests", "Requests waiting for a ready replica", ["function"],
+                            registry=r)
+        self.inflight = Gauge("hydro_gateway_inflight_requests", "Requests being served by replicas",
+                              ["function"], registry=r)
+        self.stage_duration = Histogram("hydro_pipeline_stage_duration_seconds",
+                                        "Latency of pipeline stage calls (from X-Hydro-Pipeline/X-Hydro-Stage)",
+                                        ["pipeline", "stage", "function"], buckets=DURATION_BUCKETS, registry=r)
+        self.stage_errors = Counter("hydro_pipeline_stage_errors", "Pipeline stage calls that failed (status >= 400)",
+                                    ["pipeline", "stage", "function"], registry=r)
+
+    def for_function(self, name: str) -> FunctionMetrics:
+        return FunctionMetrics(self, name)
+
+    def forget(self, name: str) -> None:
+        """Drop a removed function's gauges so dashboards do not show ghosts."""
+        for state in ("starting", "ready", "draining"):
+            with contextlib.suppress(KeyError):
+                self.replicas.remove(name, state)
+        for gauge in (self.queued, self.inflight):
+            with contextlib.suppress(KeyError):
+                gauge.remove(name)
+
+
+class FunctionMetrics:
+    """The label children of one function, resolved once."""
+
+    def __init__(self, metrics: GatewayMetrics, name: str) -> None:
+        self._m = metrics
+        self.name = name
+        self.duration = metrics.duration.labels(name)
+        self.cold_starts = metrics.cold_starts.labels(name)
+        self.process_start = metrics.cold_start_seconds.labels(name, "process_start")
+        self.model_load = metrics.cold_start_seconds.labels(name, "model_load")
+        self.queued = metrics.queued.labels(name)
+        self.inflight = metrics.inflight.labels(name)
+        self.replicas = {state: metrics.replicas.labels(name, state) for state in ("starting", "ready", "draining")}
+        self._status: dict[int, Counter] = {}
+
+    def invoked(self, status: int, seconds: float) -> None:
+        child = self._status.get(status)
+        if child is None:
+            child = self._status[status] = self._m.invocations.labels(self.name, str(status))
+        child.inc()
+        self.duration.observe(seconds)
+
+    def started(self, reason: str) -> None:
+        self._m.replica_starts.labels(self.name, reason).inc()
+
+    def stopped(self, reason: str) -> None:
+        self._m.replica_stops.labels(self.name, reason).inc()
+
+    def set_replicas(self, counts: dict[str, int]) -> None:
+        for state, gauge in self.replicas.items():
+            gauge.set(counts.get(state, 0))

@@ -1,0 +1,132 @@
+"""The OpenAPI 3 document of the gateway's whole API, written as data (tests check every route is here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+_AUTH = [{"bearer": []}, {"basic": []}]
+
+
+def _op(summary: str, responses: dict[str, Any], *, auth: bool = False, body: str | None = None,
+        params: list[dict[str, Any]] | None = None, tags: tuple[str, ...] = ()) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if tags:
+        op["tags"] = list(tags)
+    if auth:
+        op["security"] = _AUTH
+        op["responses"] = {**responses, "401": _ERROR}
+    if body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": body}}}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}, "description": "function"}
+_PATH = {"name": "path", "in": "path", "required": True, "schema": {"type": "string"},
+         "description": "the rest of the path, forwarded to the replica (e.g. v2/models/<name>/infer)"}
+_STATUS = {"$ref": "#/components/schemas/FunctionStatus"}
+
+_INVOKE_RESPONSES = {
+    "200": {"description": "the function's response, passed through",
+            "headers": {"X-Cold-Start": {"schema": {"type": "string", "enum": ["true", "false"]}},
+                        "X-Queue-Time-Ms": {"schema": {"type": "number"},
+                                            "description": "present when the request waited for a replica"}}},
+    "202": _json({"type": "object"}, "prewarm accepted (header X-Hydro-Prewarm: true)"),
+    "404": _ERROR, "502": _ERROR, "503": _ERROR, "504": _ERROR,
+}
+
+
+def _invoke_item(params: list[dict[str, Any]]) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    for method in ("get", "post", "put", "patch", "delete", "head", "options"):
+        item[method] = _op(f"Invoke the function ({method.upper()} forwarded as is); held while a replica "
+                           "starts from zero", _INVOKE_RESPONSES, params=params, tags=("functions",))
+    return item
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    """The document served at ``/openapi.json``."""
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Hydro Serving gateway", "version": version,
+                 "description": "OpenFaaS-compatible subset: deploy functions, invoke them (scaled to zero), "
+                                "read logs and metrics."},
+        "paths": {
+            "/healthz": {"get": _op("Gateway liveness", {"200": _json({"type": "object"})})},
+            "/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})})},
+            "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "text exposition format"}})},
+            "/system/info": {"get": _op("Provider and version", {"200": _json({"type": "object"})}, auth=True)},
+            "/system/functions": {
+                "get": _op("List deployed functions", {"200": _json({"type": "array", "items": _STATUS})}, auth=True),
+                "post": _op("Deploy a new function", {"202": _json(_STATUS), "400": _ERROR, "409": _ERROR},
+                            auth=True, body="#/components/schemas/FunctionDeployment"),
+                "put": _op("Update a function (replicas are replaced without failing requests)",
+                           {"202": _json(_STATUS), "400": _ERROR, "404": _ERROR},
+                           auth=True, body="#/components/schemas/FunctionDeployment"),
+                "delete": _op("Remove a function (in-flight requests finish first)",
+                              {"202": _json({"type": "object"}), "400": _ERROR, "404": _ERROR},
+                              auth=True, body="#/components/schemas/DeleteFunctionRequest"),
+            },
+            "/system/function/{name}": {
+                "get": _op("Status of one function", {"200": _json(_STATUS), "404": _ERROR}, auth=True,
+                           params=[_NAME]),
+                "delete": _op("Remove one function", {"202": _json({"type": "object"}), "404": _ERROR}, auth=True,
+                              params=[_NAME]),
+            },
+            "/system/scale-function/{name}": {
+                "post": _op("Set the number of replicas now (idle replicas still scale back to scale.min)",
+                            {"202": _json({"type": "object"}), "400": _ERROR, "404": _ERROR}, auth=True,
+                            body="#/components/schemas/ScaleServiceRequest", params=[_NAME]),
+            },
+            "/system/logs": {
+                "get": _op("Function logs as NDJSON lines {name, text}",
+                           {"200": {"description": "NDJSON", "content": {"application/x-ndjson": {}}},
+                            "400": _ERROR, "404": _ERROR}, auth=True,
+                           params=[{"name": "name", "in": "query", "required": True, "schema": {"type": "string"}},
+                                   {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                                   {"name": "follow", "in": "query", "schema": {"type": "boolean"}}]),
+            },
+            "/function/{name}": _invoke_item([_NAME]),
+            "/function/{name}/{path}": _invoke_item([_NAME, _PATH]),
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "basic": {"type": "http", "scheme": "basic"}},
+            "responses": {"Error": _json({"$ref": "#/components/schemas/Error"}, "error")},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "code"], "properties": {
+                    "error": {"type": "string"}, "code": {"type": "string"}, "field": {"type": "string"},
+                    "stage": {"type": "string"}, "function": {"type": "string"}, "details": {"type": "object"}}},
+                "FunctionDeployment": {"type": "object", "required": ["service"], "properties": {
+                    "service": {"type": "string"}, "image": {"type": "string"}, "envProcess": {"type": "string"},
+                    "envVars": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "secrets": {"type": "array", "items": {"type": "string"}},
+                    "constraints": {"type": "array", "items": {"type": "string"}},
+                    "limits": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "requests": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "namespace": {"type": "string"}, "network": {"type": "string"},
+                    "readOnlyRootFilesystem": {"type": "boolean"},
+                    "hydro": {"type": "object", "description": "FunctionSpec.to_dict(): the stack.yml function "
+                                                               "(lang, handler, model, scale, signature, chain...)"}},
+                    "additionalProperties": False},
+                "FunctionStatus": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "image": {"type": "string"}, "namespace": {"type": "string"},
+                    "replicas": {"type": "integer"}, "availableReplicas": {"type": "integer"},
+                    "invocationCount": {"type": "integer"}, "createdAt": {"type": "string"},
+                    "envVars": {"type": "object"}, "labels": {"type": "object"}, "annotations": {"type": "object"},
+                    "hydro": {"type": "object"}, "status": {"type": "object"}}},
+                "DeleteFunctionRequest": {"type": "object", "required": ["functionName"],
+                                          "properties": {"functionName": {"type": "string"}}},
+                "ScaleServiceRequest": {"type": "object", "required": ["replicas"],
+                                        "properties": {"replicas": {"type": "integer", "minimum": 0}}},
+            },
+        },
+    }

@@ -1,0 +1,37 @@
+"""Providers run replicas; the gateway's scaler decides how many (written once, for every provider).
+
+``get_provider(name, config)`` builds one by name: ``local`` here; ``docker`` and ``knative``
+live beside it and implement the same :class:`~hydro_serving.gateway.providers.base.Provider`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from hydro_serving.errors import ConfigError
+from hydro_serving.gateway.config import GatewayConfig
+from hydro_serving.gateway.providers.base import Provider, Replica, ReplicaStartError
+
+PROVIDERS: dict[str, str] = {
+    "local": "hydro_serving.gateway.providers.local:LocalProvider",
+    "docker": "hydro_serving.gateway.providers.docker:DockerProvider",
+    "knative": "hydro_serving.gateway.providers.knative:KnativeProvider",
+}
+
+
+def get_provider(name: str, config: GatewayConfig) -> Provider:
+    """Import and build the named provider (lazily: docker/kubernetes SDKs load only when chosen)."""
+    target = PROVIDERS.get(name)
+    if target is None:
+        raise ConfigError(f"unknown provider '{name}' (known: {', '.join(PROVIDERS)})", field="provider")
+    module_name, attr = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise ConfigError(f"provider '{name}' is not available in this installation", field="provider") from None
+        raise
+    return getattr(module, attr)(config)
+
+
+__all__ = ["PROVIDERS", "Provider", "Replica", "ReplicaStartError", "get_provider"]

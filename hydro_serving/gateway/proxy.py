@@ -1,0 +1,58 @@
+"""Forwarding one request to a replica: headers minus hop-by-hop, body as bytes, nothing parsed.
+
+Kept apart from routing so the hot path is easy to read and to measure: one pooled session, no
+JSON decoding of bodies, a header filter over a frozenset.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+    "transfer-encoding", "upgrade", "host", "content-length",
+})
+
+
+def new_session() -> aiohttp.ClientSession:
+    """The gateway's one client session: keep-alive pooling to replicas, bodies passed through as they are.
+
+    No cookie jar (cookies of one caller must never reach another), no automatic decompression
+    (a gzip body stays gzip with its Content-Encoding), no default headers the caller did not send.
+    """
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=None)
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
+                                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"))
+
+
+def forward_headers(request: web.Request, drop_auth: bool) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict()
+    for key, value in request.headers.items():
+        lower = key.lower()
+        if lower in HOP_BY_HOP or (drop_auth and lower == "authorization"):
+            continue
+        headers.add(key, value)
+    peer = request.remote
+    if peer:
+        prior = request.headers.get("X-Forwarded-For")
+        headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    return headers
+
+
+def upstream_url(endpoint: str, raw_path: str, prefix_len: int) -> URL:
+    """The replica URL for ``/function/<name><rest>``: ``rest`` (path and query) kept exactly as sent."""
+    rest = raw_path[prefix_len:]
+    if not rest or rest[0] == "?":
+        rest = "/" + rest
+    return URL(endpoint + rest, encoded=True)
+
+
+def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict()
+    for key, value in upstream.headers.items():
+        if key.lower() not in HOP_BY_HOP:
+            headers.add(key, value)
+    return headers

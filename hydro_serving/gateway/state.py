@@ -1,0 +1,73 @@
+"""Deployed functions kept in SQLite, so a restarted gateway knows every function (at zero replicas).
+
+Only the admin API writes here (deploy, update, remove); the request path never touches the
+database, it reads the in-memory pools built from it at start.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS functions (
+    name        TEXT PRIMARY KEY,
+    deployment  TEXT NOT NULL,
+    generation  INTEGER NOT NULL DEFAULT 1,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class StoredFunction:
+    name: str
+    deployment: dict[str, Any]  # the normalised deployment JSON, with "hydro" = FunctionSpec.to_dict()
+    generation: int
+    created_at: float
+    updated_at: float
+
+
+class StateStore:
+    """A tiny repository over one SQLite file (``<state>/gateway.db``)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / "gateway.db"
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def all(self) -> list[StoredFunction]:
+        rows = self._db.execute(
+            "SELECT name, deployment, generation, created_at, updated_at FROM functions ORDER BY name").fetchall()
+        return [StoredFunction(r[0], json.loads(r[1]), r[2], r[3], r[4]) for r in rows]
+
+    def get(self, name: str) -> StoredFunction | None:
+        row = self._db.execute(
+            "SELECT name, deployment, generation, created_at, updated_at FROM functions WHERE name = ?",
+            (name,)).fetchone()
+        return StoredFunction(row[0], json.loads(row[1]), row[2], row[3], row[4]) if row else None
+
+    def put(self, name: str, deployment: dict[str, Any], generation: int) -> StoredFunction:
+        """Insert or replace; ``created_at`` survives updates."""
+        now = time.time()
+        self._db.execute(
+            "INSERT INTO functions (name, deployment, generation, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET deployment = excluded.deployment, generation = excluded.generation, "
+            "updated_at = excluded.updated_at",
+            (name, json.dumps(deployment, sort_keys=True), generation, now, now))
+        stored = self.get(name)
+        assert stored is not None
+        return stored
+
+    def delete(self, name: str) -> bool:
+        return self._db.execute("DELETE FROM functions WHERE name = ?", (name,)).rowcount > 0
