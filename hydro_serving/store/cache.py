@@ -1,0 +1,266 @@
+"""The local model cache: ``fetch_model("name:3")`` -> a directory with the model's files.
+
+Layout under ``HYDRO_CACHE`` (default ``$HYDRO_HOME/cache``)::
+
+    blobs/<sha256>                          verified file contents, shared by every version
+    models/<store-id>/<name>/<version>/     the model's files as uploaded (hard links to blobs)
+    models/<store-id>/<name>/<version>.state.json   what was verified, and the stat of each file
+    refs/<store-id>/<name>/<alias>.json     the version an alias (or latest) last resolved to
+    locks/, tmp/                            per-version flock; downloads before their rename
+
+Why it is shaped like this:
+
+* **Pinned versions never touch the store once cached.** Versions are immutable and numbers are
+  never reused (see :mod:`.store`), so ``name:3`` found in the cache is answered from disk: a
+  cold start works with S3 down.
+* **Cheap corruption check.** Every start of a function fetches its model; re-hashing gigabytes
+  each time would dominate cold starts. At verification we record each file's size, mtime,
+  ctime and inode; a start compares those with ``os.stat`` (one call per file). Any difference
+  (a write in place changes mtime and ctime, ctime cannot be set back by users) triggers a full
+  sha256 of that file; a mismatch re-downloads it. A change that keeps all four identical is not
+  detected - that needs bypassing the file system.
+* **Shared by replicas.** Downloads go to ``tmp/`` and are renamed into ``blobs/`` only after
+  their sha256 matched; trees are built in ``tmp/`` and renamed into place; a per-version file
+  lock keeps two replicas of one function from downloading the same model twice.
+* **Aliases need the store**, but when it is unreachable the last resolution recorded in
+  ``refs/`` is used with a logged warning, so a restart with S3 down still serves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hydro_serving.errors import StoreError
+from hydro_serving.store.hashing import safe_relpath, sha256_file
+from hydro_serving.store.manifest import Manifest
+from hydro_serving.store.refs import ModelRef, parse_ref
+from hydro_serving.store.store import ModelStore, default_store_url, hydro_home, open_store
+
+log = logging.getLogger(__name__)
+LOCK_TIMEOUT = 900.0
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("HYDRO_CACHE")
+    return Path(env).expanduser() if env else hydro_home() / "cache"
+
+
+def _stat_key(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
+    tmp = tmp_dir / f"{uuid.uuid4().hex}.json"
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class ModelCache:
+    """One cache directory, seen through one store URL (the ``store-id`` namespace)."""
+
+    def __init__(self, root: Path, store_url: str) -> None:
+        self.root = Path(root)
+        self.store_url = store_url
+        self.store_id = hashlib.sha256(store_url.encode()).hexdigest()[:16]
+        self.blobs = self.root / "blobs"
+        self.tmp = self.root / "tmp"
+        self.locks = self.root / "locks"
+
+    def _dirs(self) -> None:
+        try:
+            for d in (self.blobs, self.tmp, self.locks):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the model cache in {self.root}: {exc.strerror or exc}") from exc
+
+    def tree(self, name: str, version: int) -> Path:
+        return self.root / "models" / self.store_id / name / str(version)
+
+    def _state_path(self, name: str, version: int) -> Path:
+        return self.root / "models" / self.store_id / name / f"{version}.state.json"
+
+    def _ref_path(self, name: str, alias: str) -> Path:
+        return self.root / "refs" / self.store_id / name / f"{alias}.json"
+
+    # ---- the fast path -----------------------------------------------------------------------
+
+    def ready(self, name: str, version: int) -> Path | None:
+        """The cached tree if every file is intact, else None (absent, or corrupt: needs repair).
+
+        Costs one ``stat`` per file when nothing changed; re-hashes only files whose stat changed.
+        """
+        state_path = self._state_path(name, version)
+        try:
+            state = json.loads(state_path.read_bytes())
+            files: list[dict[str, Any]] = state["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        tree = self.tree(name, version)
+        changed = False
+        for item in files:
+            path = tree / safe_relpath(item["path"])
+            try:
+                st = path.stat()
+            except OSError:
+                return None
+            if _stat_key(st) == item["stat"]:
+                continue
+            if st.st_size != item["size"] or sha256_file(path) != item["sha256"]:
+                log.warning("cached %s:%s file %s is corrupt; fetching it again", name, version, item["path"])
+                return None
+            item["stat"] = _stat_key(path.stat())  # same content, touched: remember the new stat
+            changed = True
+        if changed:
+            with contextlib.suppress(OSError):
+                self._dirs()
+                _atomic_write(state_path, json.dumps(state).encode(), self.tmp)
+        return tree
+
+    def manifest(self, name: str, version: int) -> Manifest | None:
+        """The manifest recorded with a cached version (for callers that need the signature)."""
+        try:
+            return Manifest.from_dict(json.loads(self._state_path(name, version).read_bytes())["manifest"])
+        except (OSError, ValueError, KeyError, TypeError, StoreError):
+            return None
+
+    # ---- aliases -----------------------------------------------------------------------------
+
+    def remember(self, name: str, alias: str, version: int) -> None:
+        path = self._ref_path(name, alias)
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs()
+            _atomic_write(path, json.dumps({"version": version, "at": time.time()}).encode(), self.tmp)
+
+    def last_resolved(self, name: str, alias: str) -> int | None:
+        try:
+            return int(json.loads(self._ref_path(name, alias).read_bytes())["version"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    # ---- filling and repairing ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _lock(self, name: str, version: int) -> Iterator[None]:
+        self._dirs()
+        path = self.locks / f"{self.store_id}-{name}-{version}.lock"
+        with open(path, "a+b") as fh:
+            deadline = time.monotonic() + LOCK_TIMEOUT
+            while True:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        raise StoreError(f"cannot lock {path}: {exc.strerror}") from exc
+                    if time.monotonic() > deadline:
+                        raise StoreError(f"timed out waiting for another process fetching {name}:{version}"
+                                         ) from None
+                    time.sleep(0.1)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _blob(self, store: ModelStore, manifest: Manifest, index: int) -> Path:
+        """A verified blob for one file, downloading it unless an intact copy is already here."""
+        entry = manifest.files[index]
+        blob = self.blobs / entry.sha256
+        if blob.is_file():
+            if blob.stat().st_size == entry.size and sha256_file(blob) == entry.sha256:
+                return blob
+            log.warning("cached blob %s is corrupt; fetching it again", entry.sha256[:12])
+            blob.unlink(missing_ok=True)
+        tmp = self.tmp / f"{uuid.uuid4().hex}.part"
+        try:
+            store.download_file(manifest, entry, tmp)
+            os.chmod(tmp, 0o444)  # blobs are shared by hard links: discourage edits in place
+            os.replace(tmp, blob)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return blob
+
+    @staticmethod
+    def _place(blob: Path, target: Path) -> None:
+        """Put ``blob`` at ``target`` atomically: a hard link, or a copy across file systems."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            os.link(blob, tmp)
+        except OSError:
+            shutil.copyfile(blob, tmp)
+        os.replace(tmp, target)
+
+    def materialize(self, store: ModelStore, manifest: Manifest) -> Path:
+        """Build (or repair) the cached tree of a version and record what was verified."""
+        name, version = manifest.name, manifest.version
+        with self._lock(name, version):
+            tree = self.ready(name, version)
+            if tree is not None:  # another process finished it while we waited
+                return tree
+            tree = self.tree(name, version)
+            try:
+                repairing = tree.is_dir()
+                build = tree if repairing else self.tmp / f"tree-{uuid.uuid4().hex}"
+                files = []
+                for i, entry in enumerate(manifest.files):
+                    target = build / safe_relpath(entry.path)
+                    if repairing and target.is_file() and target.stat().st_size == entry.size \
+                            and sha256_file(target) == entry.sha256:
+                        pass  # this file is intact
+                    else:
+                        self._place(self._blob(store, manifest, i), target)
+                    files.append({"path": entry.path, "size": entry.size, "sha256": entry.sha256})
+                if not repairing:
+                    tree.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(build, tree)
+                for item in files:
+                    item["stat"] = _stat_key((tree / item["path"]).stat())
+                state = {"manifest": manifest.to_dict(), "files": files, "store": self.store_url,
+                         "verified_at": time.time()}
+                _atomic_write(self._state_path(name, version), json.dumps(state).encode(), self.tmp)
+            except OSError as exc:
+                raise StoreError(f"cannot write the model cache in {self.root}: {exc.strerror or exc}") from exc
+            return tree
+
+
+def fetch_model(ref: str, store_url: str | None = None, cache_dir: Path | None = None) -> Path:
+    """Resolve ``name[:version|alias]`` and return a local directory holding the model's files.
+
+    A pinned version already cached costs a few ``stat`` calls and no request to the store.
+    """
+    parsed: ModelRef = parse_ref(ref)
+    url = store_url or default_store_url()
+    cache = ModelCache(Path(cache_dir) if cache_dir is not None else default_cache_dir(), url)
+    if parsed.version is not None:
+        tree = cache.ready(parsed.name, parsed.version)
+        if tree is not None:
+            return tree
+        store = open_store(url)
+        return cache.materialize(store, store.get_manifest(parsed))
+    alias = parsed.alias or "latest"
+    try:
+        store = open_store(url)
+        manifest = store.get_manifest(parsed)
+    except StoreError as exc:
+        last = cache.last_resolved(parsed.name, alias)
+        tree = cache.ready(parsed.name, last) if last is not None else None
+        if tree is None:
+            raise
+        log.warning("store unreachable (%s); using %s:%s, the version %s:%s resolved to last time",
+                    exc.message, parsed.name, last, parsed.name, alias)
+        return tree
+    cache.remember(parsed.name, alias, manifest.version)
+    return cache.ready(parsed.name, manifest.version) or cache.materialize(store, manifest)
