@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, ReadTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 log = logging.getLogger(__name__)
@@ -168,11 +168,13 @@ class StageClient:
 
 
 def _reason(exc: BaseException) -> str:
-    """A short cause without urllib3's object reprs: ``Connection refused``, ``Read timed out``."""
+    """A short cause without urllib3's pool reprs: ``Connection refused``, ``Read timed out``."""
+    if isinstance(exc, ProtocolError) and len(exc.args) > 1 and isinstance(exc.args[1], BaseException):
+        inner = exc.args[1]
+        return str(inner) or type(inner).__name__
     text = str(exc)
-    for marker in ("Failed to establish a new connection: ", "Caused by "):
-        if marker in text:
-            text = text.split(marker, 1)[1]
     if "[Errno" in text:
-        text = text.split("]", 1)[-1].strip() or text
-    return text.strip(" ')\"(") or type(exc).__name__
+        return text.rsplit("]", 1)[-1].strip() or text
+    if "): " in text:  # "HTTPConnectionPool(host=..., port=...): Read timed out. (read timeout=0.5)"
+        text = text.split("): ", 1)[1]
+    return text.strip() or type(exc).__name__
