@@ -1,0 +1,210 @@
+"""`hydro model`: the model store from the command line (thin: every decision is in hydro_serving.store).
+
+Errors are HydroErrors, which ``hydro_serving.cli.main`` prints as one line with exit status 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hydro_serving.errors import ValidationError
+
+
+def _store(ctx: click.Context) -> Any:
+    from hydro_serving.store import open_store
+
+    return open_store(ctx.obj.get("store") if ctx.obj else None)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+@contextlib.contextmanager
+def _progress(total: int, what: str) -> Iterator[Any]:
+    """A tqdm bar on a terminal; nothing when output is piped (logs, CI)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=what, leave=False) as bar:
+        yield lambda _path, n: bar.update(n)
+
+
+def _parse_meta(items: tuple[str, ...]) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValidationError(f"--meta expects key=value, got {item!r}", field="meta")
+        meta[key.strip()] = value
+    return meta
+
+
+@click.group()
+@click.option("--store", envvar="HYDRO_STORE", default=None, metavar="URL",
+              help="s3://bucket[/prefix] or file:///dir (default: $HYDRO_STORE, else the user data dir).")
+@click.pass_context
+def model(ctx: click.Context, store: str | None) -> None:
+    """Versioned models in S3-compatible storage: upload, list, alias, pull, discover."""
+    ctx.ensure_object(dict)
+    ctx.obj["store"] = store
+
+
+@model.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Model name: a-z, 0-9, '_' and '-', up to 63 characters.")
+@click.option("--framework", default=None, help="Override the detected framework.")
+@click.option("--signature", "signature_file", type=click.Path(path_type=Path), default=None,
+              help="YAML/JSON file with inputs and outputs (Hydrosphere contracts accepted).")
+@click.option("--training-data", type=click.Path(path_type=Path), default=None,
+              help="CSV of the training data, profiled into the manifest.")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Free metadata; repeatable.")
+@click.pass_context
+def upload(ctx: click.Context, path: Path, name: str, framework: str | None, signature_file: Path | None,
+           training_data: Path | None, meta: tuple[str, ...]) -> None:
+    """Upload PATH (a file or a directory) as the next version of NAME; prints NAME:VERSION."""
+    metadata = _parse_meta(meta)
+    store = _store(ctx)
+    total = sum(p.stat().st_size for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()) \
+        if path.exists() else 0
+    with _progress(total, f"uploading {name}") as progress:
+        manifest = store.upload(path, name, framework=framework, signature=signature_file,
+                                training_data=training_data, metadata=metadata, progress=progress)
+    click.echo(manifest.ref)
+
+
+@model.command("list")
+@click.pass_context
+def list_models(ctx: click.Context) -> None:
+    """Model names with at least one version."""
+    for name in _store(ctx).list_models():
+        click.echo(name)
+
+
+@model.command()
+@click.argument("name")
+@click.pass_context
+def versions(ctx: click.Context, name: str) -> None:
+    """Versions of NAME with framework, size, creation time and aliases."""
+    store = _store(ctx)
+    by_version: dict[int, list[str]] = {}
+    for alias, version in store.aliases(name).items():
+        by_version.setdefault(version, []).append(alias)
+    numbers = store.versions(name)
+    by_version.setdefault(numbers[-1], []).insert(0, "latest")
+    for version in numbers:
+        m = store.get_manifest(f"{name}:{version}")
+        aliases = ",".join(by_version.get(version, []))
+        click.echo(f"{m.ref}\t{m.framework or '-'}\t{_size(m.total_size)}\t{m.created_at}\t{aliases}".rstrip())
+
+
+@model.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.pass_context
+def show(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show the manifest of NAME[:VERSION|ALIAS]."""
+    m = _store(ctx).get_manifest(ref)
+    if as_json:
+        click.echo(json.dumps(m.to_dict(), indent=2))
+        return
+    click.echo(f"model:      {m.ref}")
+    click.echo(f"framework:  {m.framework or '-'}")
+    click.echo(f"created:    {m.created_at}")
+    click.echo(f"files:      {len(m.files)} ({_size(m.total_size)})")
+    for f in m.files:
+        click.echo(f"  {f.path}  {_size(f.size)}  sha256:{f.sha256}")
+    if m.signature is not None:
+        click.echo("signature:")
+        for kind, fields in (("in ", m.signature.inputs), ("out", m.signature.outputs)):
+            for fld in fields:
+                shape = "any" if fld.shape is None else list(fld.shape)
+                click.echo(f"  {kind} {fld.name}: {fld.dtype} {shape}")
+    if m.metadata:
+        click.echo("metadata:")
+        for key, value in m.metadata.items():
+            click.echo(f"  {key}: {value}")
+    if m.training_profile:
+        prof = m.training_profile
+        click.echo(f"training data: {prof.get('source')} ({prof.get('rows')} rows)")
+        for col in prof.get("columns", []):
+            if col.get("type") in ("integer", "float"):
+                detail = f"min {col['min']:g} max {col['max']:g} mean {col['mean']:g} std {col['std']:g}"
+            else:
+                top = ", ".join(str(t["value"]) for t in col.get("top", [])[:3])
+                detail = f"{col.get('unique', 0)} distinct; top: {top}"
+            click.echo(f"  {col['name']}: {col['type']}, {col['count']} values, {col['missing']} missing; {detail}")
+
+
+@model.command()
+@click.argument("ref", metavar="NAME:VERSION")
+@click.argument("alias")
+@click.pass_context
+def alias(ctx: click.Context, ref: str, alias: str) -> None:
+    """Point ALIAS (production, staging, ...) at NAME:VERSION."""
+    from hydro_serving.store.refs import parse_pinned
+
+    name, version = parse_pinned(ref)
+    _store(ctx).set_alias(name, version, alias)
+    click.echo(f"{name}:{alias} -> {name}:{version}")
+
+
+@model.command()
+@click.argument("ref", metavar="NAME[:REF]")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.pass_context
+def pull(ctx: click.Context, ref: str, dest: Path) -> None:
+    """Download a version into DEST, every file checked against its sha256."""
+    store = _store(ctx)
+    manifest = store.get_manifest(ref)
+    with _progress(manifest.total_size, f"pulling {manifest.ref}") as progress:
+        store.pull(manifest.ref, dest, progress=progress)
+    click.echo(f"{manifest.ref} -> {dest}")
+
+
+@model.command("rm")
+@click.argument("ref", metavar="NAME:VERSION")
+@click.pass_context
+def remove(ctx: click.Context, ref: str) -> None:
+    """Delete one version (its number is never reused)."""
+    from hydro_serving.store.refs import parse_pinned
+
+    name, version = parse_pinned(ref)
+    _store(ctx).remove(name, version)
+    click.echo(f"removed {name}:{version}")
+
+
+@model.command()
+@click.option("--min-age", type=float, default=0.0, show_default=True,
+              help="Skip files written less than this many seconds ago (uploads still in progress).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def discover(ctx: click.Context, min_age: float, as_json: bool) -> None:
+    """Turn files put under models/<name>/ by other S3 clients into versions."""
+    report = _store(ctx).discover(min_age=min_age)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    for m in report.added:
+        click.echo(f"added {m.ref} ({m.framework}) from {', '.join(m.metadata.get('discovered_from', []))}")
+    for group in report.unservable:
+        click.echo(f"not served: {', '.join(group.keys)}: {group.reason}")
+    for ref in report.incomplete:
+        click.echo(f"incomplete upload (invisible): {ref}")
+    for note in report.skipped:
+        click.echo(f"skipped: {note}")
+    if not (report.added or report.unservable or report.incomplete or report.skipped):
+        click.echo("nothing to discover")
