@@ -71,3 +71,54 @@ class ModelHandler(Protocol):
     def load(self, model_dir: Path | None, context: LoadContext) -> None: ...
 
     def predict(self, payload: Any) -> Any: ...
+
+
+@runtime_checkable
+class FunctionHandler(Protocol):
+    """A template for ``kind: function`` or ``router``: loaded once, then ``handle`` per request.
+
+    ``handle`` sees the :class:`InvocationContext` (headers, raw body, deadline) because custom
+    code and the router need more than the payload; it may return JSON-able data, ``str``,
+    ``bytes`` or a :class:`RawResponse`.
+    """
+
+    def load(self, model_dir: Path | None, context: LoadContext) -> None: ...
+
+    def handle(self, payload: Any, context: InvocationContext) -> Any: ...
+
+
+@runtime_checkable
+class BatchingHandler(Protocol):
+    """A model handler that can merge many requests into one framework call (adaptive batching).
+
+    ``predict_batch`` returns one result per payload, in order; an element that is an exception
+    instance fails only that request (one caller's bad row must not fail its batch neighbours).
+    """
+
+    def predict_batch(self, payloads: list[Any]) -> list[Any]: ...
+
+
+def find_model_file(path: Path, patterns: tuple[str, ...] | list[str], template: str) -> Path:
+    """The model file to load: ``path`` itself, or the single file in the directory matching ``patterns``.
+
+    A directory with none or several matches is an error that lists what was found, because
+    silently picking one of two ``*.pkl`` files would serve the wrong model.
+    """
+    from hydro_serving.errors import ConfigError
+
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise ConfigError(f"model path {path} does not exist", field="model")
+    matches = sorted({p for pattern in patterns for p in path.rglob(pattern) if p.is_file()})
+    if len(matches) == 1:
+        return matches[0]
+    wanted = ", ".join(patterns) or "(no patterns)"
+    if not matches:
+        present = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
+        raise ConfigError(f"no model file matching {wanted} for template '{template}' in {path} "
+                          f"(found: {present})", field="model")
+    names = ", ".join(str(p.relative_to(path)) for p in matches[:10])
+    raise ConfigError(f"several model files match {wanted} in {path} ({names}); point 'model' at one of them",
+                      field="model")

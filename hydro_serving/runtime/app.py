@@ -1,0 +1,196 @@
+"""The Flask app of a function replica: invoke, health, readiness, metrics and the V2 subset.
+
+Routes only translate HTTP: bodies are parsed by :mod:`codec`, the work and its limits live in
+:class:`~hydro_serving.runtime.service.FunctionRuntime`, and every exception - ours, werkzeug's,
+or a handler's - becomes JSON in the one error handler through :func:`hydro_serving.errors.http_error`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from hydro_serving import __version__
+from hydro_serving.builder.templates import Template, get_template
+from hydro_serving.errors import (
+    BadRequest,
+    HydroError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    http_error,
+)
+from hydro_serving.runtime.codec import dump_json, parse_invoke_body, parse_json, render_result
+from hydro_serving.runtime.config import RuntimeConfig
+from hydro_serving.runtime.metrics import RuntimeMetrics
+from hydro_serving.runtime.service import FunctionRuntime
+from hydro_serving.stack.model import FunctionSpec
+
+log = logging.getLogger("hydro.runtime")
+
+ROUTES_HELP = "POST /, GET /_/health, GET /_/ready, GET /metrics, /v2/health/*, /v2/models/<name>[/ready|/infer]"
+CUSTOM_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(dump_json(body, "runtime"), status=status, headers=headers or {}, mimetype="application/json")
+
+
+def _from_werkzeug(exc: HTTPException, max_body: int) -> HydroError:
+    """werkzeug's routing and body-size errors, in our hierarchy and our words."""
+    if exc.code == 404:
+        return NotFound(f"no endpoint {request.method} {request.path} (endpoints: {ROUTES_HELP})")
+    if exc.code == 405:
+        allowed = exc.get_response().headers.get("Allow", "")
+        return MethodNotAllowed(f"{request.method} is not allowed on {request.path} (allowed: {allowed})",
+                                headers={"Allow": allowed} if allowed else None)
+    if exc.code == 413:
+        return PayloadTooLarge(f"the request body is larger than {max_body} bytes (HYDRO_MAX_BODY_BYTES)")
+    if exc.code == 400:
+        return BadRequest(exc.description or "bad request")
+    return HydroError(exc.description or exc.name, status=exc.code or 500)
+
+
+def create_app(spec: FunctionSpec, config: RuntimeConfig | None = None, *, template: Template | None = None,
+               exit_on_load_failure: bool = False, start_loading: bool = True) -> Flask:
+    """Build the app for ``spec`` and (by default) start loading its handler in the background.
+
+    The metrics registry, the executor and the loader are created here, per app, so nothing is
+    shared between apps and nothing exists before a server asks for it.
+    """
+    config = config or RuntimeConfig.from_env(spec)
+    template = template or get_template(spec.lang)
+    metrics = RuntimeMetrics(spec.name)
+    runtime = FunctionRuntime(spec, config, metrics, template, exit_on_load_failure=exit_on_load_failure)
+    app = Flask(f"hydro-{spec.name}")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.extensions["hydro_runtime"] = runtime
+    accepts_raw = template.kind != "model"
+
+    @app.before_request
+    def _start_clock() -> None:
+        g.hydro_started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        started = g.get("hydro_started")
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        if started is not None and rule != "/metrics":
+            metrics.observe(rule, response.status_code, time.perf_counter() - started)
+        return response
+
+    @app.errorhandler(Exception)
+    def _error(exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):
+            exc = _from_werkzeug(exc, config.max_body_bytes)
+        elif not isinstance(exc, HydroError):
+            log.error("function '%s': unexpected error on %s %s", spec.name, request.method, request.path,
+                      exc_info=exc)
+        status, body, headers = http_error(exc)
+        return _json(body, status, headers)
+
+    def read_body() -> bytes:
+        length = request.content_length
+        if length is not None and length > config.max_body_bytes:
+            raise PayloadTooLarge(f"the request body has {length} bytes, more than the limit of "
+                                  f"{config.max_body_bytes} (HYDRO_MAX_BODY_BYTES)")
+        return request.get_data(cache=False)
+
+    def invoke(path: str) -> Response:
+        runtime.require_loaded()
+        body = read_body()
+        payload = parse_invoke_body(body, request.mimetype, accepts_raw)
+        context = runtime.context(request.headers, body, request.args, path, request.method)
+        result = runtime.invoke(payload, context)
+        data, status, content_type, headers = render_result(result, spec.name)
+        if status == 200 and context.status != 200:
+            status = context.status
+        return Response(data, status=status, headers={**context.response_headers, **headers},
+                        content_type=content_type)
+
+    # ---- invoke -------------------------------------------------------------------------------
+
+    if accepts_raw:  # custom functions and routers take any method and sub-path, like OpenFaaS
+        @app.route("/", methods=CUSTOM_METHODS, defaults={"subpath": ""})
+        @app.route("/<path:subpath>", methods=CUSTOM_METHODS)
+        def _invoke_any(subpath: str) -> Response:
+            return invoke("/" + subpath)
+    else:
+        @app.post("/")
+        def _invoke() -> Response:
+            return invoke("/")
+
+    # ---- health and readiness -----------------------------------------------------------------
+
+    @app.get("/_/health")
+    def _health() -> Response:
+        return _json({"status": "ok", "function": spec.name, "state": runtime.loader.state})
+
+    @app.get("/_/ready")
+    def _ready() -> Response:
+        return _json(runtime.readiness())
+
+    @app.get("/metrics")
+    def _metrics() -> Response:
+        return Response(metrics.render(), mimetype=metrics.content_type.split(";")[0],
+                        headers={"Content-Type": metrics.content_type})
+
+    # ---- Open Inference Protocol (V2) ---------------------------------------------------------
+
+    def check_name(name: str) -> None:
+        if name != spec.name:
+            raise NotFound(f"no model '{name}' here; this function serves '{spec.name}'", function=name)
+
+    @app.get("/v2")
+    def _v2_server() -> Response:
+        return _json({"name": "hydro-serving", "version": __version__, "extensions": []})
+
+    @app.get("/v2/health/live")
+    def _v2_live() -> Response:
+        return _json({"live": True})
+
+    @app.get("/v2/health/ready")
+    def _v2_ready() -> Response:
+        return _json({"ready": runtime.ready}, 200 if runtime.ready else 503)
+
+    @app.get("/v2/models/<name>")
+    def _v2_metadata(name: str) -> Response:
+        check_name(name)
+        from hydro_serving.contract.dtypes import to_v2_datatype
+
+        def tensors(fields: Any) -> list[dict[str, Any]]:
+            return [{"name": f.name, "datatype": to_v2_datatype(f.dtype),
+                     "shape": list(f.shape) if f.shape is not None else [-1]} for f in fields]
+
+        signature = runtime.signature
+        return _json({
+            "name": spec.name, "versions": [], "platform": spec.lang,
+            "inputs": tensors(signature.inputs) if signature else [],
+            "outputs": tensors(signature.outputs) if signature else [],
+        })
+
+    @app.get("/v2/models/<name>/ready")
+    def _v2_model_ready(name: str) -> Response:
+        check_name(name)
+        return _json({"name": name, "ready": runtime.ready}, 200 if runtime.ready else 503)
+
+    @app.post("/v2/models/<name>/infer")
+    def _v2_infer(name: str) -> Response:
+        check_name(name)
+        runtime.require_loaded()
+        body = read_body()
+        if request.mimetype not in ("", "application/json"):
+            raise UnsupportedMediaType(f"Content-Type {request.mimetype} is not supported; V2 infer takes "
+                                       "application/json", field="Content-Type")
+        document = parse_json(body)
+        context = runtime.context(request.headers, body, request.args, request.path, request.method)
+        return _json(runtime.infer_v2(document, context))
+
+    if start_loading:
+        runtime.start()
+    return app

@@ -1,0 +1,172 @@
+"""Turning a function spec into a loaded handler: template lookup, model resolution, import, ``load()``.
+
+This runs once per worker process, in a background thread, so that the HTTP server can answer
+``/_/health`` and ``/_/ready`` (503) while a large model is fetched and deserialised.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from hydro_serving.builder.templates import Template, get_template
+from hydro_serving.errors import ConfigError, HydroError
+from hydro_serving.runtime.api import LoadContext
+from hydro_serving.stack.model import FunctionSpec
+
+log = logging.getLogger("hydro.runtime")
+
+
+@dataclass
+class LoadedFunction:
+    """A handler ready to serve, with the spec it was loaded for (signature filled from the store)."""
+
+    spec: FunctionSpec
+    template: Template
+    handler: Any
+    model_path: Path | None
+    handler_dir: Path | None
+
+    @property
+    def kind(self) -> str:
+        return self.template.kind
+
+
+def resolve_model(spec: FunctionSpec) -> tuple[Path | None, FunctionSpec]:
+    """Where the model's files are on this machine, and the spec with the store's signature if it had none.
+
+    A local path is used as it is (development); a store reference is fetched through the
+    sha256-verified cache, so a corrupt download is never loaded.
+    """
+    if not spec.model:
+        return None, spec
+    if spec.model_is_local:
+        path = Path(spec.model.removeprefix("file://")).expanduser()
+        if not path.exists():
+            raise ConfigError(f"model path {path} does not exist (function '{spec.name}')", field="model",
+                              function=spec.name)
+        return path.resolve(), spec
+    from hydro_serving.store import fetch_model, open_store  # lazy: boto3 only when a store is used
+
+    if spec.signature is None:
+        manifest = open_store().get_manifest(spec.model)
+        if manifest.signature is not None:
+            spec = replace(spec, signature=manifest.signature)
+    return Path(fetch_model(spec.model)), spec
+
+
+def import_entrypoint(template: Template) -> Any:
+    """The template's handler class, imported from its folder under a private module name.
+
+    A private name keeps template modules (``handler``, ``index``) from colliding with the user's
+    own ``handler.py``, which the python3 template imports by that name.
+    """
+    parts = template.module.split(".")
+    file = template.path.joinpath(*parts).with_suffix(".py")
+    if not file.is_file():
+        file = template.path.joinpath(*parts, "__init__.py")
+    if not file.is_file():
+        raise ConfigError(f"template '{template.name}': entrypoint module {template.module} not found in "
+                          f"{template.path}", field="entrypoint")
+    module_name = f"_hydro_template_{template.name.replace('-', '_')}.{template.module}"
+    module = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(module_name, file)
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"template '{template.name}': cannot import {file}", field="entrypoint")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(module_name, None)
+            raise
+    try:
+        return getattr(module, template.attribute)
+    except AttributeError:
+        raise ConfigError(f"template '{template.name}': {template.module} has no {template.attribute}",
+                          field="entrypoint") from None
+
+
+def load_function(spec: FunctionSpec, template: Template | None = None) -> LoadedFunction:
+    """Resolve, import and ``load()`` a function's handler; every failure is an exception."""
+    template = template or get_template(spec.lang)
+    model_path, spec = resolve_model(spec)
+    handler_dir = Path(spec.handler).expanduser().resolve() if spec.handler else None
+    if template.kind == "function" and (handler_dir is None or not handler_dir.is_dir()):
+        raise ConfigError(f"function '{spec.name}' (lang {spec.lang}) needs 'handler': a folder with "
+                          f"handler.py; {handler_dir or 'none given'}", field="handler", function=spec.name)
+    handler_class = import_entrypoint(template)
+    handler = handler_class()
+    handler.load(model_path, LoadContext(spec=spec, model_dir=model_path, handler_dir=handler_dir))
+    return LoadedFunction(spec=spec, template=template, handler=handler, model_path=model_path,
+                          handler_dir=handler_dir)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A one-line cause for /_/ready: our errors' own words, otherwise the exception type and text."""
+    if isinstance(exc, HydroError):
+        return exc.message
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class BackgroundLoader:
+    """Loads the function in a thread and records the outcome for the readiness endpoints.
+
+    ``on_failure`` runs after a failed load has been logged (the server uses it to exit the
+    worker so a supervisor notices); ``on_ready`` gets the load duration in seconds.
+    """
+
+    def __init__(self, spec: FunctionSpec, template: Template | None = None,
+                 on_ready: Callable[[float], None] | None = None,
+                 on_failure: Callable[[BaseException], None] | None = None) -> None:
+        self.spec = spec
+        self.template = template
+        self.on_ready = on_ready
+        self.on_failure = on_failure
+        self.loaded: LoadedFunction | None = None
+        self.error: str | None = None
+        self.load_seconds: float | None = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def state(self) -> str:
+        if self.loaded is not None:
+            return "ready"
+        return "failed" if self.error is not None else "loading"
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"hydro-load-{self.spec.name}", daemon=True)
+            self._thread.start()
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.wait(timeout)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        log.info("function '%s': loading (lang %s, model %s)", self.spec.name, self.spec.lang, self.spec.model)
+        try:
+            loaded = load_function(self.spec, self.template)
+        except BaseException as exc:
+            self.error = describe_failure(exc)
+            log.error("function '%s': load failed: %s", self.spec.name, self.error, exc_info=exc)
+            self._done.set()
+            if self.on_failure is not None:
+                self.on_failure(exc)
+            return
+        self.load_seconds = time.monotonic() - started
+        self.loaded = loaded
+        self._done.set()
+        log.info("function '%s': ready in %.3fs", self.spec.name, self.load_seconds)
+        if self.on_ready is not None:
+            self.on_ready(self.load_seconds)

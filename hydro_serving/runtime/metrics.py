@@ -1,0 +1,62 @@
+"""Prometheus metrics of one runtime process, in a registry the app factory owns.
+
+A registry per app (not prometheus_client's global one) keeps two apps in one test process, or
+a reloaded worker, from colliding on metric names, and builds nothing at import time.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class RuntimeMetrics:
+    """The runtime's counters, histograms and gauges, labelled by function name."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, function: str) -> None:
+        self.function = function
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "hydro_function_requests", "Requests answered, by endpoint and HTTP status code.",
+            ["function", "endpoint", "code"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "hydro_function_request_duration_seconds", "Time to answer a request, by endpoint.",
+            ["function", "endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.inflight = Gauge(
+            "hydro_function_inflight_requests", "Invocations being executed right now.",
+            ["function"], registry=self.registry,
+        )
+        self.load_seconds = Gauge(
+            "hydro_function_model_load_seconds", "Seconds the handler and model took to load.",
+            ["function"], registry=self.registry,
+        )
+        self.ready = Gauge(
+            "hydro_function_ready", "1 once the model is loaded, 0 while loading or after a failed load.",
+            ["function"], registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "hydro_function_batch_size", "Requests merged into one predict call (adaptive batching).",
+            ["function"], buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry,
+        )
+        start = Gauge(
+            "hydro_function_process_start_time_seconds", "Start time of the process since the epoch.",
+            ["function"], registry=self.registry,
+        )
+        start.labels(function).set(time.time())
+        self.ready.labels(function).set(0)
+        self.inflight.labels(function).set(0)
+
+    def observe(self, endpoint: str, code: int, seconds: float) -> None:
+        self.requests.labels(self.function, endpoint, str(code)).inc()
+        self.latency.labels(self.function, endpoint).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

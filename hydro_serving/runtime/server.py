@@ -1,0 +1,93 @@
+"""Serving a function with gunicorn (gthread), started from Python rather than a shell command.
+
+The spec and the template are checked in the master before binding the port, so a typo fails at
+once with one line; the app (and the model load) is created in each worker after fork, so no
+framework state crosses a fork and every worker answers /_/ready 503 while its model loads.
+
+A failed model load is logged with its traceback, reported by /_/ready for
+``HYDRO_LOAD_FAILURE_EXIT`` seconds (default 3s; ``never`` keeps serving 503), then the worker
+exits with status 3; gunicorn treats that as "worker failed to boot" and the whole server exits
+with status 3, so a supervisor (the gateway, Docker, Kubernetes) notices instead of a restart loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from hydro_serving.builder.templates import Template, get_template
+from hydro_serving.errors import ConfigError
+from hydro_serving.runtime.config import RuntimeConfig
+from hydro_serving.stack.model import FunctionSpec
+
+log = logging.getLogger("hydro.runtime")
+
+
+def read_spec(path: str | Path) -> FunctionSpec:
+    """The canonical function JSON (``FunctionSpec.to_dict()``), validated like stack.yml."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"function spec {path} does not exist", field="spec") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"function spec {path} is not valid JSON: {exc}", field="spec") from None
+    return FunctionSpec.from_dict(data, where=str(path))
+
+
+def setup_logging() -> None:
+    """Log lines on stderr with the process id (several workers write to one stream)."""
+    level = os.environ.get("HYDRO_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "INFO",
+                        format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+
+
+class RuntimeServer(BaseApplication):
+    """gunicorn's application interface over :func:`hydro_serving.runtime.app.create_app`."""
+
+    def __init__(self, spec: FunctionSpec, host: str, port: int, workers: int = 1, threads: int = 8,
+                 access_log: bool = False) -> None:
+        if workers < 1 or threads < 1:
+            raise ConfigError("workers and threads must be at least 1", field="workers")
+        self.spec = spec
+        self.template: Template = get_template(spec.lang)
+        self.runtime_config = RuntimeConfig.from_env(spec)
+        self.options: dict[str, Any] = {
+            "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "workers": workers,
+            "worker_class": "gthread",
+            "threads": threads,
+            # keep connections longer than aiohttp clients' 15s default, so the client closes first
+            "keepalive": 30,
+            "graceful_timeout": max(1, min(int(self.runtime_config.timeout + 1), 30)),
+            "proc_name": f"hydro-fn-{spec.name}",
+            "accesslog": "-" if access_log else None,
+            "errorlog": "-",
+            "loglevel": os.environ.get("HYDRO_LOG_LEVEL", "info").lower(),
+            # gunicorn >= 23 opens a control socket at one fixed path per user; many replicas on one
+            # machine would fight over it, and nothing here uses it
+            "control_socket_disable": True,
+        }
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if value is not None and key in self.cfg.settings:
+                self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from hydro_serving.runtime.app import create_app
+
+        return create_app(self.spec, self.runtime_config, template=self.template, exit_on_load_failure=True)
+
+
+def serve(spec: FunctionSpec, host: str = "127.0.0.1", port: int = 8080, workers: int = 1, threads: int = 8,
+          access_log: bool = False) -> None:
+    """Serve ``spec`` in the foreground until SIGINT/SIGTERM (gunicorn then exits the process)."""
+    setup_logging()
+    RuntimeServer(spec, host, port, workers, threads, access_log).run()

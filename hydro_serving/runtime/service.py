@@ -1,0 +1,187 @@
+"""One function being served: its loader, its limits and the calls into its handler.
+
+The Flask routes translate HTTP to these methods and back; everything a request does after its
+body has been parsed (readiness, validation, in-flight cap, timeout, batching, handler errors)
+happens here, so the V2 and plain invoke paths share one set of rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from hydro_serving.builder.templates import Template
+from hydro_serving.contract import Signature
+from hydro_serving.contract.v2 import inputs_to_numpy, numpy_to_tensor, parse_infer_request
+from hydro_serving.errors import HandlerError, HydroError, ServiceUnavailable
+from hydro_serving.runtime.api import InvocationContext
+from hydro_serving.runtime.batching import Batcher
+from hydro_serving.runtime.config import RuntimeConfig
+from hydro_serving.runtime.executor import Executor
+from hydro_serving.runtime.loader import BackgroundLoader, LoadedFunction
+from hydro_serving.runtime.metrics import RuntimeMetrics
+from hydro_serving.stack.model import FunctionSpec
+
+log = logging.getLogger("hydro.runtime")
+
+# gunicorn's arbiter stops the whole server when a worker exits with this status ("worker failed to boot")
+WORKER_BOOT_ERROR = 3
+
+
+class FunctionRuntime:
+    """Loader + executor + (optional) batcher for one function in one process."""
+
+    def __init__(self, spec: FunctionSpec, config: RuntimeConfig, metrics: RuntimeMetrics,
+                 template: Template | None = None, exit_on_load_failure: bool = False) -> None:
+        self.spec = spec
+        self.config = config
+        self.metrics = metrics
+        self.exit_on_load_failure = exit_on_load_failure
+        self.loader = BackgroundLoader(spec, template, on_ready=self._on_ready, on_failure=self._on_failure)
+        gauge = metrics.inflight.labels(spec.name)
+        self.executor = Executor(spec.name, config.max_inflight, on_change=gauge.set)
+        self.batcher: Batcher | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.loader.start()
+
+    def _on_ready(self, seconds: float) -> None:
+        self.metrics.load_seconds.labels(self.spec.name).set(seconds)
+        self.metrics.ready.labels(self.spec.name).set(1)
+        loaded = self.loader.loaded
+        if (loaded is not None and loaded.kind == "model" and self.spec.batching.enabled
+                and hasattr(loaded.handler, "predict_batch")):
+            observe = self.metrics.batch_size.labels(self.spec.name).observe
+            self.batcher = Batcher(loaded.handler.predict_batch, self.spec.batching.max_batch_size,
+                                   self.spec.batching.max_batch_delay_ms, on_batch=observe)
+            log.info("function '%s': adaptive batching up to %d requests / %gms", self.spec.name,
+                     self.spec.batching.max_batch_size, self.spec.batching.max_batch_delay_ms)
+
+    def _on_failure(self, exc: BaseException) -> None:
+        delay = self.config.load_failure_exit_after
+        if not self.exit_on_load_failure or delay is None:
+            return
+        log.error("function '%s': exiting in %gs with status %d so the supervisor sees the failed load",
+                  self.spec.name, delay, WORKER_BOOT_ERROR)
+        timer = threading.Timer(delay, os._exit, args=(WORKER_BOOT_ERROR,))
+        timer.daemon = True
+        timer.start()
+
+    def shutdown(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+        self.executor.shutdown()
+
+    # ---- readiness ---------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.loader.loaded is not None
+
+    def readiness(self) -> dict[str, Any]:
+        """The /_/ready body; raises 503 (with the load error when there is one) until loaded."""
+        state = self.loader.state
+        if state == "ready":
+            return {"status": "ready", "function": self.spec.name, "load_seconds": self.loader.load_seconds}
+        if state == "failed":
+            raise ServiceUnavailable(f"function '{self.spec.name}' failed to load: {self.loader.error}",
+                                     function=self.spec.name, details={"status": "failed"})
+        raise ServiceUnavailable(f"function '{self.spec.name}' is loading", retry_after=1,
+                                 function=self.spec.name, details={"status": "loading"})
+
+    def require_loaded(self) -> LoadedFunction:
+        loaded = self.loader.loaded
+        if loaded is None:
+            self.readiness()  # raises the right 503
+            raise AssertionError("unreachable")
+        return loaded
+
+    @property
+    def signature(self) -> Signature | None:
+        """The declared signature (stack.yml, else the store manifest), else what the handler reports."""
+        loaded = self.loader.loaded
+        if loaded is not None and loaded.spec.signature is not None:
+            return loaded.spec.signature
+        if self.spec.signature is not None:
+            return self.spec.signature
+        found = getattr(loaded.handler, "signature", None) if loaded is not None else None
+        return found if isinstance(found, Signature) else None
+
+    # ---- invocation --------------------------------------------------------------------------
+
+    def context(self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str], path: str,
+                method: str) -> InvocationContext:
+        return InvocationContext(spec=self.spec, headers=dict(headers), body=body, query=dict(query), path=path,
+                                 method=method, deadline=time.monotonic() + self.config.timeout)
+
+    def invoke(self, payload: Any, context: InvocationContext) -> Any:
+        """Validate against the signature and run the handler under the limits."""
+        loaded = self.require_loaded()
+        signature = loaded.spec.signature
+        if signature is not None and signature.inputs and not isinstance(payload, bytes | str | None):
+            signature.validate_payload(payload)
+        handler = loaded.handler
+        if loaded.kind == "model":
+            if self.batcher is not None:
+                batcher = self.batcher
+                return self._guard(lambda: self.executor.submit_and_wait(
+                    lambda: batcher.submit(payload), self.config.timeout))
+            call = lambda: handler.predict(payload)  # noqa: E731
+        elif hasattr(handler, "handle"):
+            call = lambda: handler.handle(payload, context)  # noqa: E731
+        else:  # a router-style class: predict(payload, context)
+            call = lambda: handler.predict(payload, context)  # noqa: E731
+        return self._guard(lambda: self.executor.run(call, self.config.timeout))
+
+    def infer_v2(self, body: Any, context: InvocationContext) -> dict[str, Any]:
+        """A V2 infer request -> V2 response (``model_name``, ``id`` echoed, one tensor per output)."""
+        loaded = self.require_loaded()
+        request_id, _parameters, inputs = parse_infer_request(body)
+        arrays = inputs_to_numpy(inputs, loaded.spec.signature)
+        handler = loaded.handler
+        if hasattr(handler, "infer_v2"):
+            call = lambda: handler.infer_v2(arrays)  # noqa: E731
+        else:
+            columnar = {name: array.tolist() for name, array in arrays.items()}
+            if loaded.kind == "model":
+                call = lambda: {"predict": handler.predict(columnar)}  # noqa: E731
+            else:
+                fn = handler.handle if hasattr(handler, "handle") else handler.predict
+                call = lambda: _as_outputs(fn(columnar, context))  # noqa: E731
+        outputs = self._guard(lambda: self.executor.run(call, self.config.timeout))
+        try:
+            tensors = [numpy_to_tensor(name, value) for name, value in outputs.items()]
+        except Exception as exc:
+            log.error("function '%s': output is not a tensor", self.spec.name, exc_info=exc)
+            raise HandlerError(f"function '{self.spec.name}' returned outputs that are not tensors",
+                               function=self.spec.name) from None
+        response: dict[str, Any] = {"model_name": self.spec.name, "outputs": tensors}
+        if request_id is not None:
+            response["id"] = request_id
+        return response
+
+    def _guard(self, run: Any) -> Any:
+        """Our errors pass through; anything else a handler raised is logged and becomes a bare 500."""
+        try:
+            return run()
+        except HydroError:
+            raise
+        except Exception as exc:
+            log.error("function '%s': handler raised %s", self.spec.name, type(exc).__name__, exc_info=exc)
+            raise HandlerError(f"function '{self.spec.name}' failed ({type(exc).__name__}); the details are "
+                               f"in the function's log", function=self.spec.name) from None
+
+
+def _as_outputs(result: Any) -> dict[str, Any]:
+    """A custom function's V2 answer: a dict is one tensor per key, anything else one tensor 'output'."""
+    if isinstance(result, Mapping):
+        return dict(result)
+    if result is None:
+        raise HandlerError("the function returned nothing to send as a V2 output")
+    return {"output": result}
