@@ -115,14 +115,46 @@ def build_image(client: Any, context: Path, *, network_mode: str | None = None, 
     return tag
 
 
+def registry_of(image: str) -> str:
+    """The registry host of an image reference (``docker.io`` when the first part is not a host)."""
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def is_insecure_registry(registry: str) -> bool:
+    """Plain-HTTP registries: loopback ones (Docker's own default) and those in HYDRO_INSECURE_REGISTRIES."""
+    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+    if host in ("localhost", "::1", "[::1]") or host.startswith("127."):
+        return True
+    listed = {r.strip() for r in os.environ.get("HYDRO_INSECURE_REGISTRIES", "").split(",") if r.strip()}
+    return registry in listed
+
+
+def _push_stream(client: Any, repo: str, tag: str, registry: str) -> Iterable[dict[str, Any]]:
+    """The engine's push progress. For a plain-HTTP registry, ask for no TLS (``tlsVerify=false``):
+    Docker already treats loopback registries as insecure and ignores the parameter, podman's
+    Docker-compatible API needs it; the SDK's ``push`` cannot send it, hence the raw request."""
+    if not is_insecure_registry(registry):
+        return client.api.push(repo, tag=tag, stream=True, decode=True)
+    from docker import auth
+
+    api = client.api
+    headers = {"X-Registry-Auth": auth.get_config_header(api, registry) or auth.encode_header({})}
+    response = api._post(api._url("/images/{0}/push", repo), params={"tag": tag, "tlsVerify": "false"},
+                         headers=headers, stream=True)
+    api._raise_for_status(response)
+    return api._stream_helper(response, decode=True)
+
+
 def push_image(client: Any, image: str, *, echo: Echo = _print) -> None:
     """Push ``image`` to its registry (credentials from the docker config), printing each layer's status once."""
     repo, tag = image_reference(image)
     echo(f"==> pushing {image}")
     last: dict[str, str] = {}
     try:
-        stream = client.api.push(repo, tag=tag, stream=True, decode=True)
-        for chunk in stream:
+        for chunk in _push_stream(client, repo, tag, registry_of(repo)):
             if "error" in chunk or "errorDetail" in chunk:
                 message = (chunk.get("errorDetail") or {}).get("message") or chunk.get("error")
                 raise PushFailed(f"pushing {image} failed: {message}", details={"image": image})
