@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -57,13 +58,17 @@ def read_env_file(path: Path) -> dict[str, str]:
     return out
 
 
+_CAUSE = re.compile(r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)\b.*|error: .*)$")
+
+
 def last_error_line(text: str) -> str:
-    """The line that says why a process died: the last non-blank line of its output."""
-    for line in reversed(text.splitlines()):
-        line = line.strip()
-        if line and not line.startswith("[hydro]"):
+    """The line that says why a process died: the last exception line (``XxxError: ...``) of its
+    output, else its last non-blank line (a traceback is often followed by a supervisor's epilogue)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("[hydro]")]
+    for line in reversed(lines):
+        if _CAUSE.match(line):
             return line[:500]
-    return ""
+    return lines[-1][:500] if lines else ""
 
 
 class LocalProvider(Provider):
