@@ -1,0 +1,58 @@
+"""The router template's handler class: the runtime loads it once and calls it per request.
+
+It is the seam between the runtime (HTTP, limits, errors) and the engine (the pipeline): it reads
+the gateway's address from ``HYDRO_GATEWAY_URL`` when it loads (never at import), builds one
+:class:`Router` for the replica, and turns each :class:`InvocationContext` into a pipeline run
+whose last stage's bytes go back untouched as a :class:`RawResponse`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hydro_serving.errors import ConfigError
+from hydro_serving.runtime.api import InvocationContext, LoadContext, RawResponse
+
+GATEWAY_ENV = "HYDRO_GATEWAY_URL"
+
+
+class RouterHandler:
+    """``load(model_dir, context)`` once; ``handle(payload, context)`` per request (kind: router)."""
+
+    def __init__(self) -> None:
+        self.router: Any = None
+
+    def load(self, model_dir: Path | None, context: LoadContext) -> None:
+        from hydro_serving.router.engine import Router
+
+        spec = context.spec
+        if not spec.chain:
+            raise ConfigError(f"function '{spec.name}' uses the router template but has no chain", field="chain",
+                              function=spec.name)
+        gateway = os.environ.get(GATEWAY_ENV, "").strip()
+        if not gateway:
+            raise ConfigError(f"router '{spec.name}' needs {GATEWAY_ENV} (the gateway that runs its stages)",
+                              field=GATEWAY_ENV, function=spec.name)
+        # the runtime's registry when it offers one, so /metrics shows the per-stage series
+        registry = getattr(context, "metrics_registry", None)
+        self.router = Router(spec, gateway, registry=registry)
+
+    def handle(self, payload: Any, context: InvocationContext) -> RawResponse:
+        body = context.body
+        decoded = payload if isinstance(payload, Mapping | list) else None
+        if not body and decoded is not None:  # a runtime that kept only the decoded payload
+            import json
+
+            body = json.dumps(decoded).encode()
+        result = self.router.run(body, context.headers, deadline=context.deadline, payload=decoded)
+        context.response_headers.update(result.headers)
+        return RawResponse(body=result.body, status=result.status, content_type=result.content_type,
+                           headers=dict(result.headers))
+
+    def close(self) -> None:
+        """Stop the router's background threads (shadows, prewarms) and its connection pool."""
+        if self.router is not None:
+            self.router.close()
