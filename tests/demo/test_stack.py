@@ -45,3 +45,11 @@ def test_signatures_chain_and_match_the_feature_code() -> None:
 def test_gateway_address_comes_from_the_environment() -> None:
     stack = load_stack(STACK, env={"HYDRO_GATEWAY": "http://127.0.0.1:9999"})
     assert stack.provider.gateway == "http://127.0.0.1:9999"
+
+
+def test_the_shipped_request_is_the_original_byte_for_byte(seed_body: bytes) -> None:
+    shared = STACK.parents[1] / "shared" / "seed-demo" / "product-matching-request.json"
+    assert seed_body.startswith(b'[{"Title1": "Apple iPhone 5 - 32GB')
+    assert b"'Screen Size': ' 4''; " in seed_body
+    if shared.is_file():  # the seed the project started from, when this checkout sits beside it
+        assert shared.read_bytes() == seed_body
