@@ -206,3 +206,32 @@ def matrix_from_tensors(arrays: Mapping[str, Any], features: Sequence[str] | Non
     kinds = {c.dtype.kind for c in columns}
     dtype = object if kinds & {"O", "U", "S"} else np.result_type(*columns)
     return np.stack([c.astype(dtype) for c in columns], axis=1)
+
+
+def cast_output(name: str, values: Any, signature: Signature | None) -> Any:
+    """An output column cast to the dtype the signature declares for it (``bool`` for a 0/1 label)."""
+    from hydro_serving.contract.dtypes import numpy_dtype
+    from hydro_serving.errors import HandlerError
+
+    declared = signature.output(name) if signature is not None else None
+    if declared is None:
+        return values
+    try:
+        if declared.dtype in ("string", "bytes"):
+            return values.astype(str).astype(object)
+        return values.astype(numpy_dtype(declared.dtype))
+    except (ValueError, TypeError) as exc:
+        raise HandlerError(f"output '{name}' cannot be cast to {declared.dtype} as the signature declares: "
+                           f"{exc}") from None
+
+
+def as_rows(values: Any) -> list[Any]:
+    """One JSON value per row from an array (or a list, e.g. ONNX ZipMap's list of dicts)."""
+    return list(values) if isinstance(values, list) else values.tolist()
+
+
+def render_records(columns: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``{name: column}`` -> ``[{name: value}, ...]``: one JSON object per row."""
+    names = list(columns)
+    lists = [as_rows(columns[n]) for n in names]
+    return [dict(zip(names, row, strict=True)) for row in zip(*lists, strict=True)]

@@ -21,16 +21,18 @@ from typing import Any
 import yaml
 
 from hydro_serving.contract import Signature
-from hydro_serving.contract.dtypes import numpy_dtype
 from hydro_serving.contract.signature import Field
-from hydro_serving.errors import ConfigError, HandlerError, HydroError, ValidationError, require_extra
+from hydro_serving.errors import ConfigError, HydroError, ValidationError, require_extra
 from hydro_serving.runtime.api import LoadContext, find_model_file
 from hydro_serving.runtime.tabular import (
     Table,
+    as_rows,
+    cast_output,
     feature_order,
     first_non_numeric,
     matrix_from_tensors,
     non_numeric_error,
+    render_records,
     table_from_json,
     to_matrix,
 )
@@ -164,26 +166,15 @@ class SklearnModel:
         return ValidationError(f"the model cannot take this input: {reason}", field="$")
 
     def _cast(self, name: str, values: Any) -> Any:
-        declared = self.declared.output(name) if self.declared is not None else None
-        if declared is None:
-            return values
-        try:
-            if declared.dtype in ("string", "bytes"):
-                return values.astype(str).astype(object)
-            return values.astype(numpy_dtype(declared.dtype))
-        except (ValueError, TypeError) as exc:
-            raise HandlerError(f"output '{name}' cannot be cast to {declared.dtype} as the signature declares: "
-                               f"{exc}") from None
+        return cast_output(name, values, self.declared)
 
     @staticmethod
     def render(columns: dict[str, Any], records: bool) -> Any:
         """Records (one object per row) when outputs are named, else one prediction per row."""
         if not records:
             (values,) = columns.values()
-            return values.tolist()
-        names = list(columns)
-        lists = [columns[n].tolist() for n in names]
-        return [dict(zip(names, row, strict=True)) for row in zip(*lists, strict=True)]
+            return as_rows(values)
+        return render_records(columns)
 
     def predict(self, payload: Any) -> Any:
         x, table = self.matrix(payload)

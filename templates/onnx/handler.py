@@ -1,0 +1,271 @@
+"""The onnx template: an onnxruntime session behind ``load`` / ``predict`` / ``infer_v2`` / ``predict_batch``.
+
+Inputs are fed by the model's own input names; V2 tensors map directly (cast to the input's
+type). JSON records or a 2-D list are stacked into the model's input when it has exactly one
+(features in signature order), which is what skl2onnx produces for a tabular model.
+
+Options (``options:`` in stack.yml):
+
+* ``outputs``: ``{name: <onnx output> | <onnx output>:<column>}`` - the JSON answer is then a
+  list of records; a skl2onnx classifier converted with ``zipmap=False`` gives
+  ``{match: label, probability: "probabilities:1"}``;
+* ``threads``: onnxruntime's intra-op threads (default: onnxruntime's choice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hydro_serving.contract import Signature
+from hydro_serving.contract.signature import Field
+from hydro_serving.errors import ConfigError, HandlerError, HydroError, ValidationError, require_extra
+from hydro_serving.runtime.api import LoadContext, find_model_file
+from hydro_serving.runtime.tabular import (
+    as_rows,
+    cast_output,
+    feature_order,
+    matrix_from_tensors,
+    render_records,
+    table_from_json,
+    to_matrix,
+)
+
+ONNX_TYPES = {
+    "tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
+    "tensor(uint64)": "uint64", "tensor(uint32)": "uint32", "tensor(uint16)": "uint16", "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool", "tensor(string)": "string",
+}
+
+
+def _model_patterns() -> tuple[str, ...]:
+    data = yaml.safe_load(Path(__file__).with_name("template.yml").read_text()) or {}
+    return tuple(data.get("model_patterns") or ("*.onnx",))
+
+
+class _Input:
+    """One model input: name, canonical dtype, shape (None for a symbolic dimension)."""
+
+    def __init__(self, meta: Any) -> None:
+        self.name: str = meta.name
+        self.dtype: str = ONNX_TYPES.get(meta.type, "")
+        self.shape: list[int | None] = [d if isinstance(d, int) and d > 0 else None for d in (meta.shape or [])]
+
+    def check(self, array: Any, where: str) -> Any:
+        """The array cast to this input's type, with rank and fixed dimensions checked (400 otherwise)."""
+        import numpy as np
+
+        if not self.dtype:
+            raise ConfigError(f"model input '{self.name}' has an unsupported type", field="model")
+        if array.ndim != len(self.shape):
+            raise ValidationError(f"input '{self.name}' takes rank {len(self.shape)} (shape {self._fmt()}), got "
+                                  f"shape {list(array.shape)}", field=where)
+        for axis, (have, want) in enumerate(zip(array.shape, self.shape, strict=True)):
+            if want is not None and have != want:
+                raise ValidationError(f"input '{self.name}' takes {want} values on axis {axis} (shape "
+                                      f"{self._fmt()}), got shape {list(array.shape)}", field=where)
+        if self.dtype == "string":
+            return array.astype(str).astype(object)
+        if array.dtype.kind in ("U", "S", "O"):
+            try:
+                return array.astype(self.dtype)
+            except (TypeError, ValueError):
+                raise ValidationError(f"input '{self.name}' takes numbers ({self.dtype})", field=where) from None
+        return array.astype(np.dtype(self.dtype), copy=False)
+
+    def _fmt(self) -> str:
+        return "[" + ", ".join("-1" if d is None else str(d) for d in self.shape) + "]"
+
+
+class OnnxModel:
+    """One onnxruntime session and the feeding/rendering rules decided at load."""
+
+    def __init__(self) -> None:
+        self.session: Any = None
+        self.inputs: list[_Input] = []
+        self.output_names: list[str] = []
+        self.outputs: dict[str, tuple[str, str | None]] | None = None
+        self.declared: Signature | None = None
+        self.features: list[str] | None = None
+        self.width: int | None = None
+        self.signature: Signature | None = None
+        self._errors: tuple[type[BaseException], ...] = ()
+
+    # ---- load ----------------------------------------------------------------------------------
+
+    def load(self, model_dir: Path | None, context: LoadContext) -> None:
+        ort = require_extra("onnxruntime", "onnx")
+        if model_dir is None:
+            raise ConfigError(f"function '{context.spec.name}' (lang onnx) needs 'model'", field="model")
+        path = find_model_file(model_dir, _model_patterns(), "onnx")
+        options = dict(context.options)
+        unknown = sorted(set(options) - {"outputs", "threads"})
+        if unknown:
+            raise ConfigError(f"unknown option '{unknown[0]}' for lang onnx (options: outputs, threads)",
+                              field=f"options.{unknown[0]}")
+        session_options = ort.SessionOptions()
+        if options.get("threads"):
+            session_options.intra_op_num_threads = int(options["threads"])
+        self.session = ort.InferenceSession(str(path), sess_options=session_options,
+                                            providers=["CPUExecutionProvider"])
+        self.inputs = [_Input(meta) for meta in self.session.get_inputs()]
+        self.output_names = [meta.name for meta in self.session.get_outputs()]
+        if options.get("outputs") is not None:
+            self.outputs = self._parse_outputs(options["outputs"])
+        self.declared = context.spec.signature
+        if len(self.inputs) == 1:
+            only = self.inputs[0]
+            self.width = only.shape[1] if len(only.shape) == 2 else None
+            self.features = feature_order(self.declared, None)
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+        self._errors = tuple(getattr(state, n) for n in ("InvalidArgument", "InvalidGraph") if hasattr(state, n))
+        if self.declared is None:
+            self.signature = Signature(
+                inputs=tuple(Field(i.name, i.dtype or "float32", tuple(d or -1 for d in i.shape)) for i in self.inputs))
+
+    def _parse_outputs(self, raw: Any) -> dict[str, tuple[str, str | None]]:
+        if not isinstance(raw, Mapping) or not raw:
+            raise ConfigError("options.outputs must map output names to '<onnx output>' or '<onnx output>:<column>'",
+                              field="options.outputs")
+        parsed: dict[str, tuple[str, str | None]] = {}
+        for name, spec in raw.items():
+            source, _, column = str(spec).partition(":")
+            if source not in self.output_names:
+                raise ConfigError(f"options.outputs.{name}: the model has no output '{source}' (outputs: "
+                                  f"{', '.join(self.output_names)})", field=f"options.outputs.{name}")
+            parsed[str(name)] = (source, column or None)
+        return parsed
+
+    # ---- inference -----------------------------------------------------------------------------
+
+    def feeds_from_json(self, payload: Any) -> dict[str, Any]:
+        import numpy as np
+
+        if len(self.inputs) == 1:
+            only = self.inputs[0]
+            table = table_from_json(payload, self.features, self.width)
+            matrix = to_matrix(table, dtype="float64", allow_strings=only.dtype == "string")
+            return {only.name: only.check(matrix, "$")}
+        names = [i.name for i in self.inputs]
+        table = table_from_json(payload, names)  # records or columns keyed by the model's input names
+        feeds = {}
+        for j, model_input in enumerate(self.inputs):
+            column = np.array([row[j] for row in table.rows], dtype=object)
+            if model_input.dtype != "string":
+                column = to_matrix(_column_table(table, j), dtype="float64")[:, 0]
+            if len(model_input.shape) == 2:
+                column = column.reshape(-1, 1)
+            feeds[model_input.name] = model_input.check(column, model_input.name)
+        return feeds
+
+    def feeds_from_tensors(self, arrays: dict[str, Any]) -> dict[str, Any]:
+        if len(self.inputs) == 1:
+            only = self.inputs[0]
+            if only.name in arrays and len(arrays) == 1:
+                return {only.name: only.check(arrays[only.name], "inputs[0]")}
+            if len(arrays) == 1:  # one tensor for a one-input model: any name will do
+                (array,) = arrays.values()
+                return {only.name: only.check(array, "inputs[0]")}
+            return {only.name: only.check(matrix_from_tensors(arrays, self.features, self.width), "inputs")}
+        unknown = [n for n in arrays if n not in {i.name for i in self.inputs}]
+        if unknown:
+            raise ValidationError(f"unknown input tensor '{unknown[0]}' (model inputs: "
+                                  f"{', '.join(i.name for i in self.inputs)})", field="inputs")
+        feeds = {}
+        for model_input in self.inputs:
+            if model_input.name not in arrays:
+                raise ValidationError(f"missing input tensor '{model_input.name}'", field="inputs")
+            feeds[model_input.name] = model_input.check(arrays[model_input.name], "inputs")
+        return feeds
+
+    def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        """``{onnx output name: value}``; onnxruntime's complaints about the input are the caller's 400."""
+        try:
+            values = self.session.run(None, feeds)
+        except self._errors as exc:
+            reason = " ".join(str(exc).split())[:300]
+            raise ValidationError(f"the model cannot take this input: {reason}", field="$") from None
+        return dict(zip(self.output_names, values, strict=True))
+
+    def select(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The named outputs of ``options.outputs`` (columns picked, cast to the signature), or all outputs."""
+        if self.outputs is None:
+            return raw
+        out = {}
+        for name, (source, column) in self.outputs.items():
+            values = raw[source]
+            if column is not None:
+                values = _pick_column(values, column, name)
+            out[name] = values if isinstance(values, list) else cast_output(name, values, self.declared)
+        return out
+
+    def render(self, raw: dict[str, Any]) -> Any:
+        selected = self.select(raw)
+        if self.outputs is None and len(selected) == 1:
+            (values,) = selected.values()
+            return as_rows(values)
+        return render_records(selected)
+
+    def predict(self, payload: Any) -> Any:
+        return self.render(self.run(self.feeds_from_json(payload)))
+
+    def infer_v2(self, arrays: dict[str, Any]) -> dict[str, Any]:
+        return self.select(self.run(self.feeds_from_tensors(arrays)))
+
+    def predict_batch(self, payloads: list[Any]) -> list[Any]:
+        """Many requests in one session run when the model has one batched input; else one by one."""
+        import numpy as np
+
+        results: list[Any] = [None] * len(payloads)
+        parsed: list[tuple[int, dict[str, Any]]] = []
+        for i, payload in enumerate(payloads):
+            try:
+                parsed.append((i, self.feeds_from_json(payload)))
+            except HydroError as exc:
+                results[i] = exc
+        if not parsed:
+            return results
+        names = [i.name for i in self.inputs]
+        try:
+            merged = self.run({n: np.concatenate([feeds[n] for _, feeds in parsed]) for n in names})
+        except ValidationError:
+            merged = None
+        if merged is None or any(isinstance(v, list) for v in merged.values()):
+            for i, feeds in parsed:
+                try:
+                    results[i] = self.render(self.run(feeds))
+                except Exception as exc:
+                    results[i] = exc
+            return results
+        start = 0
+        for i, feeds in parsed:
+            stop = start + len(feeds[names[0]])
+            results[i] = self.render({k: v[start:stop] for k, v in merged.items()})
+            start = stop
+        return results
+
+
+def _column_table(table: Any, j: int) -> Any:
+    from hydro_serving.runtime.tabular import Table
+
+    names = [table.features[j]] if table.features else None
+    return Table([[row[j]] for row in table.rows], names, table.from_records)
+
+
+def _pick_column(values: Any, column: str, name: str) -> Any:
+    if isinstance(values, list):  # ZipMap: a list of {class: probability}
+        try:
+            return [next(v for k, v in row.items() if str(k) == column) for row in values]
+        except StopIteration:
+            raise HandlerError(f"options.outputs.{name}: no key '{column}' in the model's output",
+                              field=f"options.outputs.{name}") from None
+    try:
+        return values[:, int(column)]
+    except (ValueError, IndexError):
+        raise HandlerError(f"options.outputs.{name}: column '{column}' is not a column index of an output with "
+                          f"shape {list(values.shape)}", field=f"options.outputs.{name}") from None
