@@ -146,8 +146,8 @@ class StageClient:
             headers_out = {k.lower(): v for k, v in response.headers.items()}
             return StageReply(response.status, response.data or b"", headers_out, time.monotonic() - started, attempt)
 
-    def prewarm(self, function: str, headers: Mapping[str, str], timeout: float = 2.0) -> int | None:
-        """Ask the gateway to make sure a replica of ``function`` is starting; returns its status or None."""
+    def prewarm(self, function: str, headers: Mapping[str, str], timeout: float = 2.0) -> tuple[int, bytes] | None:
+        """Ask the gateway to make sure a replica of ``function`` is starting; (status, body), or None."""
         try:
             response = self._pool.request(
                 "POST",
@@ -161,7 +161,7 @@ class StageClient:
         except (HTTPError, OSError) as exc:
             log.info("prewarm of %s failed: %s", function, _reason(exc))
             return None
-        return response.status
+        return response.status, response.data or b""
 
     def close(self) -> None:
         self._pool.clear()

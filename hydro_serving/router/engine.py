@@ -18,6 +18,7 @@ connection is 502, a timeout 504, an open breaker 503 with ``Retry-After``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -135,18 +136,19 @@ class Router:
         trace = incoming_trace(hdr.get("traceparent")).child()  # the router's own span
         timings: list[dict[str, Any]] = []
         shadows: list[tuple[PlannedStage, bytes, str]] = []
+        started_by_prewarm: dict[str, bool] = {}  # filled by the prewarm threads: this request woke them
         try:
             budget = Deadline.start(hdr, self.spec.timeout, deadline, self.options.deadline_margin, self._clock)
             self._validate_input(body, payload)
             plan = self.plan(hdr.get(KEY_HEADER))
             self._preflight(plan)
-            self._prewarm_later(plan, trace)
+            self._prewarm_later(plan, trace, started_by_prewarm)
             data, ctype = body, hdr.get("content-type") or "application/json"
             status = 200
             for step in plan:
                 if step.stage.shadow:
                     shadows.append((step, data, ctype))
-                reply = self._call_stage(step, data, ctype, budget, trace, hdr, timings)
+                reply = self._call_stage(step, data, ctype, budget, trace, hdr, timings, started_by_prewarm)
                 data, ctype, status = reply.body, reply.content_type, reply.status
             self.metrics.finished(status)
             return PipelineResult(data, status, ctype, self._response_headers(trace, timings))
@@ -201,7 +203,7 @@ class Router:
             details={"stage_index": step.index, "breaker": "open"},
         )
 
-    def _prewarm_later(self, plan: list[PlannedStage], trace: TraceContext) -> None:
+    def _prewarm_later(self, plan: list[PlannedStage], trace: TraceContext, started: dict[str, bool]) -> None:
         """Start replicas of later stages now, in parallel with stage 1, if they may be cold.
 
         A stage that answered within ``warm_ttl`` is assumed to still have a replica; otherwise
@@ -224,13 +226,18 @@ class Router:
         for step in todo:
             headers = {"traceparent": trace.child().header, PIPELINE_HEADER: self.name, STAGE_HEADER: str(step.index)}
             try:
-                self._prewarm_pool.submit(self._send_prewarm, step.function, headers)
+                self._prewarm_pool.submit(self._send_prewarm, step.function, headers, started)
             except RuntimeError:  # shutting down
                 return
 
-    def _send_prewarm(self, function: str, headers: dict[str, str]) -> None:
-        status = self.client.prewarm(function, headers)
-        self.metrics.prewarm(function, "ok" if status is not None and status < 300 else "error")
+    def _send_prewarm(self, function: str, headers: dict[str, str], started: dict[str, bool]) -> None:
+        """One prewarm; notes in ``started`` when the gateway had to start a replica (a cold start we hid)."""
+        answer = self.client.prewarm(function, headers)
+        ok = answer is not None and answer[0] < 300
+        self.metrics.prewarm(function, "ok" if ok else "error")
+        if ok and answer is not None:
+            with contextlib.suppress(ValueError, AttributeError):
+                started[function] = json.loads(answer[1]).get("status") == "starting"
 
     # ---- one stage ---------------------------------------------------------------------------
 
@@ -257,6 +264,7 @@ class Router:
         trace: TraceContext,
         hdr: Mapping[str, str],
         timings: list[dict[str, Any]],
+        started_by_prewarm: dict[str, bool] | None = None,
     ) -> StageReply:
         fn, index = step.function, step.index
         allowed = budget.for_stage(step.stage.timeout)
@@ -290,7 +298,9 @@ class Router:
         if reply.cold_start is not None:
             with self._lock:
                 self._warm_at[fn] = self._clock()
-        timings.append(self._timing(step, reply.seconds, reply, error=None if reply.status < 300 else reply.status))
+        prewarmed = bool(started_by_prewarm and started_by_prewarm.get(fn))
+        timings.append(self._timing(step, reply.seconds, reply, error=None if reply.status < 300 else reply.status,
+                                    prewarmed=prewarmed))
         self._judge_reply(step, reply, breaker)
         return reply
 
@@ -349,14 +359,24 @@ class Router:
         raise UpstreamError(f"stage {index} ({fn}) failed with {status}{cause}", stage=fn, details=details)
 
     @staticmethod
-    def _timing(step: PlannedStage, seconds: float, reply: StageReply | None, error: Any = None) -> dict[str, Any]:
+    def _timing(step: PlannedStage, seconds: float, reply: StageReply | None, error: Any = None,
+                prewarmed: bool = False) -> dict[str, Any]:
+        """One entry of X-Hydro-Stage-Timings.
+
+        ``cold_start`` is true when a replica had to be started for this request: the gateway held
+        the call (its X-Cold-Start), or this request's prewarm started it (then ``prewarmed`` is
+        true too, and ``ms`` shows how much of that start the parallel prewarm hid).
+        """
+        cold = reply.cold_start if reply is not None else None
         entry: dict[str, Any] = {
             "stage": step.index,
             "name": step.stage.label,
             "variant": step.function,
             "ms": round(seconds * 1000, 1),
-            "cold_start": reply.cold_start if reply is not None else None,
+            "cold_start": True if prewarmed else cold,
         }
+        if prewarmed:
+            entry["prewarmed"] = True
         if reply is not None and reply.queue_ms is not None:
             entry["queue_ms"] = reply.queue_ms
         if error is not None:
