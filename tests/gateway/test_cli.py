@@ -1,0 +1,134 @@
+"""The ``hydro`` commands over a real gateway: deploy from stack.yml, list, describe, invoke, logs, remove, up."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+STACK = """\
+version: "1.0"
+provider:
+  name: hydro
+  gateway: {url}
+functions:
+  echo:
+    lang: python3
+    handler: ./echo
+    scale:
+      idle: 300
+"""
+
+
+def hydro(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hydro_serving.cli.main", *args], input=stdin.decode() if stdin
+                          else None, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})},
+                          cwd=cwd, check=False)
+
+
+@pytest.fixture
+def stack_dir(tmp_path: Path, gateway: Any) -> Path:
+    gateway.write_handler(tmp_path / "project" / "echo")
+    (tmp_path / "project" / "stack.yml").write_text(STACK.format(url=gateway.url))
+    return tmp_path / "project"
+
+
+def test_deploy_list_describe_invoke_logs_remove(gateway: Any, stack_dir: Path) -> None:
+    env = {"HYDRO_STATE": str(gateway.state_dir)}
+    out = hydro("deploy", "-f", str(stack_dir / "stack.yml"), env=env)
+    assert out.returncode == 0, out.stderr
+    assert "created" in out.stdout and f"{gateway.url}/function/echo" in out.stdout
+    assert gateway.status("echo")["hydro"]["handler"] == str(stack_dir / "echo")  # made absolute
+    out = hydro("deploy", env=env, cwd=stack_dir)  # ./stack.yml by default
+    assert out.returncode == 0 and "unchanged" in out.stdout, out.stderr
+
+    out = hydro("list", "--gateway", gateway.url, env=env)
+    assert out.returncode == 0 and "echo" in out.stdout and "python3" in out.stdout, out.stderr
+    out = hydro("describe", "echo", "--gateway", gateway.url, env=env)
+    assert out.returncode == 0 and json.loads(out.stdout)["name"] == "echo"
+
+    out = hydro("invoke", "echo", "--data", '{"a": 1}', "--gateway", gateway.url)
+    assert out.returncode == 0 and json.loads(out.stdout)["echo"] == {"a": 1}, out.stderr
+    out = hydro("invoke", "echo", stdin=b'{"b": 2}', env={"HYDRO_GATEWAY": gateway.url})
+    assert out.returncode == 0 and json.loads(out.stdout)["echo"] == {"b": 2}, out.stderr
+    out = hydro("invoke", "nope", "--data", "{}", "--gateway", gateway.url)
+    assert out.returncode == 1 and json.loads(out.stderr)["function"] == "nope"
+
+    out = hydro("logs", "echo", "--tail", "50", "--gateway", gateway.url, env=env)
+    assert out.returncode == 0 and "replica echo-" in out.stdout, out.stderr
+    out = hydro("remove", "echo", "--gateway", gateway.url, env=env)
+    assert out.returncode == 0 and "removed echo" in out.stdout
+    out = hydro("describe", "echo", "--gateway", gateway.url, env=env)
+    assert out.returncode == 1 and "not deployed" in out.stderr
+
+
+def test_cli_without_the_right_credentials_says_so(gateway: Any, stack_dir: Path, tmp_path: Path) -> None:
+    out = hydro("list", "--gateway", gateway.url, env={"HYDRO_STATE": str(tmp_path / "elsewhere")})
+    assert out.returncode == 1 and "refused the credentials" in out.stderr and "Traceback" not in out.stderr
+    out = hydro("list", "--gateway", gateway.url, env={"HYDRO_TOKEN": "wrong"})
+    assert out.returncode == 1 and "refused the credentials" in out.stderr
+    out = hydro("list", "--gateway", "http://127.0.0.1:9", env={"HYDRO_TOKEN": "x"})
+    assert out.returncode == 1 and "no gateway answers" in out.stderr
+
+
+def test_deploy_reports_stack_and_gateway_errors(gateway: Any, stack_dir: Path) -> None:
+    env = {"HYDRO_STATE": str(gateway.state_dir)}
+    out = hydro("deploy", "-f", str(stack_dir / "missing.yml"), env=env)
+    assert out.returncode == 1 and "no stack file" in out.stderr
+    out = hydro("deploy", "-f", str(stack_dir / "stack.yml"), "--filter", "nope", env=env)
+    assert out.returncode == 1 and "nope" in out.stderr
+    (stack_dir / "bad.yml").write_text(STACK.format(url=gateway.url).replace("./echo", "./no-such-dir"))
+    out = hydro("deploy", "-f", str(stack_dir / "bad.yml"), env=env)
+    assert out.returncode == 1 and "hydro.handler" in out.stderr and "does not exist" in out.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_up_starts_a_background_gateway_when_none_answers(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    project = tmp_path / "up"
+    (project / "echo").mkdir(parents=True)
+    (project / "echo" / "handler.py").write_text("def handle(payload, context):\n    return {'echo': payload}\n")
+    (project / "stack.yml").write_text(STACK.format(url=url))
+    state = tmp_path / "up-state"
+    env = {"HYDRO_STATE": str(state)}
+    try:
+        out = hydro("up", "-f", str(project / "stack.yml"), env=env)
+        assert out.returncode == 0, out.stderr
+        assert "started a local gateway" in out.stdout and "created" in out.stdout
+        out = hydro("invoke", "echo", "--data", '{"up": true}', env=env, cwd=project)
+        assert out.returncode == 0 and json.loads(out.stdout)["echo"] == {"up": True}, out.stderr
+        out = hydro("up", "-f", str(project / "stack.yml"), env=env)  # a second time: reuses it
+        assert out.returncode == 0 and "started" not in out.stdout and "unchanged" in out.stdout, out.stderr
+    finally:
+        pid_file = state / "gateway.pid"
+        if pid_file.exists():
+            pid = int(pid_file.read_text())
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+                time.sleep(0.1)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
