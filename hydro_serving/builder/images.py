@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hydro_serving.builder.context import read_build_info
-from hydro_serving.errors import HydroError, require_extra
+from hydro_serving.errors import ConfigError, HydroError, require_extra
 
 Echo = Callable[[str], None]
 _STEP = re.compile(r"^\s*(Step \d+/\d+ :.*|STEP \d+/\d+:.*|#\d+ \[.*\].*)$")
@@ -47,20 +47,33 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
-def connect(timeout: float = 10.0) -> Any:
-    """A docker client whose engine answered a ping, or :class:`EngineUnavailable` saying what was tried."""
+def connect(timeout: float = 10.0, operation_timeout: float | None = None) -> Any:
+    """A docker client whose engine answered a ping, or :class:`EngineUnavailable` saying what was tried.
+
+    The ping uses ``timeout``; the returned client uses ``operation_timeout`` (default: env
+    HYDRO_BUILD_TIMEOUT, else 1800 s) because an engine may stay silent for minutes while it
+    uploads a large layer, and a short read timeout would abort a healthy push.
+    """
     docker = require_extra("docker", "docker")
     host = os.environ.get("DOCKER_HOST")
     where = f"DOCKER_HOST={host}" if host else f"DOCKER_HOST is not set and {DEFAULT_SOCKET} " + (
         "does not answer" if Path(DEFAULT_SOCKET).exists() else "does not exist")
+    if operation_timeout is None:
+        try:
+            operation_timeout = float(os.environ.get("HYDRO_BUILD_TIMEOUT") or 1800)
+        except ValueError:
+            raise ConfigError("HYDRO_BUILD_TIMEOUT must be a number of seconds", field="HYDRO_BUILD_TIMEOUT") from None
     try:
-        client = docker.from_env(timeout=int(max(1, timeout)))
-        client.ping()
+        probe = docker.from_env(timeout=int(max(1, timeout)))
+        try:
+            probe.ping()
+        finally:
+            probe.close()
     except Exception as exc:  # the SDK raises DockerException, requests' errors or OSError depending on the failure
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise EngineUnavailable(f"no Docker engine found ({where}): {reason}",
                                 details={"docker_host": host or f"unix://{DEFAULT_SOCKET}"}) from None
-    return client
+    return docker.from_env(timeout=int(max(1, operation_timeout)))
 
 
 def image_reference(image: str) -> tuple[str, str]:
