@@ -48,7 +48,7 @@ class S3Backend(Backend):
         options: dict[str, Any] = {
             "connect_timeout": 5,
             "read_timeout": 60,
-            "retries": {"max_attempts": 3, "mode": "standard"},
+            "retries": {"max_attempts": 2, "mode": "standard"},  # one retry: fail fast, fall back to the cache
             # Checksums only where S3 requires them: older S3-compatible servers reject the
             # aws-chunked trailers newer botocore sends by default; we verify sha256 ourselves.
             "request_checksum_calculation": "when_required",

@@ -5,6 +5,7 @@ Layout under the store root (bucket prefix or directory)::
     models/<name>/<version>/.claim            claimed with an exclusive create; never deleted
     models/<name>/<version>/<model files>     as uploaded (a file, or a directory's tree)
     models/<name>/<version>/manifest.json     written last: a version exists iff this exists
+    models/<name>/<version>/.removed          left by ``remove`` beside the claim (a tombstone)
     models/<name>/.aliases/<alias>.json       {"version": N}; ``latest`` is implicit (highest)
     models/<name>/.discovery/<digest>         marks a group of foreign files as taken by discovery
 
@@ -42,6 +43,7 @@ from hydro_serving.store.signature_file import load_signature_file, signature_fr
 
 MODELS = "models/"
 CLAIM = ".claim"
+REMOVED = ".removed"
 ALIASES = ".aliases"
 DISCOVERY = ".discovery"
 RESERVED = {MANIFEST_NAME, CLAIM}
@@ -319,8 +321,10 @@ class ModelStore:
             raise Conflict(f"{name}:{version} is aliased as {', '.join(pointing)}; move the alias first",
                            field="version")
         base = _version_dir(name, version)
+        self.backend.write(base + REMOVED, json.dumps({"at": time.time()}).encode())
         self.backend.delete([base + MANIFEST_NAME])
-        rest = [o.key for o in self.backend.list(base) if o.key not in (base + CLAIM, base + MANIFEST_NAME)]
+        keep = (base + CLAIM, base + MANIFEST_NAME, base + REMOVED)
+        rest = [o.key for o in self.backend.list(base) if o.key not in keep]
         self.backend.delete(rest)
 
     # ---- reading files -----------------------------------------------------------------------
@@ -387,7 +391,8 @@ class ModelStore:
         for name, objects in sorted(by_name.items()):
             claimed = self._versions_in(name, objects, CLAIM)
             done = self._versions_in(name, objects, MANIFEST_NAME)
-            report.incomplete.extend(f"{name}:{v}" for v in sorted(claimed - done))
+            removed = self._versions_in(name, objects, REMOVED)
+            report.incomplete.extend(f"{name}:{v}" for v in sorted(claimed - done - removed))
             groups: dict[str, list[ObjectInfo]] = defaultdict(list)
             for obj in objects:
                 rest = obj.key[len(MODELS) + len(name) + 1:].split("/")
@@ -461,7 +466,7 @@ def open_store(url: str | None = None) -> ModelStore:
     url = url or default_store_url()
     if url.startswith("s3://"):
         bucket, _, prefix = url[len("s3://"):].partition("/")
-        if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket):
+        if not re.match(r"^[A-Za-z0-9._-]{1,255}$", bucket):  # botocore's rule; the server checks the rest
             raise ConfigError(f"invalid bucket name in store URL {url!r}", field="store")
         from hydro_serving.store.s3 import S3Backend
 
