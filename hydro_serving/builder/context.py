@@ -122,6 +122,19 @@ def _write_context(stack: Stack, root: Path, spec: FunctionSpec, template: Templ
     ctx = out / spec.name
     _fresh_dir(ctx)
     (ctx / MARKER).write_text("{}")  # claims the folder first; rewritten with the real content below
+    try:
+        _fill_context(ctx, stack, root, spec, template, out, wheel, handler_src, model_src,
+                      base_image=base_image, bake_model=bake_model)
+    except BaseException:
+        shutil.rmtree(ctx, ignore_errors=True)  # a half-written context must not be mistaken for a good one
+        raise
+    return ctx
+
+
+def _fill_context(ctx: Path, stack: Stack, root: Path, spec: FunctionSpec, template: Template, out: Path,
+                  wheel: Path, handler_src: Path | None, model_src: Path | None, *, base_image: str | None,
+                  bake_model: bool) -> None:
+    where = f"functions.{spec.name}"
     chosen_base = choose_base_image(template, base_image)
 
     copy_in_scope(template.path, ctx / "template" / template.name, template.path, field="template")
@@ -161,7 +174,6 @@ def _write_context(stack: Stack, root: Path, spec: FunctionSpec, template: Templ
         "function": spec.name, "template": template.name, "image": default_image(spec),
         "base_image": chosen_base, "build_args": build_args, "baked_model": bool(model_src or bake_model),
     }, indent=2, sort_keys=True) + "\n")
-    return ctx
 
 
 def read_build_info(context: Path) -> dict[str, Any]:

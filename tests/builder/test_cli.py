@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,13 +84,13 @@ def test_new_on_a_valid_stack_keeps_it_valid_and_adds_a_router(tmp_path: Path, b
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["new", "Bad_Name", "--lang", "python3"], "must be a DNS label"),
-    (["new", "x", "--lang", "pyhton3"], "unknown template 'pyhton3' (known templates: python3, router, sklearn"),
-    (["new", "r", "--lang", "router"], "create the functions first"),
+    (["new", "Bad_Name", "--lang", "python3"], r"must be a DNS label"),
+    (["new", "x", "--lang", "pyhton3"], r"unknown template 'pyhton3' \(known templates: [a-z0-9, ]*python3, router"),
+    (["new", "r", "--lang", "router"], r"create the functions first"),
 ])
 def test_new_refuses_bad_input(tmp_path: Path, builder_templates: Path, args: list[str], message: str) -> None:
     out = hydro(*args, cwd=tmp_path)
-    assert out.returncode == 1 and message in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 1 and re.search(message, out.stderr) and "Traceback" not in out.stderr
     assert not (tmp_path / "stack.yml").exists()
 
 

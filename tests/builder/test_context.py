@@ -166,6 +166,7 @@ def test_symlink_escaping_the_project_is_refused(project: Path, tmp_path: Path) 
     with pytest.raises(OutOfScope) as info:
         build_contexts(load_stack(project / "stack.yml"), ["echo"])
     assert "creds.txt" in info.value.message and info.value.field == "functions.echo.handler"
+    assert not (project / "build" / "echo").exists()
 
 
 def test_symlink_inside_the_project_is_copied_as_a_file(project: Path) -> None:
@@ -211,3 +212,31 @@ def test_unknown_filter_names_the_known_functions(project: Path) -> None:
 
     with pytest.raises(NotFound, match=r"no function 'nope'.*echo, iris"):
         build_contexts(load_stack(project / "stack.yml"), ["nope"])
+
+
+def test_bake_model_copies_the_store_version_and_its_signature(project: Path, iris_model_file: Path) -> None:
+    """A real directory store (HYDRO_STORE=file://..., set per test): upload, then bake into the context."""
+    from hydro_serving.store import open_store
+
+    open_store().upload(iris_model_file, "iris-model", framework="sklearn", signature={
+        "inputs": [{"name": "features", "dtype": "double", "shape": [-1, 4]}],
+        "outputs": [{"name": "label", "dtype": "int64", "shape": [-1]}]})
+    (project / "stack.yml").write_text(STACK.replace("iris-model:production", "iris-model:1"))
+    stack = load_stack(project / "stack.yml")
+    plain = build_contexts(stack, ["remote"])["remote"]
+    assert json.loads((plain / "function.json").read_text())["model"] == "iris-model:1"
+    ctx = build_contexts(stack, ["remote"], bake_model=True)["remote"]
+    assert (ctx / "model" / "model.joblib").read_bytes() == iris_model_file.read_bytes()
+    spec = FunctionSpec.from_dict(json.loads((ctx / "function.json").read_text()))
+    assert spec.model == "/home/app/model" and spec.model_is_local
+    assert spec.signature is not None and spec.signature.inputs[0].name == "features"
+    assert read_build_info(ctx)["baked_model"] is True
+
+
+def test_bake_model_of_an_unknown_model_is_a_clear_error(project: Path) -> None:
+    from hydro_serving.errors import HydroError
+
+    with pytest.raises(HydroError) as info:
+        build_contexts(load_stack(project / "stack.yml"), ["remote"], bake_model=True)
+    assert info.value.status == 404 and "iris-model" in info.value.message
+    assert not (project / "build" / "remote").exists()  # no half-written context is left behind
