@@ -164,3 +164,39 @@ def test_router_with_incompatible_stages_is_refused(gateway: Any, echo_dir: Path
         "name": "pipe", "lang": "router", "chain": ["first", "second"]}})
     assert status == 400, out
     assert "first" in out["error"] and "second" in out["error"] and out["function"] == "pipe"
+
+
+async def _follow(provider: Any, name: str, want: int) -> list[str]:
+    lines: list[str] = []
+    async for line in provider.logs(name, tail=0, follow=True):
+        lines.append(line)
+        if len(lines) == want:
+            break
+    return lines
+
+
+def test_local_provider_follows_logs_line_by_line(tmp_path: Path) -> None:
+    """The follow loop yields whole lines only, as they are appended (no replica needed)."""
+    import asyncio
+
+    from hydro_serving.gateway.config import GatewayConfig
+    from hydro_serving.gateway.providers.local import LocalProvider, read_env_file
+
+    provider = LocalProvider(GatewayConfig(state_dir=tmp_path / "state"))
+    log = provider.log_path("fn")
+    log.write_text("old line\n")
+
+    async def scenario() -> list[str]:
+        task = asyncio.ensure_future(_follow(provider, "fn", 2))
+        await asyncio.sleep(0.05)
+        with open(log, "a") as fh:
+            fh.write("first\nsec")
+            fh.flush()
+            await asyncio.sleep(0.3)
+            fh.write("ond\n")
+        return await asyncio.wait_for(task, 10)
+
+    assert asyncio.run(scenario()) == ["first", "second"]
+    env = tmp_path / "env"
+    env.write_text("# comment\nexport A=1\nB='two words'\n\nbroken\nC=\"x=y\"\n")
+    assert read_env_file(env) == {"A": "1", "B": "two words", "C": "x=y"}

@@ -233,18 +233,20 @@ class LocalProvider(Provider):
                 lines = lines[-tail:] if tail > 0 else []
             for line in lines:
                 yield line
-        while follow:
+        pending = b""
+        while follow:  # ends when the client goes away (the handler is cancelled) or the gateway stops
             await asyncio.sleep(0.2)
             if not path.exists():
                 continue
             with open(path, "rb") as fh:
                 if fh.seek(0, os.SEEK_END) < position:
-                    position = 0  # truncated / recreated
+                    position, pending = 0, b""  # truncated or recreated
                 fh.seek(position)
-                data = fh.read()
+                data = pending + fh.read()
                 position = fh.tell()
-            for line in data.decode(errors="replace").splitlines():
-                yield line
+            *complete, pending = data.split(b"\n")
+            for line in complete:
+                yield line.decode(errors="replace")
 
     async def close(self) -> None:
         for replica_id, proc in list(self._procs.items()):
