@@ -178,7 +178,22 @@ def _candidates() -> dict[str, Path]:
 
 def list_templates() -> list[Template]:
     """Every template found, sorted by name; a broken ``template.yml`` is an error, not skipped."""
-    return [get_template(name) for name in sorted(_candidates())]
+    found, errors = scan_templates()
+    if errors:
+        raise errors[0]
+    return found
+
+
+def scan_templates() -> tuple[list[Template], list[ConfigError]]:
+    """The valid templates and, separately, what is wrong with each broken one (for ``hydro templates``)."""
+    found: list[Template] = []
+    errors: list[ConfigError] = []
+    for name in sorted(_candidates()):
+        try:
+            found.append(get_template(name))
+        except ConfigError as exc:
+            errors.append(exc)
+    return found, errors
 
 
 def get_template(name: str) -> Template:

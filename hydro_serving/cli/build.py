@@ -100,13 +100,17 @@ def push(stack_file: Path, filters: tuple[str, ...]) -> None:
 @click.command()
 def templates() -> None:
     """List the runtime templates: name, kind and description."""
-    from hydro_serving.builder.templates import list_templates
+    from hydro_serving.builder.templates import scan_templates
 
-    found = list_templates()
-    if not found:
+    found, errors = scan_templates()
+    if not found and not errors:
         click.echo("no templates found (set HYDRO_TEMPLATES to a folder of templates)")
         return
-    width = max(len(t.name) for t in found)
+    width = max((len(t.name) for t in found), default=0)
     for tpl in found:
         description = " ".join(tpl.description.split())
         click.echo(f"{tpl.name:<{width}}  {tpl.kind:<8}  {description}".rstrip())
+    if errors:
+        from hydro_serving.errors import ConfigError
+
+        raise ConfigError("broken template: " + "; broken template: ".join(e.message for e in errors))

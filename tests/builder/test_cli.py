@@ -134,3 +134,11 @@ def test_templates_lists_one_line_each(tmp_path: Path, builder_templates: Path) 
     assert rows["python3"] == ["function", "test function template"]
     assert rows["router"] == ["router", "test router template"]
     assert rows["sklearn"] == ["model", "test model template"]
+
+
+def test_templates_reports_a_broken_template_and_still_lists_the_rest(tmp_path: Path, builder_templates: Path) -> None:
+    (builder_templates / "bad").mkdir()
+    (builder_templates / "bad" / "template.yml").write_text("name: bad\nkind: model\nentrypiont: h:M\n")
+    out = hydro("templates", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "python3" in out.stdout and "broken template:" in out.stderr and "unknown key 'entrypiont'" in out.stderr
