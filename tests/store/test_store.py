@@ -214,3 +214,40 @@ def test_manifest_json_round_trip(store: ModelStore, iris_model_file: Path, tmp_
     again = type(m).from_dict(json.loads(m.to_json()))
     assert again == m
     assert m.training_profile is not None and m.training_profile["rows"] == 3
+
+
+def test_large_file_goes_multipart_with_progress(store_url: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import hydro_serving.store.s3 as s3_backend
+
+    monkeypatch.setattr(s3_backend, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)  # S3's smallest part size
+    big = tmp_path / "big.onnx"
+    big.write_bytes(np.random.default_rng(1).bytes(11 * 1024 * 1024 + 7))
+    seen: dict[str, int] = {}
+
+    def progress(path: str, n: int) -> None:
+        seen[path] = seen.get(path, 0) + n
+
+    store = open_store(store_url)
+    manifest = store.upload(big, "big", progress=progress)
+    assert seen == {"big.onnx": big.stat().st_size}
+    if store_url.startswith("s3://"):
+        import boto3
+        from botocore.config import Config
+
+        bucket, _, prefix = store_url[len("s3://"):].partition("/")
+        client = boto3.client("s3", config=Config(s3={"addressing_style": "path"}))
+        etag = client.head_object(Bucket=bucket, Key=f"{prefix}/models/big/1/big.onnx")["ETag"]
+        assert etag.strip('"').endswith("-3")  # three parts: a multipart upload
+    pulled = store.pull(manifest.ref, tmp_path / "out")
+    assert _sha(pulled / "big.onnx") == _sha(big)
+
+
+def test_discovery_of_foreign_numbered_folder(store: ModelStore, put_foreign: Callable[[str, bytes], None],
+                                              iris_model_file: Path) -> None:
+    put_foreign("models/scorer/7/model.joblib", iris_model_file.read_bytes())
+    report = store.discover()
+    # numbers of foreign folders are never claimed (their files live there): the new version is 8
+    assert [m.ref for m in report.added] == ["scorer:8"]
+    assert [f.path for f in report.added[0].files] == ["model.joblib"]
+    assert store.discover().added == []
