@@ -1,0 +1,259 @@
+"""The lightgbm template: a LightGBM model in its text format behind ``load`` / ``predict`` / ``infer_v2``.
+
+The file is loaded with ``lightgbm.Booster`` whether it was saved by a Booster or by the sklearn
+wrapper (``LGBMClassifier.booster_.save_model``): the text format is LightGBM's portable one and it
+carries the objective, which tells how to turn raw predictions into labels and probabilities exactly
+as the sklearn wrapper does:
+
+* ``binary`` (and ``cross_entropy``) gives P(class 1): probabilities are ``[1 - p, p]``, the label
+  ``p > 0.5``;
+* ``multiclass`` (softmax) gives one probability per class, ``multiclassova`` one sigmoid per class
+  (not normalised, as LGBMClassifier.predict_proba returns them); the label is the most probable class;
+* anything else (``regression``, ``poisson``, ``lambdarank``, ...) is a regressor: the label is the value.
+
+Options (``options:`` in stack.yml), the same as the sklearn template's where they overlap:
+
+* ``method``: ``predict`` (default) or ``predict_proba``;
+* ``outputs``: ``{name: label | proba | proba:<class>}``; the JSON answer is then a list of records,
+  each value cast to the dtype the signature declares; without it, a list with one prediction per row;
+* ``classes``: the class labels in index order (the text format stores indices 0..k-1 only);
+* ``threads``: LightGBM's threads per prediction (default 1: a replica is one small process).
+
+Columns are ordered by the signature's inputs, else by the model's feature names (LightGBM's
+generated ``Column_<i>`` names do not count). ``null`` is a missing value; text where numbers
+belong is a 400.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hydro_serving.contract import Signature
+from hydro_serving.contract.signature import Field
+from hydro_serving.errors import ConfigError, HydroError, ValidationError, require_extra
+from hydro_serving.runtime.api import LoadContext, find_model_file
+from hydro_serving.runtime.tabular import (
+    as_rows,
+    cast_output,
+    feature_order,
+    matrix_from_tensors,
+    render_records,
+    table_from_json,
+    to_matrix,
+)
+
+METHODS = {"predict": "label", "predict_proba": "proba"}
+OPTIONS = ("method", "outputs", "classes", "threads")
+_GENERATED_NAME = re.compile(r"^Column_[0-9]+$")
+
+
+def _model_patterns() -> tuple[str, ...]:
+    """The file patterns from this template's own template.yml (one source of truth with the builder)."""
+    data = yaml.safe_load(Path(__file__).with_name("template.yml").read_text()) or {}
+    return tuple(data.get("model_patterns") or ("*.txt",))
+
+
+def read_header(path: Path) -> dict[str, str]:
+    """The ``key=value`` lines before the first tree: objective, num_class, feature_names, ..."""
+    header: dict[str, str] = {}
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            line = line.strip()
+            if line.startswith("Tree=") or line.startswith("tree_sizes="):
+                break
+            key, sep, value = line.partition("=")
+            if sep:
+                header[key] = value
+    return header
+
+
+def task_of(objective: str) -> str:
+    """``binary``, ``multiclass`` or ``regression`` from the first word of a LightGBM objective."""
+    name = objective.split(" ", 1)[0]
+    if name in ("binary", "cross_entropy", "xentropy"):
+        return "binary"
+    if name in ("multiclass", "softmax", "multiclassova", "multiclass_ova", "ova", "ovr"):
+        return "multiclass"
+    return "regression"
+
+
+class LightGBMModel:
+    """One loaded LightGBM Booster and the decisions taken once at load: task, method, outputs, feature order."""
+
+    def __init__(self) -> None:
+        self.booster: Any = None
+        self.threads = 1
+        self._lock = threading.Lock()  # one prediction at a time: a Booster is not documented as thread-safe
+        self.objective = ""
+        self.task = "regression"
+        self.num_class = 0
+        self.classes: list[Any] = []
+        self.method = "predict"
+        self.outputs: dict[str, tuple[str, int | None]] | None = None
+        self.features: list[str] | None = None
+        self.width: int | None = None
+        self.declared: Signature | None = None
+        self.signature: Signature | None = None
+
+    # ---- load ----------------------------------------------------------------------------------
+
+    def load(self, model_dir: Path | None, context: LoadContext) -> None:
+        lgb = require_extra("lightgbm", "lightgbm")
+        if model_dir is None:
+            raise ConfigError(f"function '{context.spec.name}' (lang lightgbm) needs 'model'", field="model")
+        path = find_model_file(model_dir, _model_patterns(), "lightgbm")
+        options = dict(context.options)
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise ConfigError(f"unknown option '{unknown[0]}' for lang lightgbm (options: {', '.join(OPTIONS)})",
+                              field=f"options.{unknown[0]}")
+        header = read_header(path)
+        if "objective" not in header:
+            raise ConfigError(f"{path.name} is not a LightGBM text model (no objective= line before the trees)",
+                              field="model")
+        try:
+            self.booster = lgb.Booster(model_file=str(path))
+        except lgb.basic.LightGBMError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+            raise ConfigError(f"{path.name} is not a LightGBM model LightGBM can load: {first}",
+                              field="model") from None
+        self.threads = int(options.get("threads", 1))
+        self.objective = header["objective"]
+        self.task = task_of(self.objective)
+        self.num_class = int(self.booster.num_model_per_iteration()) if self.task == "multiclass" else 0
+        self.classes = self._classes(options.get("classes"))
+        self.method = str(options.get("method", "predict"))
+        if self.method not in METHODS:
+            raise ConfigError(f"options.method must be one of {', '.join(METHODS)}, got '{self.method}'",
+                              field="options.method")
+        self._require_proba(METHODS[self.method], "options.method")
+        if options.get("outputs") is not None:
+            self.outputs = self._parse_outputs(options["outputs"])
+        self.declared = context.spec.signature
+        names = [str(n) for n in self.booster.feature_name()]
+        if all(_GENERATED_NAME.match(n) for n in names):
+            names = []
+        self.features = feature_order(self.declared, names or None)
+        self.width = int(self.booster.num_feature()) or (len(self.features) if self.features else None)
+        if self.declared is None and names:
+            self.signature = Signature(inputs=tuple(Field(n, "float64", (-1,)) for n in names))
+
+    def _classes(self, raw: Any) -> list[Any]:
+        count = 2 if self.task == "binary" else self.num_class if self.task == "multiclass" else 0
+        if raw is None:
+            return list(range(count))
+        if self.task == "regression":
+            raise ConfigError(f"options.classes: the model is a regressor ({self.objective})", field="options.classes")
+        if not isinstance(raw, list) or len(raw) != count:
+            raise ConfigError(f"options.classes must list the model's {count} class labels in index order",
+                              field="options.classes")
+        return list(raw)
+
+    def _require_proba(self, kind: str, where: str) -> None:
+        if kind == "proba" and self.task == "regression":
+            raise ConfigError(f"{where}: the model ({self.objective}) gives no probabilities", field=where)
+
+    def _parse_outputs(self, raw: Any) -> dict[str, tuple[str, int | None]]:
+        if not isinstance(raw, dict) or not raw:
+            raise ConfigError("options.outputs must map output names to label, proba or proba:<class>",
+                              field="options.outputs")
+        parsed: dict[str, tuple[str, int | None]] = {}
+        for name, spec in raw.items():
+            where = f"options.outputs.{name}"
+            kind, _, cls = str(spec).partition(":")
+            if kind not in ("label", "proba") or (cls and kind != "proba"):
+                raise ConfigError(f"{where} must be label, proba or proba:<class>, got '{spec}'", field=where)
+            self._require_proba(kind, where)
+            column = None
+            if cls:
+                labels = [str(c) for c in self.classes]
+                if cls not in labels:
+                    raise ConfigError(f"{where}: class '{cls}' is not one of the model's classes ({', '.join(labels)})",
+                                      field=where)
+                column = labels.index(cls)
+            parsed[str(name)] = (kind, column)
+        return parsed
+
+    # ---- inference -----------------------------------------------------------------------------
+
+    def matrix(self, payload: Any) -> Any:
+        return to_matrix(table_from_json(payload, self.features, self.width), dtype="float64")
+
+    def _raw(self, x: Any) -> Any:
+        import numpy as np
+
+        with self._lock:
+            return np.asarray(self.booster.predict(x, num_threads=self.threads, validate_features=False))
+
+    def proba(self, x: Any) -> Any:
+        """Class probabilities, shape ``[rows, classes]``, as LGBMClassifier.predict_proba gives them."""
+        import numpy as np
+
+        if self.task == "binary":
+            p = self._raw(x).reshape(-1)
+            return np.stack([1.0 - p, p], axis=1)
+        return self._raw(x).reshape(len(x), -1)
+
+    def label(self, x: Any) -> Any:
+        import numpy as np
+
+        if self.task == "regression":
+            return self._raw(x)
+        index = self.proba(x).argmax(axis=1)
+        return np.asarray(self.classes, dtype=object if any(isinstance(c, str) for c in self.classes) else None)[index]
+
+    def compute(self, x: Any) -> dict[str, Any]:
+        """``{output name: array with one entry per row}`` from one framework call per kind needed."""
+        results: dict[str, Any] = {}
+
+        def run(kind: str) -> Any:
+            if kind not in results:
+                results[kind] = self.proba(x) if kind == "proba" else self.label(x)
+            return results[kind]
+
+        if self.outputs is None:
+            return {self.method: run(METHODS[self.method])}
+        return {name: cast_output(name, run(kind)[:, column] if column is not None else run(kind), self.declared)
+                for name, (kind, column) in self.outputs.items()}
+
+    def render(self, columns: dict[str, Any]) -> Any:
+        if self.outputs is None:
+            (values,) = columns.values()
+            return as_rows(values)
+        return render_records(columns)
+
+    def predict(self, payload: Any) -> Any:
+        return self.render(self.compute(self.matrix(payload)))
+
+    def infer_v2(self, arrays: dict[str, Any]) -> dict[str, Any]:
+        x = matrix_from_tensors(arrays, self.features, self.width)
+        if x.dtype.kind not in "biuf":
+            raise ValidationError("lightgbm models take numbers; send numeric tensors (FP32, FP64, INT*)",
+                                  field="inputs")
+        return self.compute(x.astype("float64"))
+
+    def predict_batch(self, payloads: list[Any]) -> list[Any]:
+        """Many requests in one framework call; a request's bad input fails only that request."""
+        import numpy as np
+
+        results: list[Any] = [None] * len(payloads)
+        parsed: list[tuple[int, Any]] = []
+        for i, payload in enumerate(payloads):
+            try:
+                parsed.append((i, self.matrix(payload)))
+            except HydroError as exc:
+                results[i] = exc
+        if parsed:
+            merged = self.compute(np.concatenate([x for _, x in parsed]))
+            start = 0
+            for i, x in parsed:
+                stop = start + len(x)
+                results[i] = self.render({k: v[start:stop] for k, v in merged.items()})
+                start = stop
+        return results
+
