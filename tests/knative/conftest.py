@@ -39,6 +39,33 @@ def validator(crd_path: Path) -> Any:
     return KnativeValidator(crd_path)
 
 
+def _emulator_class() -> type:
+    """kmock's emulator plus the one API-server duty Knative waits depend on: ``metadata.generation``.
+
+    A real API server sets generation 1 on create and increments it whenever a write changes the
+    spec; ``hydro deploy`` compares it with ``status.observedGeneration`` so that a stale Ready from
+    before an update does not count. kmock stores objects as given, so this subclass adds the counter.
+    """
+    import kmock
+
+    class GenerationCountingEmulator(kmock.KubernetesEmulator):
+        async def _handle(self, request: Any) -> Any:
+            data = request.data
+            if request.resource is not None and isinstance(data, dict) and request.subresource is None:
+                if request.action == kmock.action.CREATE:
+                    data.setdefault("metadata", {})["generation"] = 1
+                elif request.action == kmock.action.UPDATE and "spec" in data:
+                    key = (request.resource, request.namespace, request.name)
+                    if key in self.objects and not self.objects[key].deleted:
+                        live = self.objects[key].raw
+                        if data["spec"] != live.get("spec"):
+                            generation = (live.get("metadata", {}).get("generation") or 0) + 1
+                            data.setdefault("metadata", {})["generation"] = generation
+            return await super()._handle(request)
+
+    return GenerationCountingEmulator
+
+
 class Emulator:
     """kmock's KubernetesEmulator served on 127.0.0.1 from a background event loop."""
 
@@ -62,9 +89,11 @@ class Emulator:
 
         self._stop = asyncio.Event()
         try:
-            async with kmock.KubernetesEmulator() as handler, kmock.Server(handler) as server:
+            async with _emulator_class()() as handler, kmock.Server(handler) as server:
                 if self.crd_installed:  # what installing Knative's CRD does: the resource exists
                     handler.resources[SERVICES] = kmock.ResourceInfo(kind="Service", namespaced=True)
+                else:  # kmock accepts any resource; a cluster without the CRD answers 404 on its routes
+                    handler[kmock.resource(SERVICES)] << 404
                 self.handler, self.url = handler, str(server.url).rstrip("/")
                 started.set_result(None)
                 await self._stop.wait()

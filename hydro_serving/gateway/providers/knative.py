@@ -62,7 +62,9 @@ def kube_api_client(api_client: Any = None) -> Any:
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config()
         else:
-            config.load_kube_config()
+            # KUBECONFIG is read now, not when the kubernetes package was imported (it caches it then);
+            # a colon-separated list merges files, as kubectl does.
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or "~/.kube/config")
     except (ConfigException, FileNotFoundError, TypeError) as exc:
         raise ConfigError(f"no usable Kubernetes configuration ({exc}): set KUBECONFIG or run inside a cluster",
                           field="KUBECONFIG") from None
