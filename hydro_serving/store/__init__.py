@@ -5,7 +5,7 @@ Public API: :func:`open_store` -> :class:`ModelStore`; :func:`fetch_model` for r
 ``s3://`` store is opened, so a directory store and a cache hit never pay for it.
 """
 
-from hydro_serving.store.cache import ModelCache, default_cache_dir, fetch_model
+from hydro_serving.store.cache import ModelCache, default_cache_dir, fetch_model, manifest_of
 from hydro_serving.store.frameworks import detect_framework
 from hydro_serving.store.manifest import FileEntry, Manifest
 from hydro_serving.store.profile import profile_csv
@@ -15,6 +15,6 @@ from hydro_serving.store.store import DiscoveryReport, ModelStore, UnservableGro
 
 __all__ = [
     "DiscoveryReport", "FileEntry", "Manifest", "ModelCache", "ModelRef", "ModelStore", "UnservableGroup",
-    "default_cache_dir", "default_store_url", "detect_framework", "fetch_model", "load_signature_file",
+    "default_cache_dir", "default_store_url", "detect_framework", "fetch_model", "load_signature_file", "manifest_of",
     "open_store", "parse_ref", "profile_csv",
 ]

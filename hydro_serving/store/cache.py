@@ -264,3 +264,16 @@ def fetch_model(ref: str, store_url: str | None = None, cache_dir: Path | None =
         return tree
     cache.remember(parsed.name, alias, manifest.version)
     return cache.ready(parsed.name, manifest.version) or cache.materialize(store, manifest)
+
+
+def manifest_of(tree: str | Path) -> Manifest | None:
+    """The manifest of a directory returned by :func:`fetch_model` (signature, framework, profile).
+
+    Read from the state file beside the tree, so it costs no request to the store.
+    """
+    tree = Path(tree)
+    try:
+        state = json.loads((tree.parent / f"{tree.name}.state.json").read_bytes())
+        return Manifest.from_dict(state["manifest"])
+    except (OSError, ValueError, KeyError, TypeError, StoreError):
+        return None

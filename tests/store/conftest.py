@@ -67,7 +67,8 @@ def put_foreign(store_url: str) -> Callable[[str, bytes], None]:
     bucket, _, prefix = store_url[len("s3://"):].partition("/")
     from botocore.config import Config
 
-    client = boto3.client("s3", config=Config(s3={"addressing_style": "path"}))
+    # a fresh session: boto3's default one caches the credentials of whichever test came first
+    client = boto3.session.Session().client("s3", config=Config(s3={"addressing_style": "path"}))
     with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
         client.create_bucket(Bucket=bucket)
 

@@ -14,7 +14,7 @@ import pytest
 
 from hydro_serving.contract import Signature
 from hydro_serving.errors import Conflict, NotFound, StoreError, ValidationError
-from hydro_serving.store import ModelStore, fetch_model, open_store
+from hydro_serving.store import ModelStore, fetch_model, manifest_of, open_store
 
 
 def _sha(path: Path) -> str:
@@ -176,6 +176,8 @@ def test_fetch_model_cache_and_repair(store: ModelStore, store_url: str, model_d
     assert _sha(tree / "model.joblib") == _sha(model_dir / "model.joblib")
     assert (tree / "extra" / "classes.txt").is_file()
     assert fetch_model("cached:1", store_url, cache_dir) == tree  # the cache hit returns the same tree
+    cached = manifest_of(tree)
+    assert cached is not None and cached.ref == "cached:1" and cached.framework == "sklearn"
 
     # corrupt a cached file (same size, different bytes): the next fetch notices and repairs it
     target = tree / "model.joblib"
@@ -236,7 +238,7 @@ def test_large_file_goes_multipart_with_progress(store_url: str, tmp_path: Path,
         from botocore.config import Config
 
         bucket, _, prefix = store_url[len("s3://"):].partition("/")
-        client = boto3.client("s3", config=Config(s3={"addressing_style": "path"}))
+        client = boto3.session.Session().client("s3", config=Config(s3={"addressing_style": "path"}))
         etag = client.head_object(Bucket=bucket, Key=f"{prefix}/models/big/1/big.onnx")["ETag"]
         assert etag.strip('"').endswith("-3")  # three parts: a multipart upload
     pulled = store.pull(manifest.ref, tmp_path / "out")
