@@ -148,6 +148,9 @@ def test_redeploy_patches_and_drops_what_the_stack_no_longer_says(tmp_path: Path
     assert "example.com/owner" not in stored["spec"]["template"]["metadata"]["annotations"]
     assert stored["metadata"]["labels"]["tier"] == "edge"
     assert LAST_APPLIED in stored["metadata"]["annotations"]
+    writes = [(r.method, r.headers.get("Content-Type"), r.params.get("fieldValidation"))
+              for r in emulator.handler._requests if r.method in ("POST", "PATCH")]  # kmock keeps every request
+    assert writes == [("POST", "application/json", "Strict"), ("PATCH", "application/merge-patch+json", "Strict")]
 
 
 def test_failed_revision_names_function_reason_and_message(tmp_path: Path, emulator: Emulator) -> None:

@@ -4,6 +4,9 @@ Deliberately thin: manifests come from :mod:`hydro_serving.builder.knative` (the
 ``hydro render knative`` writes), and Knative itself scales to zero, so this module only moves
 objects in and out of the API server and reads their status.
 
+Writes ask for ``fieldValidation=Strict``: a field the API server does not know is an error, not
+silently dropped (the same rule :class:`~hydro_serving.builder.knative.KnativeValidator` applies).
+
 Updates are JSON merge patches (RFC 7386) of the whole rendered Service: lists (containers, env,
 volumes) are replaced, maps merged. So that a label, annotation or env file entry removed from
 stack.yml also disappears from the cluster, the rendered manifest is kept in the annotation
@@ -42,6 +45,7 @@ from hydro_serving.stack import Stack
 
 LAST_APPLIED = "hydro-serving.dev/last-applied"
 MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
+MERGE_PATCH = "application/merge-patch+json"
 PROGRESS_EVERY = 10.0  # seconds between "still waiting" lines when nothing changes
 
 Progress = Callable[[str], None]
@@ -131,7 +135,10 @@ def apply_service(manifest: Mapping[str, Any], api_client: Any = None) -> tuple[
         live = None
     if live is None:
         try:
-            created = api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+            # The client (v37) sends no Content-Type on create unless told; servers then have to guess.
+            created = api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body,
+                                                          field_validation="Strict",
+                                                          _headers={"Content-Type": "application/json"})
             if created is None:  # the client deserializes only 201; servers may also answer 200 or 202
                 created = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
             return created, True
@@ -151,7 +158,9 @@ def apply_service(manifest: Mapping[str, Any], api_client: Any = None) -> tuple[
             previous = {}
     patch = _removals(previous, body)
     try:
-        return api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch), False
+        # Said explicitly: client versions differ in their default, and custom resources refuse strategic merge.
+        return api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch,
+                                                  field_validation="Strict", _content_type=MERGE_PATCH), False
     except Exception as exc:
         raise _api_error(exc, f"updating Knative Service '{name}'", name) from None
 
