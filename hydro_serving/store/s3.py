@@ -35,11 +35,12 @@ def _one_line(text: str) -> str:
 class S3Backend(Backend):
     def __init__(self, bucket: str, prefix: str = "") -> None:
         import boto3
+        import boto3.exceptions
         import botocore.config
         import botocore.exceptions
 
         self._botocore_exc = botocore.exceptions
-        self._boto3_exc = __import__("boto3.exceptions", fromlist=["exceptions"])
+        self._boto3_exc = boto3.exceptions
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
