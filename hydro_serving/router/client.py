@@ -77,24 +77,38 @@ class RetryPolicy:
 
 
 class StageClient:
-    """Posts bodies to ``{gateway}/function/<name>``; thread-safe, one per router."""
+    """Posts bodies to ``{gateway}/function/<name>``; thread-safe, one per router.
+
+    On Knative there is no gateway: each stage is its own Service, so ``url_template`` (from
+    ``HYDRO_STAGE_URL_TEMPLATE``, e.g. ``http://{name}.hydro.svc.cluster.local``) names the stage's
+    root URL instead, and prewarming is left to Knative's activator.
+    """
 
     def __init__(
         self,
         gateway_url: str,
         pool_size: int = 16,
+        url_template: str | None = None,
         connect_timeout: float = 2.0,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.gateway_url = gateway_url.rstrip("/")
+        self.url_template = url_template
         self.connect_timeout = connect_timeout
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         # block=False: a burst beyond pool_size opens extra connections instead of queueing on the pool
         self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=False)
 
+    @property
+    def can_prewarm(self) -> bool:
+        """Only a gateway understands ``X-Hydro-Prewarm``; a bare Knative Service would run the request."""
+        return self.url_template is None
+
     def url(self, function: str) -> str:
+        if self.url_template is not None:
+            return self.url_template.format(name=function)
         return f"{self.gateway_url}/function/{function}"
 
     def post(

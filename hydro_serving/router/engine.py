@@ -92,6 +92,7 @@ class Router:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         client: StageClient | None = None,
+        stage_url_template: str | None = None,
     ) -> None:
         if not spec.chain:
             raise ValueError(f"function '{spec.name}' has no chain to route")
@@ -106,6 +107,7 @@ class Router:
         self.client = client or StageClient(
             gateway_url, pool_size=opts.pool_size, connect_timeout=opts.connect_timeout,
             retry=RetryPolicy(opts.connect_retries, opts.retry_backoff, opts.retry_max_backoff),
+            url_template=stage_url_template,
         )
         self.breakers = BreakerBoard(opts.breaker_failures, opts.breaker_cooldown, clock)
         self.metrics = RouterMetrics(spec.name, registry)
@@ -209,7 +211,7 @@ class Router:
         A stage that answered within ``warm_ttl`` is assumed to still have a replica; otherwise
         one prewarm (the gateway answers 202 at once) per ``min(warm_ttl, 5s)`` at most.
         """
-        if not self.options.prewarm or len(plan) < 2:
+        if not self.options.prewarm or len(plan) < 2 or not self.client.can_prewarm:
             return
         now = self._clock()
         ttl = self.options.warm_ttl

@@ -17,6 +17,7 @@ from hydro_serving.errors import ConfigError
 from hydro_serving.runtime.api import InvocationContext, LoadContext, RawResponse
 
 GATEWAY_ENV = "HYDRO_GATEWAY_URL"
+STAGE_URL_ENV = "HYDRO_STAGE_URL_TEMPLATE"  # on Knative: http://{name}.<namespace>.svc.cluster.local
 
 
 class RouterHandler:
@@ -33,12 +34,16 @@ class RouterHandler:
             raise ConfigError(f"function '{spec.name}' uses the router template but has no chain", field="chain",
                               function=spec.name)
         gateway = os.environ.get(GATEWAY_ENV, "").strip()
-        if not gateway:
-            raise ConfigError(f"router '{spec.name}' needs {GATEWAY_ENV} (the gateway that runs its stages)",
-                              field=GATEWAY_ENV, function=spec.name)
+        template = os.environ.get(STAGE_URL_ENV, "").strip() or None
+        if template is not None and "{name}" not in template:
+            raise ConfigError(f"{STAGE_URL_ENV} must contain {{name}}, got {template!r}", field=STAGE_URL_ENV,
+                              function=spec.name)
+        if not gateway and template is None:
+            raise ConfigError(f"router '{spec.name}' needs {GATEWAY_ENV} (the gateway that runs its stages) "
+                              f"or {STAGE_URL_ENV} (stage URLs on Knative)", field=GATEWAY_ENV, function=spec.name)
         # the runtime's registry when it offers one, so /metrics shows the per-stage series
         registry = getattr(context, "metrics_registry", None)
-        self.router = Router(spec, gateway, registry=registry)
+        self.router = Router(spec, gateway, registry=registry, stage_url_template=template)
 
     def handle(self, payload: Any, context: InvocationContext) -> RawResponse:
         body = context.body

@@ -387,3 +387,23 @@ def test_prewarm_can_be_turned_off(fake_gateway, make) -> None:
     router.run(b"{}", {})
     router.close()  # drains the background pools: anything submitted would have been sent
     assert fake_gateway.prewarmed("b") == []
+
+
+# ---- Knative: stages addressed by URL template, no gateway --------------------------------------
+
+
+def test_stage_url_template_addresses_stages_directly_without_prewarm(fake_gateway, routers) -> None:
+    """On Knative each stage is its own Service; the template stands in for cluster-local URLs.
+
+    The fake gateway's /function/<name> paths play the stages' Service roots here, because no
+    cluster DNS exists on this machine.
+    """
+    fake_gateway.behaviours.update(a=fake_gateway.appender("a"), b=fake_gateway.appender("b"))
+    router = Router(spec(["a", "b"]), "", registry=CollectorRegistry(),
+                    stage_url_template=fake_gateway.url + "/function/{name}")
+    routers.append(router)
+    result = router.run(b'{"x": 1}', {"Content-Type": "application/json"})
+    assert result.status == 200
+    assert json.loads(result.body)["trail"] == ["a", "b"]
+    assert not any(call.prewarm for call in fake_gateway.calls)  # a bare Service would run a prewarm as a request
+
