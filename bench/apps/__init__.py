@@ -1,0 +1,1 @@
+"""Hand-written baselines: the Flask apps a user would write instead of using the platform."""

@@ -1,0 +1,85 @@
+"""The goals of issue 7, judged from a run's results (None when the run lacks the case)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _point(case: dict[str, Any] | None, target_prefix: str, concurrency: int) -> dict[str, Any] | None:
+    if not case or case.get("status") != "ok":
+        return None
+    return next((p for p in case.get("points", [])
+                 if p["target"].startswith(target_prefix) and p["concurrency"] == concurrency), None)
+
+
+def _goal(goal: str, met: bool | None, detail: str) -> dict[str, Any]:
+    return {"goal": goal, "met": met, "detail": detail}
+
+
+def gateway_hop(cases: dict[str, Any]) -> dict[str, Any]:
+    goal = "gateway adds <= 1 ms p50 at c=1"
+    direct = _point(cases.get("hop"), "hydro runtime direct", 1)
+    via = _point(cases.get("hop"), "hydro via gateway", 1)
+    if not direct or not via:
+        return _goal(goal, None, "hop case not run")
+    added = via["p50_ms"] - direct["p50_ms"]
+    return _goal(goal, added <= 1.0, f"gateway p50 {via['p50_ms']:.2f} ms vs direct {direct['p50_ms']:.2f} ms: "
+                                     f"+{added:.2f} ms")
+
+
+def pipeline_share(cases: dict[str, Any]) -> dict[str, Any]:
+    goal = "two-stage pipeline >= 60% of the monolith's req/s at c=8"
+    pipe = _point(cases.get("pipeline"), "hydro 2-stage", 8)
+    if not pipe:
+        return _goal(goal, None, "pipeline case not run")
+    share = pipe["ratio"]["rps"]
+    if share is None:
+        return _goal(goal, None, "no monolith figure")
+    return _goal(goal, share >= 0.6, f"{pipe['rps']:.0f} req/s = {share:.0%} of the monolith")
+
+
+def cold_start(cases: dict[str, Any]) -> dict[str, Any]:
+    goal = "cold start p50 < 300 ms and < 2x the floor"
+    case = cases.get("coldstart")
+    if not case or case.get("status") != "ok":
+        return _goal(goal, None, "cold-start case not run")
+    p50 = case["cold"]["summary"]["total_ms"]["p50"]
+    floor = case["floor"]["summary"]["total_ms"]["p50"]
+    times = case["ratio"]["p50"]
+    return _goal(goal, p50 < 300 and times < 2, f"p50 {p50:.0f} ms = {times:.2f}x the floor ({floor:.0f} ms)")
+
+
+def ahead_of_peers(cases: dict[str, Any]) -> dict[str, Any]:
+    goal = "at c=32 more req/s than every peer, direct and through the gateway"
+    case = cases.get("peers")
+    if not case or case.get("status") != "ok":
+        return _goal(goal, None, "peers case not run")
+    ours = {p["target"]: p["rps"] for p in case["points"] if p["concurrency"] == 32 and p["target"].startswith("hydro")}
+    theirs = {p["target"]: p["rps"] for p in case["points"] if p["concurrency"] == 32
+              and not p["target"].startswith("hydro") and p["target"] != case["baseline"]}
+    if not theirs:
+        return _goal(goal, None, "no peer ran")
+    best_name, best = max(theirs.items(), key=lambda kv: kv[1])
+    met = all(rps > best for rps in ours.values())
+    detail = ", ".join(f"{t} {r:.0f}" for t, r in ours.items()) + f" vs best peer {best_name} {best:.0f} req/s"
+    return _goal(goal, met, detail)
+
+
+def batching_matches_flask(cases: dict[str, Any]) -> dict[str, Any]:
+    goal = "with batching, a directly called function >= the two-worker Flask app (c=32)"
+    case = cases.get("batching")
+    if not case or case.get("status") != "ok":
+        reason = case.get("reason") if case else "batching case not run"
+        return _goal(goal, None, reason or "batching case not run")
+    on = next((p for p in case["points"] if "batching" in p["target"] and "off" not in p["target"]
+               and "WORKERS" not in p["target"]), None)
+    if on is None or on["ratio"]["rps"] is None:
+        return _goal(goal, None, "no batching figure")
+    return _goal(goal, on["ratio"]["rps"] >= 1.0, f"{on['rps']:.0f} req/s = {on['ratio']['rps']:.2f}x Flask")
+
+
+JUDGES = (gateway_hop, pipeline_share, cold_start, ahead_of_peers, batching_matches_flask)
+
+
+def judge(cases: dict[str, Any]) -> list[dict[str, Any]]:
+    return [j(cases) for j in JUDGES]
