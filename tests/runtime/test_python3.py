@@ -257,3 +257,22 @@ def test_failed_load_reports_the_cause_then_exits_3(tmp_path: Path) -> None:
         assert "Traceback (most recent call last)" in proc.output()
     finally:
         proc.stop()
+
+
+def test_hydro_run_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    import signal
+
+    make_function(tmp_path)
+    (tmp_path / "gate").touch()
+    (tmp_path / "stack.yml").write_text(
+        "version: 1.0\nprovider: {name: hydro}\nfunctions:\n  echo:\n    lang: python3\n    handler: ./echo\n")
+    env = base_env(tmp_path / "home", {"TEST_GATE": str(tmp_path / "gate"), "TEST_DIR": str(tmp_path)})
+    proc = start_hydro_run("echo", tmp_path / "stack.yml", free_port(), env)
+    try:
+        proc.wait_ready()
+        assert f"http://127.0.0.1:{proc.port}/" in proc.output()  # the URL is printed
+        proc.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+        assert proc.proc.wait(timeout=30) == 0
+        assert "Shutting down" in proc.output()
+    finally:
+        proc.stop()
