@@ -77,9 +77,14 @@ def _columns_module() -> Any:
 
 
 def find_model_root(path: Path) -> Path:
-    """The folder holding ``metadata/`` and ``stages/``: the model path itself or its only subfolder."""
+    """The folder holding ``metadata/`` and ``stages/``: the model path, a subfolder, or (for a path to one of
+    the model's files, e.g. ``metadata/_SUCCESS``) the nearest parent."""
     if (path / "metadata").is_dir() and (path / "stages").is_dir():
         return path
+    if path.is_file():
+        for parent in list(path.parents)[:3]:
+            if (parent / "metadata").is_dir() and (parent / "stages").is_dir():
+                return parent
     if path.is_dir():
         subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
         for sub in subdirs:

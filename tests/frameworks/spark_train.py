@@ -27,7 +27,7 @@ def main(out: Path) -> None:
     spark = (SparkSession.builder.master("local[1]").appName("hydro-test-train")
              .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "1")
              .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-             .config("spark.log.level", "ERROR").getOrCreate())
+             .config("spark.log.level", "ERROR").config("spark.ui.showConsoleProgress", "false").getOrCreate())
     try:
         rng = random.Random(0)
         data = []
