@@ -28,6 +28,7 @@ from hydro_serving.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
     UpstreamError,
     ValidationError,
     http_error,
@@ -38,13 +39,20 @@ from hydro_serving.gateway.deployment import Deployment, parse_deployment
 from hydro_serving.gateway.metrics import GatewayMetrics
 from hydro_serving.gateway.openapi import openapi_document
 from hydro_serving.gateway.providers import Provider, get_provider
-from hydro_serving.gateway.proxy import forward_headers, new_session, response_headers, upstream_url
+from hydro_serving.gateway.proxy import (
+    forward_headers,
+    new_session,
+    replica_is_loading,
+    response_headers,
+    upstream_url,
+)
 from hydro_serving.gateway.scaler import FunctionPool
 from hydro_serving.gateway.state import StateStore
 
 log = logging.getLogger("hydro.gateway")
 
 PREWARM_HEADER = "X-Hydro-Prewarm"
+MAX_FORWARD_ATTEMPTS = 5  # refused connections and "loading" answers, within the cold start timeout
 MAX_REAP_TICK = 1.0
 MIN_REAP_TICK = 0.05
 
@@ -426,11 +434,20 @@ async def invoke(request: web.Request) -> web.StreamResponse:
 
 async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: bytes,
                    prefix_len: int) -> web.Response:
+    """Send the request to a ready replica; retry only what the replica provably never ran.
+
+    A refused connection and the runtime's 503 "loading" (a replaced worker reloading its model)
+    both mean the handler did not run, so the request is retried (the replica is out of rotation
+    meanwhile, and the retry waits for a ready one). A connection lost mid-request may have run
+    the handler: that is a 502, and the replica is re-checked before it gets another request.
+    """
     assert gw.session is not None
     headers = forward_headers(request, gw.config.auth_functions)
     cold_any = False
     waited_total = 0.0
-    for attempt in range(2):  # a refused connection was never delivered: safe to retry once elsewhere
+    refused = 0
+    deadline = time.monotonic() + gw.config.cold_start_timeout
+    for attempt in range(MAX_FORWARD_ATTEMPTS):
         replica, cold, waited = await pool.acquire()
         cold_any = cold_any or cold
         waited_total += waited or 0.0
@@ -439,6 +456,13 @@ async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: 
                                           headers=headers, data=body, allow_redirects=False,
                                           timeout=pool.request_timeout) as upstream:
                 data = await upstream.read()
+                if upstream.status == 503 and replica_is_loading(upstream.headers, data, pool.name):
+                    pool.suspect(replica, "loading")
+                    cold_any = True
+                    if attempt + 1 < MAX_FORWARD_ATTEMPTS and time.monotonic() < deadline:
+                        continue
+                    raise ServiceUnavailable(f"function '{pool.name}' is not ready: its replica is (re)loading; "
+                                             "retry later", retry_after=1, function=pool.name)
                 out = response_headers(upstream)
                 out["X-Cold-Start"] = "true" if cold_any else "false"
                 if waited_total:
@@ -446,14 +470,18 @@ async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: 
                 return web.Response(status=upstream.status, body=data, headers=out)
         except aiohttp.ClientConnectorError:
             pool.discard(replica, "unreachable")
-            if attempt == 1:
+            refused += 1
+            if refused >= 2:
                 raise UpstreamError(f"function '{pool.name}' is unreachable: its replica refused the connection",
                                     function=pool.name) from None
         except TimeoutError:
             raise DeadlineExceeded(f"function '{pool.name}' did not answer within {pool.spec.timeout:g}s",
                                    function=pool.name) from None
         except aiohttp.ClientError as exc:
-            cause = "" if gw.provider.is_alive(replica) else f" ({gw.provider.exit_cause(replica)})"
+            alive = gw.provider.is_alive(replica)
+            if alive:  # the process lives, the connection died: a worker crashed and is being replaced
+                pool.suspect(replica, "disconnected")
+            cause = "" if alive else f" ({gw.provider.exit_cause(replica)})"
             raise UpstreamError(f"function '{pool.name}' failed while serving the request: "
                                 f"{type(exc).__name__}{cause}", function=pool.name) from None
         finally:

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 COLD_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+REPLICA_STATES = ("starting", "ready", "recovering", "draining")  # the states the replica gauge reports
 
 
 class GatewayMetrics:
@@ -35,8 +36,13 @@ class GatewayMetrics:
                                       ["function", "reason"], registry=r)
         self.replica_stops = Counter("hydro_gateway_replica_stops", "Replica stops and exits by reason",
                                      ["function", "reason"], registry=r)
-        self.replicas = Gauge("hydro_gateway_replicas", "Current replicas by state", ["function", "state"],
-                              registry=r)
+        self.replicas = Gauge("hydro_gateway_replicas", "Current replicas by state (recovering: alive but out of "
+                              "rotation until ready again, e.g. a crashed worker is reloading the model)",
+                              ["function", "state"], registry=r)
+        self.recoveries = Counter("hydro_gateway_replica_recoveries", "Live replicas taken out of rotation until "
+                                  "their readiness probe passes again, by reason (disconnected: a request lost its "
+                                  "connection; loading: the replica answered 503 loading)",
+                                  ["function", "reason"], registry=r)
         self.queued = Gauge("hydro_gateway_queued_requests", "Requests waiting for a ready replica", ["function"],
                             registry=r)
         self.inflight = Gauge("hydro_gateway_inflight_requests", "Requests being served by replicas",
@@ -52,7 +58,7 @@ class GatewayMetrics:
 
     def forget(self, name: str) -> None:
         """Drop a removed function's gauges so dashboards do not show ghosts."""
-        for state in ("starting", "ready", "draining"):
+        for state in REPLICA_STATES:
             with contextlib.suppress(KeyError):
                 self.replicas.remove(name, state)
         for gauge in (self.queued, self.inflight):
@@ -72,7 +78,7 @@ class FunctionMetrics:
         self.model_load = metrics.cold_start_seconds.labels(name, "model_load")
         self.queued = metrics.queued.labels(name)
         self.inflight = metrics.inflight.labels(name)
-        self.replicas = {state: metrics.replicas.labels(name, state) for state in ("starting", "ready", "draining")}
+        self.replicas = {state: metrics.replicas.labels(name, state) for state in REPLICA_STATES}
         self._status: dict[int, Counter] = {}
 
     def invoked(self, status: int, seconds: float) -> None:
@@ -84,6 +90,9 @@ class FunctionMetrics:
 
     def started(self, reason: str) -> None:
         self._m.replica_starts.labels(self.name, reason).inc()
+
+    def recovering(self, reason: str) -> None:
+        self._m.recoveries.labels(self.name, reason).inc()
 
     def stopped(self, reason: str) -> None:
         self._m.replica_stops.labels(self.name, reason).inc()

@@ -6,6 +6,9 @@ JSON decoding of bodies, a header filter over a frozenset.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
@@ -56,3 +59,27 @@ def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
         if key.lower() not in HOP_BY_HOP:
             headers.add(key, value)
     return headers
+
+
+LOADING_HEADER = "X-Hydro-Ready"  # "false" on a runtime's readiness 503 (when the runtime sends it)
+MAX_LOADING_BODY = 4096
+
+
+def replica_is_loading(headers: Mapping[str, str], body: bytes, function: str) -> bool:
+    """True when a 503 is the runtime's readiness gate ("function 'x' is loading"), not the handler's.
+
+    Such a request never reached the handler, so the gateway may retry it once the replica is
+    ready. Recognised by the ``X-Hydro-Ready: false`` header, else by the runtime's error body
+    ``{"code": "unavailable", "function": <this function>, "details": {"status": "loading"}}``
+    (a router relaying a stage's 503 names the stage in ``details``, never this shape).
+    """
+    if headers.get(LOADING_HEADER, "").lower() == "false":
+        return True
+    if len(body) > MAX_LOADING_BODY or not body.lstrip().startswith(b"{"):
+        return False
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return (isinstance(data, dict) and data.get("code") == "unavailable" and data.get("function") == function
+            and data.get("details") == {"status": "loading"})

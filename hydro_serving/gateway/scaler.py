@@ -4,6 +4,12 @@ A :class:`FunctionPool` owns the replicas of one function. Requests ``acquire`` 
 (the least loaded, newest generation first) and ``release`` it; from zero, every concurrent
 request waits on one shared start. The gateway's reaper calls :meth:`FunctionPool.reap`
 periodically to stop idle replicas (after draining them) and keep ``scale.min`` warm.
+
+A replica whose process lives on can still stop being ready: the runtime's gunicorn arbiter
+replaces a crashed worker inside the same replica, and the new worker loads the model again
+while answering 503 "loading". :meth:`FunctionPool.suspect` takes such a replica out of
+rotation ("recovering") until its readiness probe answers 200 again; requests that find no ready
+replica meanwhile wait for that recovery exactly as they wait for a cold start.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ class FunctionPool:
         self.queued = 0
         self.closed = False
         self._starts: dict[asyncio.Task[Replica], int] = {}  # pending starts -> generation
+        self._recoveries: dict[str, asyncio.Task[Replica]] = {}  # replica id -> its readiness re-check
+        self._watchers: dict[str, asyncio.Task[Any]] = {}  # replica id -> the task that sees it exit
         self._drained: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._min_retry_at = 0.0
@@ -88,7 +96,7 @@ class FunctionPool:
         deadline = started + self.config.cold_start_timeout
         try:
             while True:
-                task = self._ensure_start("cold")
+                task = self._pending_recovery() or self._ensure_start("cold")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._not_ready_in_time()
@@ -121,10 +129,59 @@ class FunctionPool:
 
     def discard(self, replica: Replica, reason: str) -> None:
         """Stop routing to a replica that refused a connection (dead but not yet reaped)."""
-        if replica.state in ("ready", "starting"):
+        if replica.state in ("ready", "starting", "recovering"):
             replica.state = "dead"
             self._forget(replica, reason)
             self._spawn(self._stop(replica))
+
+    def suspect(self, replica: Replica, reason: str) -> None:
+        """Stop routing to a live replica that may not be ready (a worker died, or it answered "loading").
+
+        Synchronous, so no request picks it after this call; it is routed to again only once
+        ``/_/ready`` answers 200 (or stopped if that does not happen within the cold start timeout).
+        """
+        if replica.state != "ready" or self.closed:
+            return
+        watcher = self._watchers.get(replica.id)
+        if watcher is None or watcher.done():
+            return  # its exit is being handled by the watcher
+        replica.state = "recovering"
+        self._update_gauges()
+        self.metrics.recovering(reason)
+        log.warning("function %s: replica %s out of rotation until ready again (%s)", self.name, replica.id, reason)
+        task = self._recoveries[replica.id] = self._spawn(self._recover(replica, watcher))
+        task.add_done_callback(self._recovery_done)
+
+    def _recovery_done(self, task: asyncio.Task[Replica]) -> None:
+        if not task.cancelled() and task.exception() is not None:  # retrieved here: waiters may be none
+            log.warning("function %s: replica recovery failed: %s", self.name, task.exception())
+
+    def _pending_recovery(self) -> asyncio.Task[Replica] | None:
+        for task in self._recoveries.values():
+            if not task.done():
+                return task
+        return None
+
+    async def _recover(self, replica: Replica, watcher: asyncio.Task[Any]) -> Replica:
+        try:
+            await self._wait_ready(replica, watcher, "recovering", time.monotonic(), observe=False)
+            if replica.state != "recovering":
+                raise StartError(f"function '{self.name}' replica {replica.id} left recovery ({replica.state})",
+                                 function=self.name)
+        except BaseException:
+            if replica.state == "recovering":
+                replica.state = "dead"
+                self._forget(replica, "unready")
+                await asyncio.shield(self._stop(replica))
+            raise
+        finally:
+            self._recoveries.pop(replica.id, None)
+        replica.state = "ready"
+        replica.ready_at = replica.last_used = time.monotonic()
+        self._update_gauges()
+        log.info("function %s: replica %s ready again", self.name, replica.id)
+        self._after_ready(replica)
+        return replica
 
     def _not_ready_in_time(self) -> ServiceUnavailable:
         timeout = self.config.cold_start_timeout
@@ -168,9 +225,9 @@ class FunctionPool:
         replica = await self.provider.start_replica(self.spec, generation)
         self.replicas.append(replica)
         self._update_gauges()
-        exit_task = self._spawn(self._watch(replica))
+        exit_task = self._watchers[replica.id] = self._spawn(self._watch(replica))
         try:
-            await self._wait_ready(replica, exit_task)
+            await self._wait_ready(replica, exit_task, "starting", replica.started_at)
         except BaseException:
             if replica.state == "starting":
                 replica.state = "dead"
@@ -196,22 +253,29 @@ class FunctionPool:
         except (aiohttp.ClientError, TimeoutError, OSError):
             return None
 
-    async def _wait_ready(self, replica: Replica, exit_task: asyncio.Task[Any]) -> None:
-        """Poll health (process up) then readiness (model loaded), fast at first, backing off; bounded."""
-        deadline = replica.started_at + self.config.cold_start_timeout
+    async def _wait_ready(self, replica: Replica, exit_task: asyncio.Task[Any], state: str, since: float,
+                          observe: bool = True) -> None:
+        """Poll health (process up) then readiness (model loaded), fast at first, backing off; bounded.
+
+        ``state`` is what the replica must stay in meanwhile ("starting", or "recovering" after a
+        worker crash); ``observe`` records the cold start phases (a recovery is not a cold start).
+        """
+        deadline = since + self.config.cold_start_timeout
         delay = FIRST_POLL
         healthy_at: float | None = None
         while True:
-            if exit_task.done() or replica.state != "starting":
+            if exit_task.done() or replica.state != state:
                 raise StartError(f"function '{self.name}' failed to start: {self.provider.exit_cause(replica)}",
                                  function=self.name)
             if healthy_at is None:
                 if await self._probe(replica.endpoint + "/_/health") == 200:
                     healthy_at = time.monotonic()
-                    self.metrics.process_start.observe(healthy_at - replica.started_at)
+                    if observe:
+                        self.metrics.process_start.observe(healthy_at - since)
                     continue
             elif await self._probe(replica.endpoint + "/_/ready") == 200:
-                self.metrics.model_load.observe(time.monotonic() - healthy_at)
+                if observe:
+                    self.metrics.model_load.observe(time.monotonic() - healthy_at)
                 return
             if time.monotonic() > deadline:
                 raise ServiceUnavailable(
@@ -246,7 +310,7 @@ class FunctionPool:
         """Make sure a replica is (being) started; True when one is already ready."""
         if self.pick() is not None:
             return True
-        if not self.closed:
+        if not self.closed and self._pending_recovery() is None:
             self._ensure_start("prewarm")
         return False
 
@@ -267,7 +331,7 @@ class FunctionPool:
 
     def begin_drain(self, replica: Replica) -> bool:
         """Stop routing new requests to ``replica`` (synchronously, so no request picks it after this)."""
-        if replica.state not in ("ready", "starting"):
+        if replica.state not in ("ready", "starting", "recovering"):
             return False
         replica.state = "draining"
         self._update_gauges()
@@ -299,6 +363,7 @@ class FunctionPool:
         replica.state = "stopped" if replica.state == "stopping" else replica.state
 
     def _forget(self, replica: Replica, reason: str) -> None:
+        self._watchers.pop(replica.id, None)
         if replica in self.replicas:
             self.replicas.remove(replica)
             self.metrics.stopped(reason)
@@ -358,15 +423,15 @@ class FunctionPool:
             return False
         self.generation = generation
         await self.provider.deploy(self.spec, generation)
-        running = [r for r in self.replicas if r.state in ("ready", "starting")]
+        running = [r for r in self.replicas if r.state in ("ready", "starting", "recovering")]
         wanted = max(self.spec.scale.min, min(len(running), 1))
         for _ in range(wanted):
             self._start_background("redeploy")
         return True
 
     def _active_count(self) -> int:
-        """Ready replicas of the current generation plus starts under way (each start is one replica)."""
-        ready = sum(1 for r in self.replicas if r.state == "ready" and r.generation == self.generation)
+        """Ready (or recovering) replicas of the current generation plus starts under way (one replica each)."""
+        ready = sum(1 for r in self.replicas if r.state in ("ready", "recovering") and r.generation == self.generation)
         return ready + sum(1 for g in self._starts.values() if g == self.generation)
 
     def scale_to(self, replicas: int) -> int:
@@ -394,7 +459,7 @@ class FunctionPool:
             await asyncio.gather(*(self.drain(r, reason) for r in replicas), return_exceptions=True)
         else:
             for replica in replicas:
-                if replica.state in ("ready", "starting", "draining"):
+                if replica.state in ("ready", "starting", "recovering", "draining"):
                     replica.state = "stopping"
                     self._forget(replica, reason)
             await asyncio.gather(*(self._stop(r) for r in replicas), return_exceptions=True)
@@ -405,7 +470,7 @@ class FunctionPool:
 
     def status(self) -> dict[str, Any]:
         ready = sum(1 for r in self.replicas if r.state == "ready")
-        live = sum(1 for r in self.replicas if r.state in ("ready", "starting"))
+        live = sum(1 for r in self.replicas if r.state in ("ready", "starting", "recovering"))
         return {"replicas": live, "availableReplicas": ready, "invocationCount": self.invocations,
                 "queued": self.queued, "generation": self.generation,
                 "instances": [r.describe() for r in self.replicas]}
