@@ -1,0 +1,408 @@
+"""The Docker provider: each replica is a container of the function's image (built by ``hydro build``).
+
+Only "run one replica" lives here; scale to zero, draining and crash handling stay in the scaler,
+exactly as for the local provider. Any engine speaking the Docker Engine API works (Docker, podman).
+
+* **Network.** ``HYDRO_DOCKER_NETWORK=host`` (the default) runs containers in the host's network
+  namespace, the runtime listening on a free port of 127.0.0.1 (podman's default, and Linux Docker).
+  Any other value names a Docker network (``bridge``, a user network): the runtime listens on 8080
+  inside and the port is published on 127.0.0.1 only; loopback URLs handed to the container (the
+  gateway for routers, a local S3 endpoint) are rewritten to ``host.docker.internal``.
+* **Environment.** The function's ``environment_file``s and ``environment``, the store settings of
+  the gateway (``HYDRO_STORE``, ``AWS_*``), runtime limits the operator set, and the address.
+  A ``file://`` store is mounted read-only at the same path, so a laptop store works too.
+* **Logs.** A follower thread per container appends its output to ``<state>/logs/<function>.log``
+  (the local provider's layout), so ``hydro logs`` still shows a replica after scale to zero removed
+  its container; ``exit_cause`` uses the container's own last lines, captured when it exits.
+* **Cleanup.** Containers carry ``hydro.function``, ``hydro.replica`` and ``hydro.gateway`` (a hash of
+  the state directory) labels; a restarted gateway removes what a killed one left, ``close()`` the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from hydro_serving.errors import BadRequest, ConfigError, ValidationError
+from hydro_serving.gateway.config import GatewayConfig
+from hydro_serving.gateway.providers.base import Provider, Replica, ReplicaStartError, next_replica_id
+from hydro_serving.gateway.providers.local import last_error_line, read_env_file
+from hydro_serving.stack import FunctionSpec
+
+LABEL_FUNCTION = "hydro.function"
+LABEL_REPLICA = "hydro.replica"
+LABEL_GATEWAY = "hydro.gateway"
+CONTAINER_PORT = 8080  # the images' HYDRO_PORT default (templates/*/Dockerfile)
+HOST_ALIAS = "host.docker.internal"
+PASS_THROUGH = ("HYDRO_STORE", "HYDRO_TIMEOUT", "HYDRO_MAX_BODY_BYTES", "HYDRO_MAX_INFLIGHT",
+                "HYDRO_LOAD_FAILURE_EXIT", "HYDRO_WORKERS", "HYDRO_THREADS")
+EXIT_LOG_LINES = 200
+LOG_TAIL_BYTES = 64 * 1024
+WAIT_RETRY_SECONDS = 1.0
+FOLLOWER_JOIN_SECONDS = 5.0
+
+
+class ImageNotBuilt(BadRequest):
+    """The function's image is not in the engine: the user has to build it before deploying."""
+
+    code = "image_not_found"
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def gateway_label(state_dir: Path) -> str:
+    """The ``hydro.gateway`` label value: stable for a state directory, so a restarted gateway finds
+    (and removes) the containers a killed one left, and two gateways never touch each other's."""
+    return hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]
+
+
+def function_image(spec: FunctionSpec) -> str:
+    """The image ``hydro build`` tags for ``spec`` (one definition: the builder's)."""
+    from hydro_serving.builder.context import default_image
+
+    return default_image(spec)
+
+
+_MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*(Ki|Mi|Gi|Ti|k|K|M|G|T|m|g|b)?$")
+_MEMORY_UNITS = {None: 1, "b": 1, "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
+                 "m": 1024**2, "g": 1024**3,  # docker's own -m 512m / 1g spelling
+                 "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
+
+
+def container_resources(spec: FunctionSpec) -> dict[str, Any]:
+    """``limits`` (Kubernetes quantities, as Knative reads them) as docker ``mem_limit``/``nano_cpus``.
+
+    Raises a 400 naming ``limits.memory``/``limits.cpu`` so a typo fails the deploy, not every start.
+    """
+    out: dict[str, Any] = {}
+    memory, cpu = spec.limits.get("memory"), spec.limits.get("cpu")
+    if memory is not None:
+        match = _MEMORY.match(str(memory).strip())
+        if not match or float(match.group(1)) <= 0:
+            raise ValidationError(f"limits.memory must be a quantity such as 256Mi or 1Gi, got {memory!r}",
+                                  field="limits.memory", function=spec.name)
+        out["mem_limit"] = int(float(match.group(1)) * _MEMORY_UNITS[match.group(2)])
+    if cpu is not None:
+        text = str(cpu).strip()
+        try:
+            cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+        except ValueError:
+            cores = 0.0
+        if cores <= 0:
+            raise ValidationError(f"limits.cpu must be cores (0.5) or millicores (500m), got {cpu!r}",
+                                  field="limits.cpu", function=spec.name)
+        out["nano_cpus"] = int(cores * 1e9)
+    return out
+
+
+def to_host_alias(url: str) -> str:
+    """A loopback URL as a container on a bridge network reaches it (``host.docker.internal``)."""
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return url
+    netloc = HOST_ALIAS + (f":{parts.port}" if parts.port else "")
+    if parts.username:
+        netloc = f"{parts.username}{':' + parts.password if parts.password else ''}@{netloc}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class DockerProvider(Provider):
+    """Replicas as containers; the engine is reached lazily (docker SDK, the ``docker`` extra)."""
+
+    name = "docker"
+
+    def __init__(self, config: GatewayConfig, network: str | None = None) -> None:
+        self.config = config
+        self.network = network or os.environ.get("HYDRO_DOCKER_NETWORK") or "host"
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", self.network):
+            raise ConfigError(f"HYDRO_DOCKER_NETWORK must be 'host' or a docker network name, got {self.network!r}",
+                              field="HYDRO_DOCKER_NETWORK")
+        self.gateway_label = gateway_label(config.state_dir)
+        self.logs_dir = config.state_dir / "logs"
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._containers: dict[str, Any] = {}  # replica id -> docker Container
+        self._exits: dict[str, asyncio.Future[int | None]] = {}
+        self._followers: dict[str, threading.Thread] = {}
+
+    # ---- the engine ------------------------------------------------------------------------------
+
+    def _engine(self) -> Any:
+        """The docker client, connected on first use; a fresh gateway removes a killed one's leftovers."""
+        with self._client_lock:
+            if self._client is None:
+                from hydro_serving.builder.images import connect
+
+                client = connect(timeout=10)
+                self._remove_labelled(client)
+                self._client = client
+            return self._client
+
+    def _remove_labelled(self, client: Any) -> None:
+        for container in client.containers.list(all=True, sparse=True,
+                                               filters={"label": f"{LABEL_GATEWAY}={self.gateway_label}"}):
+            with contextlib.suppress(Exception):  # already gone, or being removed by the engine
+                container.remove(force=True)
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking SDK call off the event loop, on this provider's own small pool
+        (so long engine calls never starve the loop's default executor)."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="hydro-docker")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    # ---- deployment hooks --------------------------------------------------------------------------
+
+    def check(self, spec: FunctionSpec) -> None:
+        """Refuse what can be judged without the engine: unreadable env files, malformed limits."""
+        for i, env_file in enumerate(spec.environment_file):
+            if not Path(env_file).is_file():
+                raise ValidationError(f"environment file {env_file} does not exist on the gateway's machine",
+                                      field=f"hydro.environment_file[{i}]", function=spec.name)
+        container_resources(spec)
+
+    async def deploy(self, spec: FunctionSpec, generation: int) -> None:
+        """Make sure the image is there: replicas start from it, and a missing one is the user's to build."""
+        image = function_image(spec)
+        docker = _docker()
+        try:
+            await self._call(lambda: self._engine().images.get(image))
+        except docker.errors.ImageNotFound:
+            raise ImageNotBuilt(f"image {image} of function '{spec.name}' is not in the Docker engine; build it "
+                                f"first with: hydro build --filter {spec.name} (or push it and pull it on this host)",
+                                field="image", function=spec.name, details={"image": image}) from None
+
+    # ---- replicas ----------------------------------------------------------------------------------
+
+    def log_path(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
+
+    def _environment(self, spec: FunctionSpec, port: int) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k.startswith("AWS_") or k in PASS_THROUGH}
+        for env_file in spec.environment_file:
+            env.update(read_env_file(Path(env_file)))
+        env.update(spec.environment)
+        host_network = self.network == "host"
+        env.update({
+            "HYDRO_GATEWAY_URL": self.config.url,
+            "HYDRO_FUNCTION_NAME": spec.name,
+            "HYDRO_HOST": "127.0.0.1" if host_network else "0.0.0.0",  # published on 127.0.0.1 only
+            "HYDRO_PORT": str(port if host_network else CONTAINER_PORT),
+            "PYTHONUNBUFFERED": "1",
+        })
+        if not host_network:
+            for key in ("HYDRO_GATEWAY_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+                if env.get(key):
+                    env[key] = to_host_alias(env[key])
+        return env
+
+    def _run_options(self, spec: FunctionSpec, replica: Replica, port: int) -> dict[str, Any]:
+        labels = {**spec.labels, LABEL_FUNCTION: spec.name, LABEL_REPLICA: replica.id,
+                  LABEL_GATEWAY: self.gateway_label}
+        options: dict[str, Any] = {
+            "name": f"hydro-{self.gateway_label}-{replica.id}",
+            "detach": True,
+            "labels": labels,
+            "environment": self._environment(spec, port),
+            "network_mode": self.network if self.network == "host" else None,
+            **container_resources(spec),
+        }
+        if self.network != "host":
+            options.update(network=self.network, ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)},
+                           extra_hosts={HOST_ALIAS: "host-gateway"})
+        store = os.environ.get("HYDRO_STORE", "")
+        if store.startswith("file://") and Path(store[len("file://"):]).is_dir():
+            options["volumes"] = {store[len("file://"):]: {"bind": store[len("file://"):], "mode": "ro"}}
+        if spec.readonly_root_filesystem:
+            options.update(read_only=True, tmpfs={"/tmp": "mode=1777", "/home/app/.cache": "mode=1777"})
+        return {k: v for k, v in options.items() if v is not None}
+
+    async def start_replica(self, spec: FunctionSpec, generation: int) -> Replica:
+        image = function_image(spec)
+        port = _free_port()
+        replica = Replica(id=next_replica_id(spec.name), function=spec.name, endpoint=f"http://127.0.0.1:{port}",
+                          generation=generation, started_at=time.monotonic())
+        options = self._run_options(spec, replica, port)
+        docker = _docker()
+        try:
+            container = await self._call(lambda: self._engine().containers.run(image, **options))
+        except docker.errors.ImageNotFound:
+            raise ReplicaStartError(f"image {image} of function '{spec.name}' is not in the Docker engine; "
+                                    f"build it with: hydro build --filter {spec.name}", function=spec.name) from None
+        except docker.errors.APIError as exc:
+            raise ReplicaStartError(f"cannot start a container of '{spec.name}' from {image}: "
+                                    f"{exc.explanation or exc}", function=spec.name) from None
+        with contextlib.suppress(Exception):  # the host pid is only informative (status views)
+            await self._call(container.reload)
+            replica.pid = container.attrs.get("State", {}).get("Pid") or None
+        replica.info.update({"container": container.id, "name": options["name"], "image": image, "port": port})
+        self._containers[replica.id] = container
+        self._follow(replica, container, generation)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int | None] = loop.create_future()
+        self._exits[replica.id] = future
+        threading.Thread(target=self._wait_thread, args=(replica, container, loop, future),
+                         name=f"hydro-wait-{replica.id}", daemon=True).start()
+        return replica
+
+    def _follow(self, replica: Replica, container: Any, generation: int) -> None:
+        """Append the container's output to the function's log file, line by line, until it ends."""
+        path = self.log_path(replica.function)
+        with open(path, "ab") as log:
+            log.write(f"[hydro] {time.strftime('%Y-%m-%dT%H:%M:%S')} replica {replica.id} starting in container "
+                      f"{container.short_id} on port {replica.info['port']} (generation {generation})\n".encode())
+
+        def run() -> None:
+            with contextlib.suppress(Exception), open(path, "ab") as log:  # ends with the container (or the engine)
+                pending = b""
+                for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    if lines:
+                        log.write(b"".join(line + b"\n" for line in lines))
+                        log.flush()
+                if pending:
+                    log.write(pending + b"\n")
+
+        thread = threading.Thread(target=run, name=f"hydro-logs-{replica.id}", daemon=True)
+        self._followers[replica.id] = thread
+        thread.start()
+
+    def _wait_thread(self, replica: Replica, container: Any, loop: asyncio.AbstractEventLoop,
+                     future: asyncio.Future[int | None]) -> None:
+        """Block on the engine until the container ends, then record its code and last lines (crash cause)."""
+        docker = _docker()
+        code: int | None = None
+        while True:
+            try:
+                code = int(container.wait()["StatusCode"])
+                break
+            except docker.errors.NotFound:
+                break
+            except Exception:  # a read timeout on a long-lived replica, or a hiccup: look before waiting again
+                try:
+                    container.reload()
+                except docker.errors.NotFound:
+                    break
+                except Exception:
+                    time.sleep(WAIT_RETRY_SECONDS)
+                    continue
+                if container.status in ("exited", "dead", "stopped"):
+                    code = container.attrs.get("State", {}).get("ExitCode")
+                    break
+        with contextlib.suppress(Exception):
+            replica.info["exit_log"] = container.logs(tail=EXIT_LOG_LINES).decode(errors="replace")
+        replica.info["exit_code"] = code
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(code))
+
+    async def stop_replica(self, replica: Replica, grace: float) -> None:
+        """SIGTERM (the runtime drains), SIGKILL after ``grace``; then remove the container."""
+        container = self._containers.get(replica.id)
+        if container is None:
+            return
+        docker = _docker()
+        try:
+            with contextlib.suppress(docker.errors.NotFound):
+                await self._call(container.stop, timeout=max(0, round(grace)))
+            exited = self._exits.get(replica.id)
+            if exited is not None:
+                await asyncio.wait({exited}, timeout=grace + 10)
+            follower = self._followers.get(replica.id)
+            if follower is not None:  # let the last lines reach the log file before the container goes
+                await self._call(follower.join, FOLLOWER_JOIN_SECONDS)
+            with contextlib.suppress(docker.errors.NotFound):
+                await self._call(container.remove, force=True)
+        finally:
+            self._containers.pop(replica.id, None)
+            self._followers.pop(replica.id, None)
+            self._exits.pop(replica.id, None)
+
+    def is_alive(self, replica: Replica) -> bool:
+        """No engine call: the waiter thread flips the exit future the moment the engine reports the end."""
+        exited = self._exits.get(replica.id)
+        return replica.id in self._containers and exited is not None and not exited.done()
+
+    async def wait_exit(self, replica: Replica) -> int | None:
+        exited = self._exits.get(replica.id)
+        if exited is None:
+            return None
+        return await asyncio.shield(exited)
+
+    def exit_cause(self, replica: Replica) -> str:
+        code = replica.info.get("exit_code")
+        status = f"container exited with status {code}" if code is not None else "container exited"
+        if code == 137:
+            status += " (killed)"
+        line = last_error_line(replica.info.get("exit_log", ""))
+        return f"{status}: {line}" if line else status
+
+    async def logs(self, name: str, tail: int | None = None, follow: bool = False) -> AsyncIterator[str]:
+        """Lines of every replica of ``name`` so far (from the log file the followers write), optionally followed."""
+        path = self.log_path(name)
+        position = 0
+        if path.exists():
+            with open(path, "rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                start = 0 if tail is None else max(0, size - max(LOG_TAIL_BYTES, tail * 512))
+                fh.seek(start)
+                data = fh.read()
+                position = fh.tell()
+            lines = data.decode(errors="replace").splitlines()
+            if start > 0 and lines:
+                lines = lines[1:]  # the first line may be cut
+            if tail is not None:
+                lines = lines[-tail:] if tail > 0 else []
+            for line in lines:
+                yield line
+        pending = b""
+        while follow:  # ends when the client goes away (the handler is cancelled) or the gateway stops
+            await asyncio.sleep(0.2)
+            if not path.exists():
+                continue
+            with open(path, "rb") as fh:
+                if fh.seek(0, os.SEEK_END) < position:
+                    position, pending = 0, b""
+                fh.seek(position)
+                data = pending + fh.read()
+                position = fh.tell()
+            *complete, pending = data.split(b"\n")
+            for line in complete:
+                yield line.decode(errors="replace")
+
+    async def close(self) -> None:
+        """Remove every container this gateway labelled (the scaler stopped them; this is the backstop)."""
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._call(self._remove_labelled, self._client)
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
+        self._containers.clear()
+        self._followers.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+
+def _docker() -> Any:
+    """The docker SDK (the ``docker`` extra), imported when a docker provider first needs it."""
+    from hydro_serving.errors import require_extra
+
+    return require_extra("docker", "docker")
