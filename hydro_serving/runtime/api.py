@@ -17,18 +17,27 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from hydro_serving.stack.model import FunctionSpec
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 
 @dataclass
 class LoadContext:
-    """What a handler may know when it loads: its spec, options, signature and where files are."""
+    """What a handler may know when it loads: its spec, options, signature and where files are.
+
+    ``metrics_registry`` is the runtime's own Prometheus registry (None outside a server): a
+    handler that registers its series there (the router's per-stage metrics) has them served on
+    the replica's ``/metrics`` beside the runtime's, with no second endpoint or global registry.
+    """
 
     spec: FunctionSpec
     model_dir: Path | None
     handler_dir: Path | None
+    metrics_registry: CollectorRegistry | None = None
 
     @property
     def options(self) -> Mapping[str, Any]:

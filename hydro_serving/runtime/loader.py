@@ -14,12 +14,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydro_serving.builder.templates import Template, get_template
 from hydro_serving.errors import ConfigError, HydroError
 from hydro_serving.runtime.api import LoadContext
 from hydro_serving.stack.model import FunctionSpec
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("hydro.runtime")
 
@@ -95,8 +98,13 @@ def import_entrypoint(template: Template) -> Any:
                           field="entrypoint") from None
 
 
-def load_function(spec: FunctionSpec, template: Template | None = None) -> LoadedFunction:
-    """Resolve, import and ``load()`` a function's handler; every failure is an exception."""
+def load_function(spec: FunctionSpec, template: Template | None = None,
+                  metrics_registry: CollectorRegistry | None = None) -> LoadedFunction:
+    """Resolve, import and ``load()`` a function's handler; every failure is an exception.
+
+    ``metrics_registry`` is handed to the handler in its :class:`LoadContext` so its own series
+    are exported by the runtime's ``/metrics``.
+    """
     template = template or get_template(spec.lang)
     model_path, spec = resolve_model(spec)
     handler_dir = Path(spec.handler).expanduser().resolve() if spec.handler else None
@@ -105,7 +113,8 @@ def load_function(spec: FunctionSpec, template: Template | None = None) -> Loade
                           f"handler.py; {handler_dir or 'none given'}", field="handler", function=spec.name)
     handler_class = import_entrypoint(template)
     handler = handler_class()
-    handler.load(model_path, LoadContext(spec=spec, model_dir=model_path, handler_dir=handler_dir))
+    handler.load(model_path, LoadContext(spec=spec, model_dir=model_path, handler_dir=handler_dir,
+                                         metrics_registry=metrics_registry))
     return LoadedFunction(spec=spec, template=template, handler=handler, model_path=model_path,
                           handler_dir=handler_dir)
 
@@ -127,8 +136,10 @@ class BackgroundLoader:
 
     def __init__(self, spec: FunctionSpec, template: Template | None = None,
                  on_ready: Callable[[float], None] | None = None,
-                 on_failure: Callable[[BaseException], None] | None = None) -> None:
+                 on_failure: Callable[[BaseException], None] | None = None,
+                 metrics_registry: CollectorRegistry | None = None) -> None:
         self.spec = spec
+        self.metrics_registry = metrics_registry
         self.template = template
         self.on_ready = on_ready
         self.on_failure = on_failure
@@ -156,7 +167,7 @@ class BackgroundLoader:
         started = time.monotonic()
         log.info("function '%s': loading (lang %s, model %s)", self.spec.name, self.spec.lang, self.spec.model)
         try:
-            loaded = load_function(self.spec, self.template)
+            loaded = load_function(self.spec, self.template, self.metrics_registry)
         except BaseException as exc:
             self.error = describe_failure(exc)
             log.error("function '%s': load failed: %s", self.spec.name, self.error, exc_info=exc)

@@ -47,6 +47,18 @@ def setup_logging() -> None:
                         format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s")
 
 
+def _worker_exit(server: Any, worker: Any) -> None:
+    """gunicorn's hook in a worker that is exiting: shut the function down (its handler's ``close()``).
+
+    Without it a handler's background threads (the router's shadows and prewarms) would be cut off
+    mid-request by the interpreter's exit instead of being stopped.
+    """
+    app = getattr(worker, "wsgi", None)
+    runtime = getattr(app, "extensions", {}).get("hydro_runtime") if app is not None else None
+    if runtime is not None:
+        runtime.shutdown()
+
+
 class RuntimeServer(BaseApplication):
     """gunicorn's application interface over :func:`hydro_serving.runtime.app.create_app`."""
 
@@ -72,6 +84,7 @@ class RuntimeServer(BaseApplication):
             # gunicorn >= 23 opens a control socket at one fixed path per user; many replicas on one
             # machine would fight over it, and nothing here uses it
             "control_socket_disable": True,
+            "worker_exit": _worker_exit,
         }
         super().__init__()
 

@@ -41,7 +41,8 @@ class FunctionRuntime:
         self.config = config
         self.metrics = metrics
         self.exit_on_load_failure = exit_on_load_failure
-        self.loader = BackgroundLoader(spec, template, on_ready=self._on_ready, on_failure=self._on_failure)
+        self.loader = BackgroundLoader(spec, template, on_ready=self._on_ready, on_failure=self._on_failure,
+                                       metrics_registry=metrics.registry)
         gauge = metrics.inflight.labels(spec.name)
         self.executor = Executor(spec.name, config.max_inflight, on_change=gauge.set)
         self.batcher: Batcher | None = None
@@ -74,9 +75,21 @@ class FunctionRuntime:
         timer.start()
 
     def shutdown(self) -> None:
+        """Stop taking work and release the handler's resources (the router's threads and pools).
+
+        Called once when the worker exits; a handler's ``close()`` failing is logged, never raised,
+        because the process is going away either way.
+        """
         if self.batcher is not None:
             self.batcher.close()
         self.executor.shutdown()
+        loaded = self.loader.loaded
+        close = getattr(loaded.handler, "close", None) if loaded is not None else None
+        if callable(close):
+            try:
+                close()
+            except Exception:
+                log.exception("function '%s': the handler's close() failed", self.spec.name)
 
     # ---- readiness ---------------------------------------------------------------------------
 
