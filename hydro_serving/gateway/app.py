@@ -52,6 +52,9 @@ from hydro_serving.gateway.state import StateStore
 log = logging.getLogger("hydro.gateway")
 
 PREWARM_HEADER = "X-Hydro-Prewarm"
+PIPELINE_HEADER = "X-Hydro-Pipeline"  # set by the router on stage calls: per-pipeline stage metrics
+STAGE_HEADER = "X-Hydro-Stage"
+SHADOW_HEADER = "X-Hydro-Shadow"  # "true" on a shadow call: accounted apart from the stage it shadows
 MAX_FORWARD_ATTEMPTS = 5  # refused connections and "loading" answers, within the cold start timeout
 MAX_REAP_TICK = 1.0
 MIN_REAP_TICK = 0.05
@@ -424,12 +427,10 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         elapsed = time.perf_counter() - started
         pool.invocations += 1
         pool.metrics.invoked(status, elapsed)
-        pipeline = request.headers.get("X-Hydro-Pipeline")
+        pipeline = request.headers.get(PIPELINE_HEADER)
         if pipeline is not None:
-            stage = request.headers.get("X-Hydro-Stage", "")
-            gw.metrics.stage_duration.labels(pipeline, stage, name).observe(elapsed)
-            if status >= 400:
-                gw.metrics.stage_errors.labels(pipeline, stage, name).inc()
+            shadow = request.headers.get(SHADOW_HEADER, "").lower() == "true"
+            gw.metrics.observe_stage(pipeline, request.headers.get(STAGE_HEADER, ""), name, shadow, status, elapsed)
 
 
 async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: bytes,

@@ -48,10 +48,31 @@ class GatewayMetrics:
         self.inflight = Gauge("hydro_gateway_inflight_requests", "Requests being served by replicas",
                               ["function"], registry=r)
         self.stage_duration = Histogram("hydro_pipeline_stage_duration_seconds",
-                                        "Latency of pipeline stage calls (from X-Hydro-Pipeline/X-Hydro-Stage)",
+                                        "Latency of pipeline stage calls (from X-Hydro-Pipeline/X-Hydro-Stage); "
+                                        "shadow calls (X-Hydro-Shadow: true) are not counted here but in "
+                                        "hydro_pipeline_shadow_duration_seconds",
                                         ["pipeline", "stage", "function"], buckets=DURATION_BUCKETS, registry=r)
-        self.stage_errors = Counter("hydro_pipeline_stage_errors", "Pipeline stage calls that failed (status >= 400)",
+        self.stage_errors = Counter("hydro_pipeline_stage_errors", "Pipeline stage calls that failed (status >= 400); "
+                                    "failed shadow calls are counted in hydro_pipeline_shadow_errors instead",
                                     ["pipeline", "stage", "function"], registry=r)
+        # A shadow's latency and failures never reach the client, so they must not move the stage's
+        # error rate or latency SLO: they get their own series (same labels, so dashboards can compare).
+        self.shadow_duration = Histogram("hydro_pipeline_shadow_duration_seconds",
+                                         "Latency of shadow calls (X-Hydro-Shadow: true) of a pipeline stage; "
+                                         "'stage' is the stage shadowed, 'function' the shadow function",
+                                         ["pipeline", "stage", "function"], buckets=DURATION_BUCKETS, registry=r)
+        self.shadow_errors = Counter("hydro_pipeline_shadow_errors", "Shadow calls (X-Hydro-Shadow: true) that failed "
+                                     "(status >= 400); they never change the pipeline's response",
+                                     ["pipeline", "stage", "function"], registry=r)
+
+    def observe_stage(self, pipeline: str, stage: str, function: str, shadow: bool, status: int,
+                      seconds: float) -> None:
+        """Account one call a router made to a stage (a shadow call in the shadow series)."""
+        duration, errors = (self.shadow_duration, self.shadow_errors) if shadow else (
+            self.stage_duration, self.stage_errors)
+        duration.labels(pipeline, stage, function).observe(seconds)
+        if status >= 400:
+            errors.labels(pipeline, stage, function).inc()
 
     def for_function(self, name: str) -> FunctionMetrics:
         return FunctionMetrics(self, name)

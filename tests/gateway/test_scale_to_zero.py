@@ -42,6 +42,22 @@ def test_cold_start_then_warm_with_headers_and_metrics(gateway: Any, echo_dir: P
     assert status == 200
 
 
+def test_shadow_calls_are_kept_out_of_the_stage_metrics(gateway: Any, echo_dir: Path) -> None:
+    gateway.deploy(gateway.python_spec("echo", echo_dir))
+    stage = {"X-Hydro-Pipeline": "p", "X-Hydro-Stage": "2"}
+    shadow = {**stage, "X-Hydro-Shadow": "true"}
+    assert gateway.invoke("echo", {}, headers=stage)[0] == 200
+    assert gateway.invoke("echo", {}, headers=shadow)[0] == 200
+    assert gateway.invoke("echo", {"sleep": "not a number"}, headers=shadow)[0] >= 400  # a failing shadow
+    labels = {"pipeline": "p", "stage": "2", "function": "echo"}
+    assert gateway.metric("hydro_pipeline_stage_duration_seconds_count", **labels) == 1
+    assert gateway.metric("hydro_pipeline_stage_errors_total", **labels) == 0
+    assert gateway.metric("hydro_pipeline_shadow_duration_seconds_count", **labels) == 2
+    assert gateway.metric("hydro_pipeline_shadow_errors_total", **labels) == 1
+    # they are still invocations of the function
+    assert gateway.status("echo")["invocationCount"] == 3
+
+
 def test_logs_are_readable(gateway: Any, echo_dir: Path) -> None:
     gateway.deploy(gateway.python_spec("echo", echo_dir))
     assert gateway.invoke("echo", {"x": 1})[0] == 200
