@@ -119,14 +119,14 @@ def render_case(name: str, case: dict[str, Any]) -> str:
         return "\n".join(lines)
     lines.append(f"   baseline: {case['baseline']}")
     if case.get("points"):
-        header = f"   {'target':<28} {'c':>3} {'req/s':>18} {'p50 ms':>16} {'p99 ms':>16} {'client p50/p99 ms':>18} err"
+        header = f"   {'target':<42} {'c':>3} {'req/s':>18} {'p50 ms':>16} {'p99 ms':>16} {'client p50/p99 ms':>18} err"
         lines.append(header)
         for p in case["points"]:
             r = p.get("ratio", {})
             client = p.get("client") or {}
             cl = f"{_fmt(client.get('p50_ms'))}/{_fmt(client.get('p99_ms'))}" if client else "-"
             mark = "*" if p.get("client_differs") else " "
-            lines.append(f"   {p['target']:<28} {p['concurrency']:>3} "
+            lines.append(f"   {p['target']:<42} {p['concurrency']:>3} "
                          f"{_fmt(p['rps'], 0) + _rel(r.get('rps')):>18} "
                          f"{_fmt(p['p50_ms']) + _rel(r.get('p50_ms')):>16} "
                          f"{_fmt(p['p99_ms']) + _rel(r.get('p99_ms')):>16} {cl:>17}{mark} {p.get('errors', 0)}")

@@ -20,6 +20,7 @@ from bench.models import IRIS_ROW, iris_model
 
 CONCURRENCY = (1, 8, 32)
 BASELINE = "flask+gunicorn (-w2 gthread x4)"
+SAME_REPLICA = "hydro gateway's replica, called directly"
 
 
 def iris_spec(name: str = "iris", **extra: Any) -> dict[str, Any]:
@@ -61,7 +62,11 @@ def run(ctx: Context) -> dict[str, Any]:
                    "scale": {"min": 0, "max": 1, "idle": 600, "concurrency": 64}})
         gw.warm("iris", payload)
         gw.warm("iris-pipe", payload)
-        sweep("hydro via gateway", gw.function_url("iris"))
+        replica = next(r["endpoint"] for r in gw.replicas("iris") if r.get("endpoint"))
+        for c in CONCURRENCY:  # the same replica with and without the gateway, back to back: the hop alone
+            points.append(measure(SAME_REPLICA, replica + "/", payload, c, ctx.settings, ctx.scripts))
+            points.append(measure("hydro via gateway", gw.function_url("iris"), payload, c, ctx.settings,
+                                  ctx.scripts))
         sweep("hydro 1-stage router pipeline", gw.function_url("iris-pipe"))
 
     results.add_ratios(points, BASELINE)
@@ -70,5 +75,7 @@ def run(ctx: Context) -> dict[str, Any]:
         "baseline": BASELINE, "points": points, "ready_seconds": ready,
         "notes": ["functions deployed with scale {max: 1, concurrency: 64}: one runtime replica (1 worker x 8 "
                   "threads, the runtime's defaults) behind every hop",
-                  "the HYDRO_WORKERS=2 row is a prototype of a default, set through the environment"],
+                  "the HYDRO_WORKERS=2 row is a prototype of a default, set through the environment",
+                  "the gateway's own replica is measured right before each gateway row: their difference is the "
+                  "gateway hop, free of the drift between separately started processes"],
     }

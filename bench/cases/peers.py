@@ -8,6 +8,7 @@ runtime (direct and through the gateway) is measured in the same case so every r
 
 from __future__ import annotations
 
+import os
 import shutil
 from typing import Any
 
@@ -57,7 +58,9 @@ def run(ctx: Context) -> dict[str, Any]:
         work = ctx.folder(f"peer-{peer.name}")
         try:
             launch = peer.prepare(venv.python, work, model_file, procs.free_port)
-            with procs.running(peer.name, launch.argv, ctx.folder("logs"), launch.ready_url, env=launch.env,
+            # the venv's bin first on PATH, as if activated: MLflow shells out to `uvicorn` by name
+            env = {"PATH": f"{venv.python.parent}{os.pathsep}{os.environ.get('PATH', '')}", **launch.env}
+            with procs.running(peer.name, launch.argv, ctx.folder("logs"), launch.ready_url, env=env,
                                cwd=launch.cwd, timeout=180) as srv:
                 status, _, raw = procs.http("POST", launch.url, launch.body)
                 if status != 200:
@@ -67,8 +70,9 @@ def run(ctx: Context) -> dict[str, Any]:
                                          "sample_response": raw[:200].decode(errors="replace")}
                 sweep(peer.name, launch.url, launch.body)
         except Exception as exc:  # one broken peer must not hide the others
-            skipped[peer.name] = f"{type(exc).__name__}: {str(exc)[-600:]}"
-            print(f"   skip {peer.name}: {skipped[peer.name][:300]}", flush=True)
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            skipped[peer.name] = f"{type(exc).__name__}: {(lines[0] if lines else '')} ... {' | '.join(lines[-2:])}"
+            print(f"   skip {peer.name}: {skipped[peer.name][-400:]}", flush=True)
         finally:
             shutil.rmtree(work / "bentoml-home", ignore_errors=True)
     results.add_ratios(points, BASELINE)
