@@ -125,7 +125,9 @@ def _entry(name: str, template: Template, existing: list[str], unit: int = 2) ->
         lines.append((1, f"handler: ./{name}"))
     elif template.kind == "model":
         pattern = template.model_patterns[0] if template.model_patterns else "model.*"
-        filename = pattern.replace("*", "model").replace("?", "x")
+        # a pattern without wildcards names a file inside a model *folder* (Spark's _SUCCESS marker)
+        has_wildcard = "*" in pattern or "?" in pattern
+        filename = pattern.replace("*", "model").replace("?", "x") if has_wildcard else "model"
         lines.append((1, f"# the trained model: a file in ./{name}/ while developing, or a store reference"))
         lines.append((1, "# name[:version|alias] once uploaded with 'hydro model upload'"))
         lines.append((1, f"model: ./{name}/{filename}"))

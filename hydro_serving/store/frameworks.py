@@ -13,7 +13,7 @@ FRAMEWORKS = ("sklearn", "onnx", "spark", "tensorflow", "xgboost", "lightgbm")
 _BY_SUFFIX = {
     ".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "sklearn", ".skops": "sklearn",
     ".onnx": "onnx",
-    ".keras": "tensorflow",
+    ".keras": "tensorflow", ".h5": "tensorflow",
     ".ubj": "xgboost", ".xgb": "xgboost",
     ".lgb": "lightgbm",
 }

@@ -142,3 +142,13 @@ def test_templates_reports_a_broken_template_and_still_lists_the_rest(tmp_path: 
     out = hydro("templates", cwd=tmp_path)
     assert out.returncode == 1
     assert "python3" in out.stdout and "broken template:" in out.stderr and "unknown key 'entrypiont'" in out.stderr
+
+
+@pytest.mark.parametrize(("lang", "model"), [("sklearn", "./fn/model.joblib"), ("onnx", "./fn/model.onnx"),
+                                             ("spark", "./fn/model"), ("xgboost", "./fn/model.ubj")])
+def test_new_with_the_shipped_model_templates_points_at_a_loadable_model_path(tmp_path: Path, lang: str,
+                                                                              model: str) -> None:
+    """A Spark model is a folder (its pattern is the ``_SUCCESS`` marker), the others are files."""
+    out = hydro("new", "fn", "--lang", lang, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert load_stack(tmp_path / "stack.yml").function("fn").model == model
