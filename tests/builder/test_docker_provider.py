@@ -281,3 +281,64 @@ def test_scales_from_zero_back_to_zero_and_survives_a_killed_container(docker_ga
     status, body = gw.admin("DELETE", "/system/function/iris")
     assert status == 202, body
     wait_for(lambda: containers_of(gw, "iris") == [], "removal to stop the last container")
+
+
+@pytest.mark.docker
+def test_published_port_mode_passes_store_settings_and_serves_on_loopback(
+        docker_engine: dict[str, str], iris_image: str, iris_model_file: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mode for Docker Desktop and bridge networks: port published on 127.0.0.1, loopback URLs aliased."""
+    import asyncio
+
+    import docker
+    import joblib
+    from sklearn.datasets import load_iris
+
+    from hydro_serving.gateway.config import GatewayConfig
+    from hydro_serving.gateway.providers.docker import DockerProvider
+
+    monkeypatch.setenv("DOCKER_HOST", docker_engine["DOCKER_HOST"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-id")
+    monkeypatch.setenv("HYDRO_STORE", "s3://models")
+    config = GatewayConfig(state_dir=tmp_path / "state", port=18080)
+    spec = FunctionSpec(name="iris", lang="sklearn", image=iris_image, environment={"GREETING": "hi"})
+    x, _ = load_iris(return_X_y=True)
+    expected = joblib.load(iris_model_file).predict(x[:2]).tolist()
+
+    async def scenario() -> tuple[dict[str, str], int, Any, list[str]]:
+        provider = DockerProvider(config, network="bridge")
+        try:
+            await provider.deploy(spec, 1)
+            replica = await provider.start_replica(spec, 1)
+            container = provider._engine().containers.get(replica.info["container"])
+            env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+            ready = False
+            while not ready and provider.is_alive(replica):
+                with contextlib.suppress(OSError):
+                    ready = http("GET", replica.endpoint + "/_/ready", timeout=2)[0] == 200
+                await asyncio.sleep(0.2)
+            assert ready, provider.exit_cause(replica)
+            status, _, body = await asyncio.to_thread(http, "POST", replica.endpoint + "/", x[:2].tolist())
+            await provider.stop_replica(replica, 5)
+            lines = [line async for line in provider.logs("iris", tail=50)]
+            return env, status, body, lines
+        finally:
+            await provider.close()
+
+    try:
+        env, status, body, lines = asyncio.run(scenario())
+    finally:
+        client = docker.DockerClient(base_url=docker_engine["DOCKER_HOST"], timeout=60)
+        label = f"{LABEL_GATEWAY}={gateway_label(config.state_dir)}"
+        leftovers = client.containers.list(all=True, sparse=True, filters={"label": label})
+        for container in leftovers:
+            container.remove(force=True)
+        client.close()
+    assert not leftovers
+    assert status == 200 and (body["predictions"] if isinstance(body, dict) else body) == expected
+    assert env["HYDRO_PORT"] == "8080" and env["HYDRO_HOST"] == "0.0.0.0"
+    assert env["AWS_ENDPOINT_URL"] == "http://host.docker.internal:9000"
+    assert env["HYDRO_GATEWAY_URL"] == "http://host.docker.internal:18080"
+    assert env["AWS_ACCESS_KEY_ID"] == "key-id" and env["HYDRO_STORE"] == "s3://models" and env["GREETING"] == "hi"
+    assert any("Shutting down" in line for line in lines)  # stopped gracefully (SIGTERM), and its log kept

@@ -128,7 +128,9 @@ class DockerProvider(Provider):
 
     def __init__(self, config: GatewayConfig, network: str | None = None) -> None:
         self.config = config
-        self.network = network or os.environ.get("HYDRO_DOCKER_NETWORK") or "host"
+        # an explicit argument, then the config (once the CLI has --docker-network), then the environment
+        self.network = (network or getattr(config, "docker_network", None) or os.environ.get("HYDRO_DOCKER_NETWORK")
+                        or "host")
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", self.network):
             raise ConfigError(f"HYDRO_DOCKER_NETWORK must be 'host' or a docker network name, got {self.network!r}",
                               field="HYDRO_DOCKER_NETWORK")
