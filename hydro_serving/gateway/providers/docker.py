@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from hydro_serving.errors import BadRequest, ConfigError, ValidationError
+from hydro_serving.errors import BadRequest, ConfigError, MissingExtra, ValidationError
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.providers.base import Provider, Replica, ReplicaStartError, next_replica_id
 from hydro_serving.gateway.providers.local import last_error_line, read_env_file
@@ -127,6 +127,11 @@ class DockerProvider(Provider):
     name = "docker"
 
     def __init__(self, config: GatewayConfig, network: str | None = None) -> None:
+        import importlib.util
+
+        if importlib.util.find_spec("docker") is None:  # fail at `hydro gateway --provider docker`, not at deploy
+            raise MissingExtra("the docker provider needs the docker SDK; install it with: "
+                               "pip install 'hydro-serving[docker]'", field="provider")
         self.config = config
         # an explicit argument, then the config (once the CLI has --docker-network), then the environment
         self.network = (network or getattr(config, "docker_network", None) or os.environ.get("HYDRO_DOCKER_NETWORK")
