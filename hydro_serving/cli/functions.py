@@ -136,9 +136,14 @@ def describe(name: str, stack_file: Path | None, gateway_url: str | None, state:
 @click.option("-v", "--verbose", is_flag=True, help="Print the status and headers to stderr.")
 @file_option
 @gateway_option
+@state_option
 def invoke(name: str, data: str | None, path: str, method: str, headers: tuple[str, ...], verbose: bool,
-           stack_file: Path | None, gateway_url: str | None) -> None:
-    """Invoke a function; exits non-zero when it answers with an error status."""
+           stack_file: Path | None, gateway_url: str | None, state: Path | None) -> None:
+    """Invoke a function; exits non-zero when it answers with an error status.
+
+    Sends the gateway token when one is found (HYDRO_TOKEN or the state directory), so a gateway
+    run with --auth-functions accepts the call; the gateway never passes that token to the function.
+    """
     body = data.encode() if data is not None else (b"" if sys.stdin.isatty() else sys.stdin.buffer.read())
     extra: dict[str, str] = {}
     for header in headers:
@@ -146,7 +151,7 @@ def invoke(name: str, data: str | None, path: str, method: str, headers: tuple[s
         if not sep or not key.strip():
             raise click.BadParameter(f"'{header}' is not 'Name: value'", param_hint="--header")
         extra[key.strip()] = value.strip()
-    client = GatewayClient(resolve_gateway_url(gateway_url, _stack(stack_file, required=False)))
+    client = _client(gateway_url, state, _stack(stack_file, required=False))
     response = client.invoke(name, body, path=path, method=method.upper(), headers=extra)
     if verbose:
         click.echo(f"HTTP {response.status}", err=True)

@@ -443,7 +443,10 @@ async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: 
     the handler: that is a 502, and the replica is re-checked before it gets another request.
     """
     assert gw.session is not None
-    headers = forward_headers(request, gw.config.auth_functions)
+    # the admin credentials are the gateway's own: never handed to function code, whatever the auth mode
+    authorization = request.headers.get("Authorization")
+    drop_auth = gw.config.auth_functions or (authorization is not None and gw.credentials.matches(authorization))
+    headers = forward_headers(request, drop_auth)
     cold_any = False
     waited_total = 0.0
     refused = 0

@@ -27,6 +27,14 @@ class Credentials:
     user: str
     password: str
 
+    def matches(self, authorization: str | None) -> bool:
+        """True when the header carries these admin credentials (the gateway never forwards them)."""
+        try:
+            self.check(authorization)
+        except Unauthorized:
+            return False
+        return True
+
     def check(self, authorization: str | None) -> None:
         """Raise :class:`Unauthorized` unless the header carries the token or the admin password.
 

@@ -140,9 +140,16 @@ class GatewayClient:
 
     def invoke(self, name: str, data: bytes = b"", path: str = "", method: str = "POST",
                headers: dict[str, str] | None = None, timeout: float | None = None) -> Response:
-        """Invoke a function; the response is returned whatever its status (the caller decides)."""
+        """Invoke a function; the response is returned whatever its status (the caller decides).
+
+        The token (when this client has one) goes along for gateways run with ``--auth-functions``;
+        a gateway never forwards its admin credentials to the function. An ``Authorization``
+        header the caller passes wins (it may be meant for the function itself).
+        """
         suffix = "/" + path.lstrip("/") if path else ""
         all_headers = {"Content-Type": "application/json", **(headers or {})}
+        if self.token and not any(key.lower() == "authorization" for key in all_headers):
+            all_headers["Authorization"] = f"Bearer {self.token}"
         return self.request(method, f"/function/{quote(name)}{suffix}", data if method != "GET" else None,
                             all_headers, timeout=timeout)
 

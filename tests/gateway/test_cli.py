@@ -92,6 +92,41 @@ def test_deploy_reports_stack_and_gateway_errors(gateway: Any, stack_dir: Path) 
     assert out.returncode == 1 and "hydro.handler" in out.stderr and "does not exist" in out.stderr
 
 
+HEADERS_HANDLER = """
+def handle(payload, context):
+    return {"headers": {k.lower(): v for k, v in context.headers.items()}}
+"""
+
+
+def test_invoke_sends_the_token_for_auth_functions_and_repeatable_headers(gateway_factory: Any,
+                                                                          tmp_path: Path) -> None:
+    gw = gateway_factory("--auth-functions")
+    gw.deploy(gw.python_spec("hdr", gw.write_handler(tmp_path / "hdr", HEADERS_HANDLER)))
+    out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gw.url)  # no credentials in the test's HYDRO_STATE
+    assert out.returncode == 1 and json.loads(out.stderr)["code"] == "unauthorized", out.stderr
+    out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gw.url, "-H", "X-One: 1", "-H", "X-Two:  two ",
+                "--state", str(gw.state_dir))
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)["headers"]
+    assert seen["x-one"] == "1" and seen["x-two"] == "two"
+    assert "authorization" not in seen  # the gateway consumed it
+    out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gw.url, env={"HYDRO_TOKEN": gw.token})
+    assert out.returncode == 0, out.stderr
+    out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gw.url, "-H", "no colon")
+    assert out.returncode == 2 and "Name: value" in out.stderr
+
+
+def test_gateway_never_forwards_its_admin_token_to_a_function(gateway: Any, tmp_path: Path) -> None:
+    gateway.deploy(gateway.python_spec("hdr", gateway.write_handler(tmp_path / "hdr", HEADERS_HANDLER)))
+    env = {"HYDRO_STATE": str(gateway.state_dir)}
+    out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gateway.url, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "authorization" not in json.loads(out.stdout)["headers"]
+    # an Authorization header meant for the function itself (not the admin token) still reaches it
+    out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gateway.url, "-H", "Authorization: Bearer fn", env=env)
+    assert out.returncode == 0 and json.loads(out.stdout)["headers"]["authorization"] == "Bearer fn", out.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
