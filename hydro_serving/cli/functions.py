@@ -189,3 +189,59 @@ def logs(name: str, follow: bool, tail: int | None, stack_file: Path | None, gat
     client = _client(gateway_url, state, _stack(stack_file, required=False))
     for line in client.logs(name, tail=tail, follow=follow):
         click.echo(line)
+
+
+# ---- secrets (the gateway's local store: read by the local provider) ----------------------------------
+
+
+@click.group()
+def secret() -> None:
+    """Secrets of functions on a gateway running on this machine (files in <state>/secrets, mode 0600).
+
+    A function declaring ``secrets: [NAME]`` reads ``$HYDRO_SECRETS_DIR/NAME``; deploying it fails
+    with a 400 naming ``hydro.secrets[i]`` while the secret does not exist.
+    """
+
+
+@secret.command("create")
+@click.argument("name")
+@click.option("--from-file", "from_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Read the value from this file (bytes as they are).")
+@click.option("--from-literal", "from_literal", default=None, help="The value itself (visible in shell history).")
+@state_option
+def secret_create(name: str, from_file: Path | None, from_literal: str | None, state: Path | None) -> None:
+    """Create or replace secret NAME; replicas started afterwards see the new value."""
+    from hydro_serving.gateway.secrets import write_secret
+
+    if (from_file is None) == (from_literal is None):
+        raise click.UsageError("give exactly one of --from-file or --from-literal")
+    data = from_file.read_bytes() if from_file is not None else str(from_literal).encode()
+    path = write_secret((state or default_state_dir()).expanduser().resolve(), name, data)
+    click.echo(f"secret {name} written to {path}")
+
+
+@secret.command("list")
+@state_option
+def secret_list(state: Path | None) -> None:
+    """List secret names (never their values)."""
+    from hydro_serving.gateway.secrets import store_dir
+
+    folder = store_dir((state or default_state_dir()).expanduser().resolve())
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.is_file() and not path.name.startswith("."):
+            click.echo(path.name)
+
+
+@secret.command("remove")
+@click.argument("name")
+@state_option
+def secret_remove(name: str, state: Path | None) -> None:
+    """Remove secret NAME (running replicas keep their copy; new starts of functions using it fail)."""
+    from hydro_serving.gateway.secrets import check_name, store_dir
+
+    check_name(name)
+    path = store_dir((state or default_state_dir()).expanduser().resolve()) / name
+    if not path.is_file():
+        raise click.ClickException(f"no secret '{name}' at {path}")
+    path.unlink()
+    click.echo(f"removed secret {name}")

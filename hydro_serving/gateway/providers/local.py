@@ -3,6 +3,8 @@
 Replicas run in their own process group (so a stop reaches every child) and, on Linux, die with
 the gateway (``PR_SET_PDEATHSIG``) so a killed gateway leaves no orphans. Their stdout/stderr are
 appended to ``<state>/logs/<function>.log``, which ``GET /system/logs`` and ``hydro logs`` read.
+Declared secrets are copied from ``<state>/secrets/`` into ``<state>/functions/<name>/secrets/``
+(only those, mode 0600) and passed as ``HYDRO_SECRETS_DIR``; see :mod:`hydro_serving.gateway.secrets`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from hydro_serving.errors import ValidationError
+from hydro_serving.gateway import secrets
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.providers.base import Provider, Replica, ReplicaStartError, next_replica_id
 from hydro_serving.stack import FunctionSpec
@@ -103,9 +106,13 @@ class LocalProvider(Provider):
             if not Path(env_file).is_file():
                 raise ValidationError(f"environment file {env_file} does not exist",
                                       field=f"hydro.environment_file[{i}]", function=spec.name)
+        secrets.check_declared(self.config.state_dir, spec.secrets, spec.name)
 
     def spec_path(self, name: str) -> Path:
         return self.functions_dir / name / "spec.json"
+
+    def secrets_path(self, name: str) -> Path:
+        return self.functions_dir / name / "secrets"
 
     def log_path(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
@@ -119,6 +126,7 @@ class LocalProvider(Provider):
         os.replace(tmp, path)
 
     async def remove(self, name: str) -> None:
+        secrets.remove_materialized(self.secrets_path(name))
         path = self.spec_path(name)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -127,8 +135,20 @@ class LocalProvider(Provider):
 
     # ---- replicas --------------------------------------------------------------------------------
 
-    def _environment(self, spec: FunctionSpec) -> dict[str, str]:
+    def _secrets_dir(self, spec: FunctionSpec) -> Path | None:
+        """The replica's secrets folder, refreshed from the store at each start (None: none declared)."""
+        target = self.secrets_path(spec.name)
+        if not spec.secrets:
+            secrets.remove_materialized(target)
+            return None
+        try:
+            return secrets.materialize(self.config.state_dir, spec.secrets, target)
+        except (ValidationError, OSError) as exc:
+            raise ReplicaStartError(f"cannot start a replica of '{spec.name}': {exc}", function=spec.name) from None
+
+    def _environment(self, spec: FunctionSpec, secrets_dir: Path | None = None) -> dict[str, str]:
         env = dict(os.environ)
+        env.pop(secrets.ENV_VAR, None)  # the gateway's own, if any, is not the function's
         for env_file in spec.environment_file:
             env.update(read_env_file(Path(env_file)))
         env.update(spec.environment)
@@ -138,12 +158,15 @@ class LocalProvider(Provider):
             "HYDRO_FUNCTION_SPEC": str(self.spec_path(spec.name)),
             "PYTHONUNBUFFERED": "1",
         })
+        if secrets_dir is not None:
+            env[secrets.ENV_VAR] = str(secrets_dir)
         return env
 
     async def start_replica(self, spec: FunctionSpec, generation: int) -> Replica:
         spec_path = self.spec_path(spec.name)
         if not spec_path.exists():
             await self.deploy(spec, generation)
+        secrets_dir = self._secrets_dir(spec)
         port = _free_port()
         replica = Replica(id=next_replica_id(spec.name), function=spec.name, endpoint=f"http://127.0.0.1:{port}",
                           generation=generation, started_at=time.monotonic())
@@ -159,7 +182,7 @@ class LocalProvider(Provider):
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                    env=self._environment(spec), cwd=cwd, start_new_session=True,
+                    env=self._environment(spec, secrets_dir), cwd=cwd, start_new_session=True,
                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
                 )
             except OSError as exc:
