@@ -39,6 +39,7 @@ class GatewayConfig:
     auth_functions: bool = False  # /function/* open unless configured otherwise
     stop_grace: float = 10.0  # seconds between SIGTERM and SIGKILL when a replica stops
     max_body: int = 64 * 1024 * 1024
+    docker_network: str | None = None  # docker provider: 'host' or a network name (else HYDRO_DOCKER_NETWORK)
 
     @property
     def url(self) -> str:

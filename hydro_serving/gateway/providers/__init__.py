@@ -17,6 +17,8 @@ PROVIDERS: dict[str, str] = {
     "docker": "hydro_serving.gateway.providers.docker:DockerProvider",
     "knative": "hydro_serving.gateway.providers.knative:KnativeProvider",
 }
+EXTRAS: dict[str, str] = {"docker": "docker", "knative": "kubernetes"}  # the pip extra each one needs
+SDKS: dict[str, tuple[str, ...]] = {"docker": ("docker",), "knative": ("kubernetes",)}
 
 
 def get_provider(name: str, config: GatewayConfig) -> Provider:
@@ -25,13 +27,22 @@ def get_provider(name: str, config: GatewayConfig) -> Provider:
     if target is None:
         raise ConfigError(f"unknown provider '{name}' (known: {', '.join(PROVIDERS)})", field="provider")
     module_name, attr = target.split(":")
+    extra = EXTRAS.get(name)
+    hint = f" (install it with: pip install 'hydro-serving[{extra}]')" if extra else ""
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
-            raise ConfigError(f"provider '{name}' is not available in this installation", field="provider") from None
+            raise ConfigError(f"provider '{name}' is not available in this installation: {module_name} is missing",
+                              field="provider") from None
+        if extra and exc.name and exc.name.split(".")[0] in SDKS.get(name, ()):
+            raise ConfigError(f"provider '{name}' needs the {extra} extra{hint}", field="provider") from None
         raise
-    return getattr(module, attr)(config)
+    cls = getattr(module, attr, None)
+    if cls is None:  # the module exists but does not (yet) implement the gateway interface
+        raise ConfigError(f"provider '{name}' is not available as a gateway provider in this version "
+                          f"({module_name} has no {attr})", field="provider")
+    return cls(config)
 
 
 __all__ = ["PROVIDERS", "Provider", "Replica", "ReplicaStartError", "get_provider"]
