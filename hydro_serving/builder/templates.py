@@ -38,6 +38,7 @@ _OPTIONAL: dict[str, Any] = {
     "model_patterns": [],
     "extra": None,
     "frameworks": [],
+    "preload": [],  # modules a pre-imported template process (zygote) imports before forking replicas
 }
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9_]{0,61}[a-z0-9])?$")
@@ -56,6 +57,7 @@ class Template:
     model_patterns: tuple[str, ...] = ()
     extra: str | None = None
     frameworks: tuple[str, ...] = ()
+    preload: tuple[str, ...] = ()
     description: str = ""
     source: str = field(default="", compare=False)
 
@@ -81,7 +83,7 @@ class Template:
             "name": self.name, "kind": self.kind, "path": str(self.path), "entrypoint": self.entrypoint,
             "requirements": self.requirements, "base_image": self.base_image,
             "model_patterns": list(self.model_patterns), "extra": self.extra,
-            "frameworks": list(self.frameworks), "description": self.description,
+            "frameworks": list(self.frameworks), "preload": list(self.preload), "description": self.description,
         }
 
 
@@ -162,7 +164,8 @@ def load_template(folder: Path) -> Template:
     return Template(
         name=name, kind=kind, path=folder.resolve(), entrypoint=entrypoint, requirements=requirements,
         base_image=text("base_image"), model_patterns=strings("model_patterns"), extra=extra,
-        frameworks=strings("frameworks"), description=text("description").strip(), source=where,
+        frameworks=strings("frameworks"), preload=strings("preload"), description=text("description").strip(),
+        source=where,
     )
 
 

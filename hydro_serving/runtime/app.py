@@ -35,6 +35,7 @@ log = logging.getLogger("hydro.runtime")
 
 ROUTES_HELP = "POST /, GET /_/health, GET /_/ready, GET /metrics, /v2/health/*, /v2/models/<name>[/ready|/infer]"
 CUSTOM_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+READY_WAIT_MAX = 10.0  # seconds a /_/ready?wait= may hold one of the worker's threads
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -54,6 +55,19 @@ def _from_werkzeug(exc: HTTPException, max_body: int) -> HydroError:
     if exc.code == 400:
         return BadRequest(exc.description or "bad request")
     return HydroError(exc.description or exc.name, status=exc.code or 500)
+
+
+def _wait_seconds(raw: str | None) -> float:
+    """The ``wait`` query parameter of /_/ready, bounded; a value that is not a number is the caller's 400."""
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"wait must be a number of seconds, got {raw!r}", field="wait") from None
+    if value != value:  # NaN
+        raise BadRequest("wait must be a number of seconds, got NaN", field="wait")
+    return max(0.0, min(value, READY_WAIT_MAX))
 
 
 def create_app(spec: FunctionSpec, config: RuntimeConfig | None = None, *, template: Template | None = None,
@@ -133,6 +147,11 @@ def create_app(spec: FunctionSpec, config: RuntimeConfig | None = None, *, templ
 
     @app.get("/_/ready")
     def _ready() -> Response:
+        # ?wait=S (at most READY_WAIT_MAX): answer the moment the model is loaded instead of at the
+        # supervisor's next poll, which after a few back-offs can be tens of ms late on a cold start
+        wait = _wait_seconds(request.args.get("wait"))
+        if wait > 0 and runtime.loader.state == "loading":
+            runtime.loader.wait(wait)
         return _json(runtime.readiness())
 
     @app.get("/metrics")

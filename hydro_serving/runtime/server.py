@@ -47,6 +47,17 @@ def setup_logging() -> None:
                         format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s")
 
 
+def _post_fork(server: Any, worker: Any) -> None:
+    """In a new worker: die with the arbiter (Linux), so a SIGKILLed replica leaves no worker behind.
+
+    Otherwise a worker notices a dead arbiter only at its next loop turn (about a second), and a
+    killed supervisor chain (gateway -> zygote -> arbiter) would briefly leave orphans holding the port.
+    """
+    from hydro_serving.runtime.zygote import die_with_parent
+
+    die_with_parent(server.pid)
+
+
 def _worker_exit(server: Any, worker: Any) -> None:
     """gunicorn's hook in a worker that is exiting: shut the function down (its handler's ``close()``).
 
@@ -85,6 +96,7 @@ class RuntimeServer(BaseApplication):
             # machine would fight over it, and nothing here uses it
             "control_socket_disable": True,
             "worker_exit": _worker_exit,
+            "post_fork": _post_fork,
         }
         super().__init__()
 

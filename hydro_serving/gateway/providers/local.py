@@ -26,6 +26,7 @@ from hydro_serving.errors import ValidationError
 from hydro_serving.gateway import secrets
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.providers.base import Provider, Replica, ReplicaStartError, next_replica_id
+from hydro_serving.gateway.providers.spawner import ZygoteChild, ZygoteSpawner
 from hydro_serving.stack import FunctionSpec
 
 LOG_TAIL_BYTES = 64 * 1024
@@ -85,7 +86,8 @@ class LocalProvider(Provider):
         self.logs_dir = config.state_dir / "logs"
         self.functions_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._procs: dict[str, asyncio.subprocess.Process | ZygoteChild] = {}
+        self.spawner = ZygoteSpawner(config.state_dir / "zygotes")  # pre-imported templates (HYDRO_ZYGOTE=0: off)
 
     # ---- deployment hooks ------------------------------------------------------------------------
 
@@ -124,6 +126,7 @@ class LocalProvider(Provider):
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(spec.to_dict(), indent=2))
         os.replace(tmp, path)
+        await self.spawner.prepare(spec.lang, self._environment(spec))  # its imports run while we wait
 
     async def remove(self, name: str) -> None:
         secrets.remove_materialized(self.secrets_path(name))
@@ -179,10 +182,12 @@ class LocalProvider(Provider):
                       f"(generation {generation})\n".encode())
             log.flush()
             replica.info["log_offset"] = log.tell()
+            env = self._environment(spec, secrets_dir)
+            proc = await self.spawner.spawn(spec.lang, argv, env, cwd, log_path)  # None: a fresh process
             try:
-                proc = await asyncio.create_subprocess_exec(
+                proc = proc or await asyncio.create_subprocess_exec(
                     *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                    env=self._environment(spec, secrets_dir), cwd=cwd, start_new_session=True,
+                    env=env, cwd=cwd, start_new_session=True,
                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
                 )
             except OSError as exc:
@@ -277,3 +282,4 @@ class LocalProvider(Provider):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
             self._procs.pop(replica_id, None)
+        await self.spawner.close()
