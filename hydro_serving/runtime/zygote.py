@@ -50,6 +50,8 @@ import warnings
 from typing import Any, NoReturn
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+ZYGOTE_NAME = "hydro-zygote"  # its /proc/<pid>/comm
 STOP_GRACE = 10.0  # seconds the children get between SIGTERM and SIGKILL when the zygote stops
 
 # What every replica imports before its model loads, whatever the template: the runtime, its HTTP
@@ -68,6 +70,13 @@ def die_with_parent(parent: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before prctl: the signal will never come
         os._exit(1)
+
+
+def set_process_name(name: str) -> None:
+    """The name ``ps -o comm`` and ``/proc/<pid>/comm`` show (15 bytes): a forked child keeps the
+    zygote's command line, so this is what tells a zygote from the replicas it forked."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 def _say(message: str) -> None:
@@ -195,6 +204,7 @@ class Zygote:
         try:
             os.setsid()
             die_with_parent(parent)
+            set_process_name(f"hydro:{request['env'].get('HYDRO_FUNCTION_NAME', 'replica')}")
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_DFL)
@@ -271,6 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.parent:
         die_with_parent(args.parent)
+    set_process_name(ZYGOTE_NAME)
     # a fork after the framework's native thread pools started (OpenBLAS) is safe: they re-create
     # themselves in the child (pthread_atfork); Python >= 3.12 would still warn on every fork
     warnings.filterwarnings("ignore", message=r".*multi-threaded.*fork", category=DeprecationWarning)
