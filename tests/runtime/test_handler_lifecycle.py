@@ -62,3 +62,46 @@ def test_handler_metrics_are_served_and_close_runs_at_shutdown(tmp_path: Path) -
         assert closed.exists(), f"close() did not run:\n{proc.output()}"
     finally:
         proc.stop()
+
+
+GATED_HANDLER = '''\
+import os
+import time
+
+
+class Lifecycle:
+    def load(self, model_dir, context):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.environ["TEST_GATE"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def predict(self, payload):
+        return payload
+'''
+
+
+def test_ready_wait_answers_when_the_load_completes(tmp_path: Path) -> None:
+    """``/_/ready?wait=S`` holds the probe until the model is loaded (a supervisor needs no poll interval)."""
+    import threading
+
+    templates = tmp_path / "templates" / "lifecycle"
+    templates.mkdir(parents=True)
+    (templates / "template.yml").write_text(TEMPLATE_YML)
+    (templates / "handler.py").write_text(GATED_HANDLER)
+    gate = tmp_path / "gate"
+    env = base_env(tmp_path / "home", {"HYDRO_TEMPLATES": str(templates.parent), "TEST_GATE": str(gate)})
+    port = free_port()
+    proc = start_runtime({"name": "gated", "lang": "lifecycle"}, port, tmp_path, env)
+    try:
+        proc.wait_up()
+        assert get(port, "/_/ready?wait=0").status == 503
+        assert get(port, "/_/ready?wait=soon").status == 400
+        answers: list[int] = []
+        waiter = threading.Thread(target=lambda: answers.append(get(port, "/_/ready?wait=10").status))
+        waiter.start()
+        gate.touch()
+        waiter.join(30)
+        assert answers == [200]
+    finally:
+        gate.touch()
+        proc.stop()
