@@ -3,7 +3,8 @@
 ``build_contexts`` is a pure copy step (no engine, no network unless a store model is baked):
 
     build/<fn>/
-      Dockerfile             the template's, with its BASE_IMAGE default set to the chosen base image
+      Dockerfile             the shared one rendered for the template (or the template's own), with its
+                             BASE_IMAGE default set to the chosen base image
       build.json             what images.py needs: function, template, image tag, build args
       function.json          the spec (FunctionSpec.to_dict()), paths rewritten to in-image locations
       requirements/          a wheel of this very hydro-serving + hydro.txt, template.txt, function.txt
@@ -24,12 +25,13 @@ import json
 import os
 import re
 import shutil
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from hydro_serving.builder.scope import copy_in_scope, resolve_in_scope
-from hydro_serving.builder.templates import Template, get_template
+from hydro_serving.builder.templates import SHARED_DOCKERFILE, Template, get_template
 from hydro_serving.builder.wheel import build_wheel
 from hydro_serving.errors import ConfigError, HydroError, NotFound, StackError
 from hydro_serving.stack.model import FunctionSpec, Stack
@@ -40,6 +42,7 @@ IN_IMAGE_MODEL = f"{APP_HOME}/model"
 IN_IMAGE_SPEC = f"{APP_HOME}/function.json"
 MARKER = "build.json"
 _BASE_ARG = re.compile(r"^(ARG\s+BASE_IMAGE)(=\S*)?\s*$", re.MULTILINE)
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 
 
 def default_image(spec: FunctionSpec) -> str:
@@ -139,7 +142,7 @@ def _fill_context(ctx: Path, stack: Stack, root: Path, spec: FunctionSpec, templ
 
     copy_in_scope(template.path, ctx / "template" / template.name, template.path, field="template")
     (ctx / "template" / template.name / "Dockerfile").unlink(missing_ok=True)
-    _write_dockerfile(template, ctx / "Dockerfile", chosen_base)
+    (ctx / "Dockerfile").write_text(render_dockerfile(template, chosen_base))
 
     (ctx / "function").mkdir()
     if handler_src is not None:
@@ -195,16 +198,57 @@ def _check_model_patterns(model: Path, template: Template, where: str, function:
                          f"({', '.join(template.model_patterns)})", field=f"{where}.model", function=function)
 
 
-def _write_dockerfile(template: Template, target: Path, base_image: str) -> None:
-    """The template's Dockerfile, its ``ARG BASE_IMAGE`` default set so a plain ``docker build`` agrees."""
-    if not template.dockerfile.is_file():
-        raise ConfigError(f"template {template.name} has no Dockerfile at {template.dockerfile}",
-                          field="Dockerfile")
-    text = template.dockerfile.read_text()
+def render_dockerfile(template: Template, base_image: str) -> str:
+    """The Dockerfile text for ``template``, its ``ARG BASE_IMAGE`` default set so a plain ``docker build`` agrees.
+
+    The template's own ``Dockerfile`` wins and is taken as written (only the default base image is
+    set), so an override never depends on placeholders it did not ask for. Otherwise the shared
+    Dockerfile is rendered with the template's data: the values are written into the text rather
+    than passed as build args because ``HEALTHCHECK`` takes no variables, and because a context
+    must build the same image with no arguments at all.
+    """
+    source = template.dockerfile if template.has_own_dockerfile else SHARED_DOCKERFILE
+    if not source.is_file():
+        raise ConfigError(f"template {template.name} has no Dockerfile at {source}", field="Dockerfile")
+    text = source.read_text()
     if not _BASE_ARG.search(text):
-        raise ConfigError(f"{template.dockerfile}: must declare 'ARG BASE_IMAGE=...' before FROM ${{BASE_IMAGE}}",
+        raise ConfigError(f"{source}: must declare 'ARG BASE_IMAGE=...' before FROM ${{BASE_IMAGE}}",
                           field="Dockerfile")
-    target.write_text(_BASE_ARG.sub(lambda m: f"{m.group(1)}={base_image}", text, count=1))
+    if source == SHARED_DOCKERFILE:
+        text = _fill_placeholders(text, source, _dockerfile_values(template))
+    return _BASE_ARG.sub(lambda m: f"{m.group(1)}={base_image}", text, count=1)
+
+
+def _dockerfile_values(template: Template) -> dict[str, str]:
+    """What the shared Dockerfile's ``{{ name }}`` placeholders stand for, from the template's template.yml."""
+    described = (textwrap.wrap(template.description, width=110, break_on_hyphens=False)
+                 or [f"Serves the {template.name} template."])
+    if template.system_packages:
+        packages = " ".join(template.system_packages)
+        system = ("# System packages this template's libraries need (template.yml system_packages).\n"
+                  "RUN apt-get update \\\n"
+                  f" && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {packages} \\\n"
+                  " && rm -rf /var/lib/apt/lists/*")
+    else:
+        system = "# No system packages for this template (template.yml system_packages is empty)."
+    return {
+        "name": template.name,
+        "description": "\n".join(f"# {line}" for line in described),
+        "system_packages": system,
+        "healthcheck_start_period": template.healthcheck_start_period,
+    }
+
+
+def _fill_placeholders(text: str, source: Path, values: dict[str, str]) -> str:
+    """One pass (a value is never scanned again); a placeholder with no value is the builder's bug, said so."""
+    def value(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise ConfigError(f"{source}: unknown placeholder '{{{{ {key} }}}}' (known: {', '.join(values)})",
+                              field="Dockerfile")
+        return values[key]
+
+    return _PLACEHOLDER.sub(value, text)
 
 
 def _write_requirements(folder: Path, wheel: Path, template: Template, function_dir: Path) -> None:

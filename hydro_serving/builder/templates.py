@@ -1,8 +1,12 @@
 """The template registry: which runtime templates exist, and what each one's ``template.yml`` says.
 
-A template is a folder (``templates/<name>/``) with ``template.yml``, a handler module, a
-``requirements.txt`` and a ``Dockerfile``. The registry is read from disk on every call (no state
-built at import time), so a template added while a gateway runs is seen without a restart.
+A template is a folder (``templates/<name>/``) with ``template.yml``, a handler module and a
+``requirements.txt``. Its image comes from the one Dockerfile every template shares
+(:data:`SHARED_DOCKERFILE`), rendered with the template's ``system_packages`` and
+``healthcheck_start_period``: the templates' images differ only in such data, and eight copies of
+one Dockerfile drift apart. A template that needs more ships its own ``Dockerfile``, which wins.
+The registry is read from disk on every call (no state built at import time), so a template added
+while a gateway runs is seen without a restart.
 
 Where templates are found, first match of a name wins:
 
@@ -28,6 +32,8 @@ from hydro_serving.errors import ConfigError, NotFound
 
 TEMPLATE_FILE = "template.yml"
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
+DEFAULT_HEALTHCHECK_START_PERIOD = "60s"
+SHARED_DOCKERFILE = Path(__file__).resolve().with_name("Dockerfile.template")
 KINDS = ("model", "function", "router")
 
 _REQUIRED = ("name", "kind", "entrypoint")
@@ -39,9 +45,16 @@ _OPTIONAL: dict[str, Any] = {
     "extra": None,
     "frameworks": [],
     "preload": [],  # modules a pre-imported template process (zygote) imports before forking replicas
+    "system_packages": [],  # Debian packages the image installs for the model library (libgomp1, a JRE)
+    "healthcheck_start_period": DEFAULT_HEALTHCHECK_START_PERIOD,  # how long a replica may take to load
 }
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9_]{0,61}[a-z0-9])?$")
+# Debian package names (optionally =version): the names land in a RUN line of the image, so anything that
+# is not plainly a package name (spaces, ';', '$(...)') is refused rather than handed to the build's shell.
+_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]*(=[A-Za-z0-9.+~:-]+)?$")
+# Docker's duration syntax for HEALTHCHECK flags (it takes no variables, so the builder writes the value in).
+_DURATION = re.compile(r"^([0-9]+(ns|us|ms|s|m|h))+$")
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,8 @@ class Template:
     extra: str | None = None
     frameworks: tuple[str, ...] = ()
     preload: tuple[str, ...] = ()
+    system_packages: tuple[str, ...] = ()
+    healthcheck_start_period: str = DEFAULT_HEALTHCHECK_START_PERIOD
     description: str = ""
     source: str = field(default="", compare=False)
 
@@ -72,7 +87,12 @@ class Template:
 
     @property
     def dockerfile(self) -> Path:
+        """The template's own ``Dockerfile`` (it may not exist): when it does, it overrides the shared one."""
         return self.path / "Dockerfile"
+
+    @property
+    def has_own_dockerfile(self) -> bool:
+        return self.dockerfile.is_file()
 
     @property
     def requirements_file(self) -> Path:
@@ -83,7 +103,9 @@ class Template:
             "name": self.name, "kind": self.kind, "path": str(self.path), "entrypoint": self.entrypoint,
             "requirements": self.requirements, "base_image": self.base_image,
             "model_patterns": list(self.model_patterns), "extra": self.extra,
-            "frameworks": list(self.frameworks), "preload": list(self.preload), "description": self.description,
+            "frameworks": list(self.frameworks), "preload": list(self.preload),
+            "system_packages": list(self.system_packages), "healthcheck_start_period": self.healthcheck_start_period,
+            "description": self.description,
         }
 
 
@@ -161,11 +183,21 @@ def load_template(folder: Path) -> Template:
     extra = values["extra"]
     if extra is not None and not isinstance(extra, str):
         raise ConfigError(f"{where}: 'extra' must be a string or null", field="extra")
+    system_packages = strings("system_packages")
+    bad = [p for p in system_packages if not _PACKAGE.match(p)]
+    if bad:
+        raise ConfigError(f"{where}: system_packages: '{bad[0]}' is not a Debian package name", field="system_packages")
+    start_period = values["healthcheck_start_period"]
+    if isinstance(start_period, int) and not isinstance(start_period, bool):
+        start_period = f"{start_period}s"  # a bare number reads naturally as seconds
+    if not isinstance(start_period, str) or not _DURATION.match(start_period):
+        raise ConfigError(f"{where}: healthcheck_start_period must be a duration like 60s or 2m, got "
+                          f"'{start_period}'", field="healthcheck_start_period")
     return Template(
         name=name, kind=kind, path=folder.resolve(), entrypoint=entrypoint, requirements=requirements,
         base_image=text("base_image"), model_patterns=strings("model_patterns"), extra=extra,
-        frameworks=strings("frameworks"), preload=strings("preload"), description=text("description").strip(),
-        source=where,
+        frameworks=strings("frameworks"), preload=strings("preload"), system_packages=system_packages,
+        healthcheck_start_period=start_period, description=text("description").strip(), source=where,
     )
 
 

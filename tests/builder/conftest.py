@@ -38,8 +38,12 @@ def _free_port() -> int:
 
 
 def write_template(root: Path, name: str, kind: str, *, extra: str | None = None,
-                   patterns: tuple[str, ...] = (), requirements: str = "") -> Path:
-    """A template folder with a template.yml, a handler module, requirements and the repo's Dockerfile shape."""
+                   patterns: tuple[str, ...] = (), requirements: str = "", dockerfile: str | None = None) -> Path:
+    """A template folder with a template.yml, a handler module and requirements, like the repo's templates.
+
+    No Dockerfile unless ``dockerfile`` is given (a template's own override): the builder then renders
+    the shared one, as it does for every template in the repository.
+    """
     folder = root / name
     folder.mkdir(parents=True)
     lines = [f"name: {name}", f"description: test {kind} template", f"kind: {kind}",
@@ -48,8 +52,8 @@ def write_template(root: Path, name: str, kind: str, *, extra: str | None = None
     (folder / "template.yml").write_text("\n".join(lines) + "\n")
     (folder / "handler.py").write_text("class Handler:\n    def load(self, model_dir, context):\n        pass\n")
     (folder / "requirements.txt").write_text(requirements)
-    dockerfile = REPO / "templates" / "python3" / "Dockerfile"
-    (folder / "Dockerfile").write_text(dockerfile.read_text())
+    if dockerfile is not None:
+        (folder / "Dockerfile").write_text(dockerfile)
     return folder
 
 

@@ -13,6 +13,7 @@ from hydro_serving.builder.context import build_contexts, read_build_info
 from hydro_serving.builder.scope import OutOfScope
 from hydro_serving.errors import ConfigError, StackError
 from hydro_serving.stack import FunctionSpec, load_stack
+from tests.builder.conftest import write_template
 
 STACK = """\
 version: 1.0
@@ -240,3 +241,65 @@ def test_bake_model_of_an_unknown_model_is_a_clear_error(project: Path) -> None:
         build_contexts(load_stack(project / "stack.yml"), ["remote"], bake_model=True)
     assert info.value.status == 404 and "iris-model" in info.value.message
     assert not (project / "build" / "remote").exists()  # no half-written context is left behind
+
+
+def test_every_context_gets_the_shared_dockerfile_rendered_completely(project: Path) -> None:
+    """No template in the fixture ships a Dockerfile: each context holds the shared one, no placeholder left."""
+    for name, ctx in build_contexts(load_stack(project / "stack.yml")).items():
+        dockerfile = (ctx / "Dockerfile").read_text()
+        assert "{{" not in dockerfile and "}}" not in dockerfile, name
+        assert "--start-period=60s" in dockerfile and "apt-get install" in dockerfile  # only ADDITIONAL_PACKAGES'
+        assert "# System packages this template's libraries need" not in dockerfile
+        assert not (ctx / "template" / read_build_info(ctx)["template"] / "Dockerfile").exists()
+
+
+def test_a_template_own_dockerfile_overrides_the_shared_one(project: Path, builder_templates: Path) -> None:
+    own = "# my own image\nARG BASE_IMAGE=python:3.12-slim\nFROM ${BASE_IMAGE}\nRUN echo '{{ not a placeholder }}'\n"
+    (builder_templates / "python3" / "Dockerfile").write_text(own)
+    ctx = build_contexts(load_stack(project / "stack.yml"), ["echo"], base_image="localhost/flag:2")["echo"]
+    assert (ctx / "Dockerfile").read_text() == own.replace("python:3.12-slim", "localhost/flag:2")
+    assert not (ctx / "template" / "python3" / "Dockerfile").exists()  # the override is not copied twice
+    (builder_templates / "python3" / "Dockerfile").write_text("FROM python:3.11-slim\n")
+    with pytest.raises(ConfigError, match=r"must declare 'ARG BASE_IMAGE=\.\.\.'"):
+        build_contexts(load_stack(project / "stack.yml"), ["echo"])
+
+
+def test_template_data_is_rendered_into_the_shared_dockerfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hydro_serving.builder.context import render_dockerfile
+    from hydro_serving.builder.templates import get_template
+
+    root = tmp_path / "templates"
+    write_template(root, "jvm", "model")
+    with (root / "jvm" / "template.yml").open("a") as fh:
+        fh.write("system_packages: [openjdk-17-jre-headless, procps]\nhealthcheck_start_period: 2m\n")
+    monkeypatch.setenv("HYDRO_TEMPLATES", str(root))
+    text = render_dockerfile(get_template("jvm"), "localhost/base:1")
+    assert "ARG BASE_IMAGE=localhost/base:1\n" in text and '"jvm" template' in text
+    assert "--no-install-recommends openjdk-17-jre-headless procps \\\n" in text
+    assert "--start-period=2m " in text and "# test model template\n" in text
+
+
+@pytest.mark.parametrize(("name", "packages", "start_period"), [
+    ("spark", "openjdk-17-jre-headless procps", "120s"),
+    ("xgboost", "libgomp1", "60s"),
+    ("lightgbm", "libgomp1", "60s"),
+    ("sklearn", None, "60s"),
+    ("python3", None, "60s"),
+])
+def test_repository_templates_render_their_system_packages(name: str, packages: str | None, start_period: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repo's templates use the shared Dockerfile; spark installs Java, the boosting ones OpenMP."""
+    from hydro_serving.builder.context import render_dockerfile
+    from hydro_serving.builder.templates import get_template
+
+    monkeypatch.delenv("HYDRO_TEMPLATES", raising=False)
+    template = get_template(name)
+    assert not template.has_own_dockerfile
+    text = render_dockerfile(template, "python:3.11-slim")
+    assert "{{" not in text and f"--start-period={start_period} " in text
+    assert "USER 10001" in text and "hydro_serving.runtime" in text
+    if packages is None:
+        assert "--no-install-recommends $ADDITIONAL_PACKAGES" in text and "openjdk" not in text
+        assert "--no-install-recommends libgomp1" not in text
+    else:
+        assert f"apt-get install -y --no-install-recommends {packages} \\\n" in text

