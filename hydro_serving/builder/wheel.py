@@ -70,8 +70,18 @@ def _metadata_text(version: str) -> str:
     for extra, reqs in sorted(extras.items()):
         msg["Provides-Extra"] = extra
         for req in reqs:
-            msg["Requires-Dist"] = f'{req} ; extra == "{extra}"'
+            msg["Requires-Dist"] = _with_extra_marker(req, extra)
     return msg.as_string()
+
+
+def _with_extra_marker(req: str, extra: str) -> str:
+    """``req ; extra == "x"``, and-ing the requirement's own environment marker when it has one
+    (``tf-cpu; platform_machine == 'x86_64'`` must not become a requirement with two ``;``)."""
+    spec, _, marker = req.partition(";")
+    marker = marker.strip()
+    if marker:
+        return f'{spec.strip()} ; ({marker}) and extra == "{extra}"'
+    return f'{spec.strip()} ; extra == "{extra}"'
 
 
 def _package_files() -> list[tuple[str, Path]]:

@@ -70,3 +70,17 @@ def test_metadata_from_the_installed_distribution_when_no_pyproject(tmp_path: Pa
         assert "Requires-Dist: flask" in text and "Provides-Extra: sklearn" in text
         assert any(line.startswith("Requires-Dist: scikit-learn") and 'extra == "sklearn"' in line
                    for line in text.splitlines())
+
+
+def test_every_requirement_in_the_metadata_parses() -> None:
+    """Extras whose requirements carry their own environment marker (tensorflow-cpu on x86_64) stay valid."""
+    from packaging.requirements import Requirement
+
+    from hydro_serving.builder.wheel import _metadata_text
+
+    lines = [line.split(":", 1)[1].strip() for line in _metadata_text("0.1.0").splitlines()
+             if line.startswith("Requires-Dist")]
+    parsed = [Requirement(line) for line in lines]
+    tf = [r for r in parsed if r.name == "tensorflow-cpu"]
+    assert tf and tf[0].marker.evaluate({"extra": "tensorflow", "platform_machine": "x86_64"})
+    assert not tf[0].marker.evaluate({"extra": "tensorflow", "platform_machine": "aarch64"})
