@@ -87,7 +87,10 @@ class Gateway:
             except HydroError as exc:  # a spec the current version no longer accepts: keep the gateway up
                 log.error("function %s: stored deployment is invalid and is skipped: %s", stored.name, exc)
                 continue
-            await self.provider.deploy(deployment.spec, stored.generation)
+            try:
+                await self.provider.deploy(deployment.spec, stored.generation)
+            except HydroError as exc:  # e.g. its image was removed: keep the gateway up; starts will report it
+                log.error("function %s: %s", stored.name, exc)
             self.pools[stored.name] = self._pool(deployment, stored.generation, stored.created_at)
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
         log.info("gateway state %s: %d function(s) known", self.config.state_dir, len(self.pools))
@@ -144,8 +147,9 @@ class Gateway:
             if deployment.spec.is_router:
                 deployment = await self._check_router(deployment)
             if existing is None:
-                stored = self.state.put(name, deployment.to_json(), 1)
+                # the provider first: a deployment it refuses (a missing image, say) must not be stored
                 await self.provider.deploy(deployment.spec, 1)
+                stored = self.state.put(name, deployment.to_json(), 1)
                 pool = self._pool(deployment, 1, stored.created_at)
                 self.pools[name] = pool
                 pool.reap(time.monotonic())  # start scale.min replicas now
@@ -153,6 +157,7 @@ class Gateway:
             if deployment.fingerprint() == existing.deployment.fingerprint():
                 return existing, False
             generation = existing.generation + 1
+            await self.provider.deploy(deployment.spec, generation)  # idempotent; refused before it is stored
             self.state.put(name, deployment.to_json(), generation)
             await existing.update(deployment, generation)
             return existing, True

@@ -273,7 +273,8 @@ class FunctionPool:
                     if observe:
                         self.metrics.process_start.observe(healthy_at - since)
                     continue
-            elif await self._probe(replica.endpoint + "/_/ready") == 200:
+            # ?wait=1: the runtime holds the probe until the model is loaded, so readiness is seen at once
+            elif await self._probe(replica.endpoint + "/_/ready?wait=1") == 200:
                 if observe:
                     self.metrics.model_load.observe(time.monotonic() - healthy_at)
                 return

@@ -126,3 +126,26 @@ def test_isolation_is_asked_for_with_hydro_isolate(tmp_path: Path, monkeypatch: 
     assert replica_python(spec, base_dir=tmp_path / "venvs") == sys.executable
     isolated: Any = FunctionSpec(name="fn", lang="python3", handler=str(folder), environment={"HYDRO_ISOLATE": "1"})
     assert replica_python(isolated, base_dir=tmp_path / "venvs").startswith(str(tmp_path / "venvs"))
+
+
+def test_gateway_runs_isolated_functions_side_by_side(gateway: Any, tmp_path: Path) -> None:
+    """Through the real gateway and local provider: HYDRO_ISOLATE in a function's environment gives it its own
+    venv, so two functions pinning different versions of a library answer with their own versions."""
+    for name, version in zip(("six-new", "six-old"), VERSIONS, strict=True):
+        folder = function_dir(tmp_path, name, f"six=={version}")
+        gateway.deploy({"name": name, "lang": "python3", "handler": str(folder),
+                        "environment": {"HYDRO_ISOLATE": "1"}})
+    for name, version in zip(("six-new", "six-old"), VERSIONS, strict=True):
+        status, _, body = gateway.invoke(name, {}, timeout=300)
+        assert status == 200, body
+        assert body["six"] == version
+
+
+def test_gateway_reports_a_broken_isolated_environment(gateway: Any, tmp_path: Path) -> None:
+    folder = function_dir(tmp_path, "broken-env", "this-package-does-not-exist-hydro==0.0.1")
+    gateway.deploy({"name": "broken-env", "lang": "python3", "handler": str(folder),
+                    "environment": {"HYDRO_ISOLATE": "1"}})
+    status, _, body = gateway.invoke("broken-env", {}, timeout=300)
+    assert status in (502, 503), body
+    assert body["function"] == "broken-env"
+    assert "this-package-does-not-exist-hydro" in body["error"]

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import re
 import signal
@@ -22,12 +23,15 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from hydro_serving.errors import ValidationError
+from hydro_serving.errors import HydroError, ValidationError
 from hydro_serving.gateway import secrets
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.providers.base import Provider, Replica, ReplicaStartError, next_replica_id
 from hydro_serving.gateway.providers.spawner import ZygoteChild, ZygoteSpawner
+from hydro_serving.runtime.venvs import isolation_mode, replica_python
 from hydro_serving.stack import FunctionSpec
+
+log = logging.getLogger("hydro.gateway")
 
 LOG_TAIL_BYTES = 64 * 1024
 
@@ -88,6 +92,7 @@ class LocalProvider(Provider):
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self._procs: dict[str, asyncio.subprocess.Process | ZygoteChild] = {}
         self.spawner = ZygoteSpawner(config.state_dir / "zygotes")  # pre-imported templates (HYDRO_ZYGOTE=0: off)
+        self._venv_builds: set[asyncio.Task[str]] = set()
 
     # ---- deployment hooks ------------------------------------------------------------------------
 
@@ -126,7 +131,19 @@ class LocalProvider(Provider):
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(spec.to_dict(), indent=2))
         os.replace(tmp, path)
+        if isolation_mode(spec.environment) is not None:
+            # build the function's venv now, so its first cold start does not pay for pip (errors: logged
+            # here, and reported to callers by start_replica, which builds it if this did not finish)
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(replica_python, spec))
+            self._venv_builds.add(task)
+            task.add_done_callback(self._venv_built)
+            return
         await self.spawner.prepare(spec.lang, self._environment(spec))  # its imports run while we wait
+
+    def _venv_built(self, task: asyncio.Task[str]) -> None:
+        self._venv_builds.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("building a function's virtual environment failed: %s", task.exception())
 
     async def remove(self, name: str) -> None:
         secrets.remove_materialized(self.secrets_path(name))
@@ -174,7 +191,12 @@ class LocalProvider(Provider):
         replica = Replica(id=next_replica_id(spec.name), function=spec.name, endpoint=f"http://127.0.0.1:{port}",
                           generation=generation, started_at=time.monotonic())
         log_path = self.log_path(spec.name)
-        argv = [sys.executable, "-m", "hydro_serving.runtime", "--spec", str(spec_path),
+        try:  # the gateway's interpreter, or the function's own venv when HYDRO_ISOLATE asks for one
+            python = await asyncio.to_thread(replica_python, spec)
+        except HydroError as exc:
+            raise ReplicaStartError(f"cannot prepare the environment of '{spec.name}': {exc.message}",
+                                    function=spec.name) from None
+        argv = [python, "-m", "hydro_serving.runtime", "--spec", str(spec_path),
                 "--port", str(port), "--host", "127.0.0.1"]
         cwd = spec.handler if spec.handler and Path(spec.handler).is_dir() else str(self.config.state_dir)
         with open(log_path, "ab") as log:
