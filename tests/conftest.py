@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.gateway_fixtures"]  # gateway, gateway_factory, shared_gateway, echo_dir
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_TOOLS = Path(os.environ.get("HYDRO_SHARED_TOOLS", REPO.parent / "shared" / "tools"))
 

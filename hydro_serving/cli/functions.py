@@ -7,10 +7,10 @@ The gateway URL comes from ``--gateway``, then the stack file's ``provider.gatew
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -26,6 +26,27 @@ state_option = click.option("--state", "state", type=click.Path(file_okay=False,
                             help="The gateway's state directory, where its credentials are (else HYDRO_STATE).")
 file_option = click.option("-f", "--file", "stack_file", type=click.Path(dir_okay=False, path_type=Path),
                            default=None, help="Stack file (default: stack.yml).")
+provider_option = click.option("--provider", type=click.Choice(["gateway", "knative"]), default="gateway",
+                               envvar="HYDRO_PROVIDER", show_default=True,
+                               help="gateway: the Hydro gateway (local or docker replicas); knative: Knative "
+                                    "Services on the Kubernetes cluster of KUBECONFIG (env HYDRO_PROVIDER).")
+namespace_option = click.option("-n", "--namespace", default="default", show_default=True, envvar="HYDRO_NAMESPACE",
+                                help="Kubernetes namespace (with --provider knative).")
+
+
+def knative_options(command: Any) -> Any:
+    """Options only ``--provider knative`` reads: where images and models are, and how long to wait."""
+    for option in reversed([
+        click.option("--image-prefix", default=None, help="Registry prefix for images, e.g. registry.example.com/"),
+        click.option("--store", "store_url", default=None, help="s3://bucket[/prefix] the functions fetch models "
+                     "from (else provider.store of the stack)."),
+        click.option("--store-endpoint", default=None, help="S3 endpoint URL inside the cluster (MinIO)."),
+        click.option("--store-secret", default=None, help="Secret with the S3 credentials (default hydro-store)."),
+        click.option("--timeout", "wait_timeout", type=float, default=300.0, show_default=True,
+                     help="Seconds to wait for each Service to be Ready."),
+    ]):
+        command = option(command)
+    return command
 
 
 def _stack(stack_file: Path | None, required: bool) -> Stack | None:
@@ -46,14 +67,10 @@ def _client(gateway_url: str | None, state: Path | None, stack: Stack | None) ->
 
 
 def _build_contexts(stack: Stack, names: list[str] | None) -> bool:
-    """Build contexts with the builder when it is installed; the local provider runs from source anyway."""
-    try:
-        module = importlib.import_module("hydro_serving.builder.context")
-    except ModuleNotFoundError as exc:
-        if exc.name in ("hydro_serving.builder.context", "hydro_serving.builder"):
-            return False
-        raise
-    module.build_contexts(stack, names or None)
+    """Write build contexts (checks paths and templates early); the local provider runs from source anyway."""
+    from hydro_serving.builder.context import build_contexts
+
+    build_contexts(stack, names or None)
     return True
 
 
@@ -67,12 +84,32 @@ def _print_deployed(results: list[tuple[str, str]], url: str) -> None:
 @click.option("--filter", "filters", multiple=True, help="Deploy only this function (repeatable).")
 @gateway_option
 @state_option
-def deploy(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str | None, state: Path | None) -> None:
-    """Create or update every function of the stack on the gateway (PUT, then POST on 404)."""
+@provider_option
+@namespace_option
+@knative_options
+def deploy(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str | None, state: Path | None,
+           provider: str, namespace: str, image_prefix: str | None, store_url: str | None,
+           store_endpoint: str | None, store_secret: str | None, wait_timeout: float) -> None:
+    """Create or update every function of the stack on the gateway (PUT, then POST on 404), or on Knative."""
     stack = _stack(stack_file, required=True)
     assert stack is not None
+    if provider == "knative":
+        _deploy_knative(stack, list(filters), namespace, image_prefix, store_url, store_endpoint, store_secret,
+                        wait_timeout)
+        return
     client = _client(gateway_url, state, stack)
     _print_deployed(client.deploy_stack(stack, list(filters)), client.url)
+
+
+def _deploy_knative(stack: Stack, names: list[str], namespace: str, image_prefix: str | None,
+                    store_url: str | None, store_endpoint: str | None, store_secret: str | None,
+                    wait_timeout: float) -> None:
+    from hydro_serving.gateway.providers.knative import deploy_knative
+
+    results = deploy_knative(stack, names or None, namespace, image_prefix=image_prefix, store_secret=store_secret,
+                             store=store_url, store_endpoint=store_endpoint, timeout=wait_timeout)
+    for name, url in results:
+        click.echo(f"ready     {name}  ->  {url}")
 
 
 @click.command()
@@ -80,13 +117,29 @@ def deploy(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str |
 @click.option("--filter", "filters", multiple=True, help="Only this function (repeatable).")
 @gateway_option
 @state_option
-@click.option("--no-build", is_flag=True, help="Skip building contexts.")
+@click.option("--no-build", is_flag=True, help="Skip building contexts and images.")
+@provider_option
+@namespace_option
+@knative_options
 def up(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str | None, state: Path | None,
-       no_build: bool) -> None:
-    """Build, then deploy; starts a local gateway in the background when none answers."""
+       no_build: bool, provider: str, namespace: str, image_prefix: str | None, store_url: str | None,
+       store_endpoint: str | None, store_secret: str | None, wait_timeout: float) -> None:
+    """Build, then deploy; starts a local gateway in the background when none answers.
+
+    Images are built only where replicas run from images: a gateway with the docker provider
+    (built, not pushed) and Knative (built and pushed); the local provider runs from source.
+    """
     stack = _stack(stack_file, required=True)
     assert stack is not None
-    if not no_build and _build_contexts(stack, list(filters)):
+    names = list(filters)
+    if provider == "knative":
+        if not no_build:
+            _build_images(stack, names, push=True)
+        _deploy_knative(stack, names, namespace, image_prefix, store_url, store_endpoint, store_secret,
+                        wait_timeout)
+        return
+    contexts = _build_contexts(stack, names) if not no_build else None
+    if contexts:
         click.echo("built contexts under build/")
     url = resolve_gateway_url(gateway_url, stack)
     state_dir = (state or default_state_dir()).expanduser().resolve()
@@ -95,7 +148,16 @@ def up(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str | Non
         click.echo(f"started a local gateway at {url} (state {state_dir}, log {state_dir / 'gateway.log'}); "
                    "stop it with: kill $(cat " + str(state_dir / "gateway.pid") + ")")
     client = GatewayClient(url, client_token(state_dir))
-    _print_deployed(client.deploy_stack(stack, list(filters)), client.url)
+    if contexts and client.info().get("provider", {}).get("orchestration") == "docker":
+        _build_images(stack, names, push=False)
+    _print_deployed(client.deploy_stack(stack, names), client.url)
+
+
+def _build_images(stack: Stack, names: list[str], push: bool) -> None:
+    from hydro_serving.builder.context import build_contexts
+    from hydro_serving.builder.images import build_images
+
+    build_images(build_contexts(stack, names or None), push=push, echo=click.echo)
 
 
 @click.command("list")
@@ -103,8 +165,24 @@ def up(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str | Non
 @gateway_option
 @state_option
 @click.option("--json", "as_json", is_flag=True, help="Print the raw FunctionStatus JSON.")
-def list_functions(stack_file: Path | None, gateway_url: str | None, state: Path | None, as_json: bool) -> None:
+@provider_option
+@namespace_option
+def list_functions(stack_file: Path | None, gateway_url: str | None, state: Path | None, as_json: bool,
+                   provider: str, namespace: str) -> None:
     """List deployed functions with replicas and invocation counts."""
+    if provider == "knative":
+        from hydro_serving.gateway.providers.knative import list_knative
+
+        services = list_knative(namespace)
+        if as_json:
+            click.echo(json.dumps(services, indent=2, default=str))
+            return
+        click.echo(f"{'SERVICE':30} {'READY':6} {'REPLICAS':>8}  URL")
+        for svc in services:
+            replicas = "?" if svc.get("replicas") is None else svc["replicas"]
+            ready = "yes" if svc.get("ready") else "no"
+            click.echo(f"{svc['name']:30} {ready:6} {replicas:>8}  {svc.get('url') or ''}")
+        return
     functions = _client(gateway_url, state, _stack(stack_file, required=False)).list_functions()
     if as_json:
         click.echo(json.dumps(functions, indent=2))
@@ -121,8 +199,16 @@ def list_functions(stack_file: Path | None, gateway_url: str | None, state: Path
 @file_option
 @gateway_option
 @state_option
-def describe(name: str, stack_file: Path | None, gateway_url: str | None, state: Path | None) -> None:
+@provider_option
+@namespace_option
+def describe(name: str, stack_file: Path | None, gateway_url: str | None, state: Path | None, provider: str,
+             namespace: str) -> None:
     """Show one function's deployment and replicas (JSON)."""
+    if provider == "knative":
+        from hydro_serving.gateway.providers.knative import describe_knative
+
+        click.echo(json.dumps(describe_knative(name, namespace), indent=2, default=str))
+        return
     status = _client(gateway_url, state, _stack(stack_file, required=False)).describe(name)
     click.echo(json.dumps(status, indent=2))
 
@@ -170,8 +256,17 @@ def invoke(name: str, data: str | None, path: str, method: str, headers: tuple[s
 @file_option
 @gateway_option
 @state_option
-def remove(name: str, stack_file: Path | None, gateway_url: str | None, state: Path | None) -> None:
+@provider_option
+@namespace_option
+def remove(name: str, stack_file: Path | None, gateway_url: str | None, state: Path | None, provider: str,
+           namespace: str) -> None:
     """Remove a function (its in-flight requests finish first)."""
+    if provider == "knative":
+        from hydro_serving.gateway.providers.knative import remove_knative
+
+        remove_knative([name], namespace)
+        click.echo(f"removed {name}")
+        return
     _client(gateway_url, state, _stack(stack_file, required=False)).remove(name)
     click.echo(f"removed {name}")
 

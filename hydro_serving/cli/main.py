@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "invoke": "hydro_serving.cli.functions:invoke",
     "remove": "hydro_serving.cli.functions:remove",
     "logs": "hydro_serving.cli.functions:logs",
+    "secret": "hydro_serving.cli.functions:secret",
     # the demo
     "demo": "hydro_serving.cli.demo:demo",
 }

@@ -245,3 +245,45 @@ current-context: dev
     with pytest.raises(ConfigError) as info:
         list_knative("default")
     assert info.value.field == "KUBECONFIG"
+
+
+def test_cli_deploy_list_describe_remove_with_provider_knative(tmp_path: Path, emulator: Emulator,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hydro deploy|list|describe|remove --provider knative` through the real CLI, against the stand-in."""
+    import json as jsonlib
+
+    from click.testing import CliRunner
+
+    from hydro_serving.cli.main import cli
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(f"""\
+apiVersion: v1
+kind: Config
+clusters: [{{name: stand-in, cluster: {{server: "{emulator.url}"}}}}]
+users: [{{name: dev, user: {{token: not-checked-by-the-emulator}}}}]
+contexts: [{{name: dev, context: {{cluster: stand-in, user: dev, namespace: default}}}}]
+current-context: dev
+""")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    write_stack(tmp_path)
+    stack_file = str(tmp_path / "stack.yml")
+    runner = CliRunner()
+    with FakeKnativeController(emulator):
+        out = runner.invoke(cli, ["deploy", "-f", stack_file, "--provider", "knative", "-n", "ml",
+                                  "--image-prefix", "registry.local/", "--timeout", "30"])
+    assert out.exit_code == 0, out.output
+    assert "ready     product-matching  ->  http://product-matching.ml.example.com" in out.output
+
+    out = runner.invoke(cli, ["list", "--provider", "knative", "-n", "ml"])
+    assert out.exit_code == 0, out.output
+    assert "pm-classifier" in out.output and "http://pm-classifier.ml.example.com" in out.output
+
+    out = runner.invoke(cli, ["describe", "pm-features", "--provider", "knative", "-n", "ml"])
+    assert out.exit_code == 0, out.output
+    assert jsonlib.loads(out.output)["name"] == "pm-features"
+
+    out = runner.invoke(cli, ["remove", "pm-features", "--provider", "knative", "-n", "ml"])
+    assert out.exit_code == 0, out.output
+    assert emulator.object("pm-features", "ml") is None
