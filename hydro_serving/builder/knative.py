@@ -204,6 +204,8 @@ def render_service(
                              f"{', '.join(foreign)}: put a router and its stages in one namespace",
                              field=f"functions.{fn.name}.namespace", function=fn.name)
         env[STAGE_URL_ENV] = stage_url_template(ns)
+    if fn.secrets:  # handlers find secrets the same way on every provider (the local one sets its own dir)
+        env.setdefault("HYDRO_SECRETS_DIR", SECRETS_DIR)
 
     container: dict[str, Any] = {
         "name": "function",

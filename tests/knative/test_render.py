@@ -149,6 +149,7 @@ functions:
     env = env_of(zero)
     assert env["REGION"] == "eu" and env["MODE"] == "batch"
     assert env["LOG_LEVEL"] == "warning"  # inline environment beats the env file
+    assert env["HYDRO_SECRETS_DIR"] == "/var/openfaas/secrets"  # where handlers find secrets on every provider
     container = pod["containers"][0]
     assert {"name": "hydro-secrets", "mountPath": "/var/openfaas/secrets", "readOnly": True} in \
         container["volumeMounts"]
