@@ -22,8 +22,11 @@ from hydro_serving.gateway.providers import PROVIDERS
 @click.option("--cold-start-timeout", default=DEFAULT_COLD_START_TIMEOUT, show_default=True,
               type=click.FloatRange(min=0.1), help="Seconds a request may wait for a replica to become ready.")
 @click.option("--auth-functions", is_flag=True, help="Require the admin credentials on /function/* too.")
+@click.option("--discover-interval", default=60.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds between passes that turn files put into the store (HYDRO_STORE) by other tools into "
+                   "model versions; 0 turns discovery off.")
 def gateway(host: str, port: int, state: Path | None, provider: str, docker_network: str | None,
-            cold_start_timeout: float, auth_functions: bool) -> None:
+            cold_start_timeout: float, auth_functions: bool, discover_interval: float) -> None:
     """Run the gateway: deploy, invoke and scale functions to zero."""
     # the provider is built by name (providers.get_provider) as the gateway starts, so a missing extra
     # or a bad provider setting stops it at once with a one-line error, not at the first deploy
@@ -31,5 +34,5 @@ def gateway(host: str, port: int, state: Path | None, provider: str, docker_netw
 
     config = GatewayConfig(state_dir=(state or default_state_dir()).expanduser().resolve(), host=host, port=port,
                            provider=provider, cold_start_timeout=cold_start_timeout, auth_functions=auth_functions,
-                           docker_network=docker_network)
+                           docker_network=docker_network, discover_interval=discover_interval)
     run_gateway(config)

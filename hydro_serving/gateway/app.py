@@ -36,6 +36,7 @@ from hydro_serving.errors import (
 from hydro_serving.gateway import auth
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.deployment import Deployment, parse_deployment
+from hydro_serving.gateway.discovery import DiscoveryLoop
 from hydro_serving.gateway.metrics import GatewayMetrics
 from hydro_serving.gateway.openapi import openapi_document
 from hydro_serving.gateway.providers import Provider, get_provider
@@ -74,6 +75,7 @@ class Gateway:
         self.started_at = time.time()
         self._admin_lock = asyncio.Lock()
         self._reaper: asyncio.Task[None] | None = None
+        self._discovery: asyncio.Task[None] | None = None
         self._openapi = json.dumps(openapi_document(__version__)).encode()
 
     # ---- lifecycle ----------------------------------------------------------------------------------
@@ -93,14 +95,18 @@ class Gateway:
                 log.error("function %s: %s", stored.name, exc)
             self.pools[stored.name] = self._pool(deployment, stored.generation, stored.created_at)
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
+        if self.config.discover_interval > 0:  # models dropped into the store by other tools become versions
+            loop = DiscoveryLoop(self.config.discover_interval)
+            self._discovery = asyncio.get_running_loop().create_task(loop.run())
         log.info("gateway state %s: %d function(s) known", self.config.state_dir, len(self.pools))
 
     async def stop(self) -> None:
         """Stop every replica (gracefully, then forced) and release resources."""
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+        for task in (self._reaper, self._discovery):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.gather(*(pool.close("shutdown", drain=False) for pool in self.pools.values()),
                              return_exceptions=True)
         await self.provider.close()

@@ -40,6 +40,7 @@ class GatewayConfig:
     stop_grace: float = 10.0  # seconds between SIGTERM and SIGKILL when a replica stops
     max_body: int = 64 * 1024 * 1024
     docker_network: str | None = None  # docker provider: 'host' or a network name (else HYDRO_DOCKER_NETWORK)
+    discover_interval: float = 60.0  # seconds between model discovery passes over the store (0: never)
 
     @property
     def url(self) -> str:
