@@ -14,7 +14,6 @@ Options (``options:`` in stack.yml):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,19 @@ import yaml
 
 from hydro_serving.contract import Signature
 from hydro_serving.contract.signature import Field
-from hydro_serving.errors import ConfigError, HandlerError, HydroError, ValidationError, require_extra
+from hydro_serving.errors import ConfigError, HandlerError, ValidationError, require_extra
 from hydro_serving.runtime.api import LoadContext, find_model_file
+from hydro_serving.runtime.outputs import (
+    answer_batch,
+    concat_feeds,
+    feed_rows,
+    parse_model_outputs,
+    render_answer,
+)
 from hydro_serving.runtime.tabular import (
-    as_rows,
     cast_output,
     feature_order,
     matrix_from_tensors,
-    render_records,
     table_from_json,
     to_matrix,
 )
@@ -115,7 +119,9 @@ class OnnxModel:
         self.inputs = [_Input(meta) for meta in self.session.get_inputs()]
         self.output_names = [meta.name for meta in self.session.get_outputs()]
         if options.get("outputs") is not None:
-            self.outputs = self._parse_outputs(options["outputs"])
+            # the column stays text: a ZipMap output is keyed by class, not indexed
+            self.outputs = parse_model_outputs(options["outputs"], self.output_names, noun="onnx output",
+                                               int_columns=False)
         self.declared = context.spec.signature
         if len(self.inputs) == 1:
             only = self.inputs[0]
@@ -127,19 +133,6 @@ class OnnxModel:
         if self.declared is None:
             self.signature = Signature(
                 inputs=tuple(Field(i.name, i.dtype or "float32", tuple(d or -1 for d in i.shape)) for i in self.inputs))
-
-    def _parse_outputs(self, raw: Any) -> dict[str, tuple[str, str | None]]:
-        if not isinstance(raw, Mapping) or not raw:
-            raise ConfigError("options.outputs must map output names to '<onnx output>' or '<onnx output>:<column>'",
-                              field="options.outputs")
-        parsed: dict[str, tuple[str, str | None]] = {}
-        for name, spec in raw.items():
-            source, _, column = str(spec).partition(":")
-            if source not in self.output_names:
-                raise ConfigError(f"options.outputs.{name}: the model has no output '{source}' (outputs: "
-                                  f"{', '.join(self.output_names)})", field=f"options.outputs.{name}")
-            parsed[str(name)] = (source, column or None)
-        return parsed
 
     # ---- inference -----------------------------------------------------------------------------
 
@@ -205,11 +198,7 @@ class OnnxModel:
         return out
 
     def render(self, raw: dict[str, Any]) -> Any:
-        selected = self.select(raw)
-        if self.outputs is None and len(selected) == 1:
-            (values,) = selected.values()
-            return as_rows(values)
-        return render_records(selected)
+        return render_answer(self.select(raw), named=self.outputs is not None)
 
     def predict(self, payload: Any) -> Any:
         return self.render(self.run(self.feeds_from_json(payload)))
@@ -218,36 +207,14 @@ class OnnxModel:
         return self.select(self.run(self.feeds_from_tensors(arrays)))
 
     def predict_batch(self, payloads: list[Any]) -> list[Any]:
-        """Many requests in one session run when the model has one batched input; else one by one."""
-        import numpy as np
+        """Many requests in one session run when the model has one batched input; else one by one.
 
-        results: list[Any] = [None] * len(payloads)
-        parsed: list[tuple[int, dict[str, Any]]] = []
-        for i, payload in enumerate(payloads):
-            try:
-                parsed.append((i, self.feeds_from_json(payload)))
-            except HydroError as exc:
-                results[i] = exc
-        if not parsed:
-            return results
-        names = [i.name for i in self.inputs]
-        try:
-            merged = self.run({n: np.concatenate([feeds[n] for _, feeds in parsed]) for n in names})
-        except ValidationError:
-            merged = None
-        if merged is None or any(isinstance(v, list) for v in merged.values()):
-            for i, feeds in parsed:
-                try:
-                    results[i] = self.render(self.run(feeds))
-                except Exception as exc:
-                    results[i] = exc
-            return results
-        start = 0
-        for i, feeds in parsed:
-            stop = start + len(feeds[names[0]])
-            results[i] = self.render({k: v[start:stop] for k, v in merged.items()})
-            start = stop
-        return results
+        Per-row outputs that are lists (a ZipMap's dicts) cannot be cut by rows, and a merged run the
+        model refuses must blame the right request: both run each request alone.
+        """
+        return answer_batch(payloads, self.feeds_from_json, self.run, self.render, merge=concat_feeds,
+                            rows=feed_rows, alone_on_error=True,
+                            splittable=lambda merged: not any(isinstance(v, list) for v in merged.values()))
 
 
 def _column_table(table: Any, j: int) -> Any:

@@ -22,17 +22,15 @@ import yaml
 
 from hydro_serving.contract import Signature
 from hydro_serving.contract.signature import Field
-from hydro_serving.errors import ConfigError, HydroError, ValidationError, require_extra
+from hydro_serving.errors import ConfigError, ValidationError, require_extra
 from hydro_serving.runtime.api import LoadContext, find_model_file
+from hydro_serving.runtime.outputs import answer_batch, compute_outputs, parse_method, parse_outputs, render_answer
 from hydro_serving.runtime.tabular import (
     Table,
-    as_rows,
-    cast_output,
     feature_order,
     first_non_numeric,
     matrix_from_tensors,
     non_numeric_error,
-    render_records,
     table_from_json,
     to_matrix,
 )
@@ -73,13 +71,10 @@ class SklearnModel:
         if unknown:
             raise ConfigError(f"unknown option '{unknown[0]}' for lang sklearn (options: method, outputs, "
                               f"skops_trusted)", field=f"options.{unknown[0]}")
-        self.method = str(options.get("method", "predict"))
-        if self.method not in METHODS:
-            raise ConfigError(f"options.method must be one of {', '.join(METHODS)}, got '{self.method}'",
-                              field="options.method")
-        self._require_method(self.method, "options.method")
+        self.method = parse_method(options, METHODS, self._require_kind)
         if options.get("outputs") is not None:
-            self.outputs = self._parse_outputs(options["outputs"])
+            self.outputs = parse_outputs(options["outputs"], tuple(KIND_METHOD), getattr(self.model, "classes_", []),
+                                         self._require_kind)
         self.declared = context.spec.signature
         model_names = getattr(self.model, "feature_names_in_", None)
         self.features = feature_order(self.declared, list(model_names) if model_names is not None else None)
@@ -106,31 +101,10 @@ class SklearnModel:
 
         return joblib.load(path)
 
-    def _require_method(self, method: str, where: str) -> None:
+    def _require_kind(self, kind: str, where: str) -> None:
+        method = KIND_METHOD[kind]
         if not callable(getattr(self.model, method, None)):
             raise ConfigError(f"{where}: the model ({type(self.model).__name__}) has no {method}()", field=where)
-
-    def _parse_outputs(self, raw: Any) -> dict[str, tuple[str, Any]]:
-        if not isinstance(raw, dict) or not raw:
-            raise ConfigError("options.outputs must map output names to label, proba, proba:<class> or decision",
-                              field="options.outputs")
-        parsed: dict[str, tuple[str, Any]] = {}
-        for name, spec in raw.items():
-            where = f"options.outputs.{name}"
-            kind, _, cls = str(spec).partition(":")
-            if kind not in KIND_METHOD or (cls and kind != "proba"):
-                raise ConfigError(f"{where} must be label, proba, proba:<class> or decision, got '{spec}'",
-                                  field=where)
-            self._require_method(KIND_METHOD[kind], where)
-            column = None
-            if cls:
-                classes = [str(c) for c in getattr(self.model, "classes_", [])]
-                if cls not in classes:
-                    raise ConfigError(f"{where}: class '{cls}' is not one of the model's classes "
-                                      f"({', '.join(classes) or 'none'})", field=where)
-                column = classes.index(cls)
-            parsed[str(name)] = (kind, column)
-        return parsed
 
     # ---- inference -----------------------------------------------------------------------------
 
@@ -140,23 +114,13 @@ class SklearnModel:
 
     def compute(self, x: Any, table: Table | None = None) -> dict[str, Any]:
         """``{output name: array with one entry per row}`` from one framework call per method needed."""
-        results: dict[str, Any] = {}
-
         def run(kind: str) -> Any:
-            if kind not in results:
-                try:
-                    results[kind] = getattr(self.model, KIND_METHOD[kind])(x)
-                except (ValueError, TypeError) as exc:
-                    raise self._input_error(exc, table) from None
-            return results[kind]
+            try:
+                return getattr(self.model, KIND_METHOD[kind])(x)
+            except (ValueError, TypeError) as exc:
+                raise self._input_error(exc, table) from None
 
-        if self.outputs is None:
-            return {self.method: run(METHODS[self.method])}
-        out = {}
-        for name, (kind, column) in self.outputs.items():
-            values = run(kind)
-            out[name] = self._cast(name, values[:, column] if column is not None else values)
-        return out
+        return compute_outputs(self.outputs, (self.method, METHODS[self.method]), run, self.declared)
 
     def _input_error(self, exc: Exception, table: Table | None) -> ValidationError:
         reason = " ".join(str(exc).split())[:300]
@@ -165,53 +129,26 @@ class SklearnModel:
             return non_numeric_error(table, bad, reason)  # type: ignore[arg-type]
         return ValidationError(f"the model cannot take this input: {reason}", field="$")
 
-    def _cast(self, name: str, values: Any) -> Any:
-        return cast_output(name, values, self.declared)
-
-    @staticmethod
-    def render(columns: dict[str, Any], records: bool) -> Any:
+    def render(self, columns: dict[str, Any]) -> Any:
         """Records (one object per row) when outputs are named, else one prediction per row."""
-        if not records:
-            (values,) = columns.values()
-            return as_rows(values)
-        return render_records(columns)
+        return render_answer(columns, named=self.outputs is not None)
 
     def predict(self, payload: Any) -> Any:
         x, table = self.matrix(payload)
-        return self.render(self.compute(x, table), self.outputs is not None)
+        return self.render(self.compute(x, table))
 
     def infer_v2(self, arrays: dict[str, Any]) -> dict[str, Any]:
         x = matrix_from_tensors(arrays, self.features, self.width)
         return self.compute(x)
 
     def predict_batch(self, payloads: list[Any]) -> list[Any]:
-        """Many requests in one framework call; a request's bad input fails only that request."""
+        """Many requests in one framework call; a request's bad input fails only that request.
+
+        When someone's rows spoil the merged call, each request runs alone (with its parsed table,
+        so the error names the right cell).
+        """
         import numpy as np
 
-        results: list[Any] = [None] * len(payloads)
-        parsed: list[tuple[int, Any, Table]] = []
-        for i, payload in enumerate(payloads):
-            try:
-                x, table = self.matrix(payload)
-            except HydroError as exc:
-                results[i] = exc
-                continue
-            parsed.append((i, x, table))
-        if not parsed:
-            return results
-        records = self.outputs is not None
-        try:
-            merged = self.compute(np.concatenate([x for _, x, _ in parsed]))
-        except ValidationError:  # someone's rows spoil the merged call: run each alone to blame the right one
-            for i, x, table in parsed:
-                try:
-                    results[i] = self.render(self.compute(x, table), records)
-                except Exception as exc:
-                    results[i] = exc
-            return results
-        start = 0
-        for i, x, _ in parsed:
-            stop = start + len(x)
-            results[i] = self.render({k: v[start:stop] for k, v in merged.items()}, records)
-            start = stop
-        return results
+        return answer_batch(payloads, self.matrix, lambda item: self.compute(*item), self.render,
+                            merge=lambda items: (np.concatenate([x for x, _ in items]), None),
+                            rows=lambda item: len(item[0]), alone_on_error=True)

@@ -31,9 +31,16 @@ from typing import Any
 
 from hydro_serving.contract import Signature
 from hydro_serving.contract.signature import Field
-from hydro_serving.errors import ConfigError, HydroError, ValidationError, require_extra
+from hydro_serving.errors import ConfigError, ValidationError, require_extra
 from hydro_serving.runtime.api import LoadContext
-from hydro_serving.runtime.tabular import as_rows, cast_output, render_records
+from hydro_serving.runtime.outputs import (
+    answer_batch,
+    concat_feeds,
+    feed_rows,
+    parse_model_outputs,
+    render_answer,
+    select_outputs,
+)
 
 OPTIONS = ("outputs", "signature_name", "threads")
 KERAS_FILES = ("*.keras", "*.h5")
@@ -206,7 +213,8 @@ class TensorFlowModel:
             self.engine = _KerasEngine(tf, path)
         self.declared = context.spec.signature if context.spec.signature else None
         self._plan_inputs()
-        self.outputs = self._parse_outputs(options["outputs"]) if options.get("outputs") is not None else None
+        self.outputs = (parse_model_outputs(options["outputs"], self.engine.outputs)
+                        if options.get("outputs") is not None else None)
         self.squeeze = self._squeezed()
 
     def _plan_inputs(self) -> None:
@@ -229,25 +237,6 @@ class TensorFlowModel:
             self.names = model_names
         if self.declared is None or not self.declared.inputs:
             self.signature = Signature(inputs=tuple(Field(i.name, i.dtype, i.shape) for i in engine.inputs))
-
-    def _parse_outputs(self, raw: Any) -> dict[str, tuple[str, int | None]]:
-        assert self.engine is not None
-        if not isinstance(raw, Mapping) or not raw:
-            raise ConfigError("options.outputs must map output names to '<model output>' or '<model output>:<column>'",
-                              field="options.outputs")
-        parsed: dict[str, tuple[str, int | None]] = {}
-        for name, spec in raw.items():
-            where = f"options.outputs.{name}"
-            source, _, column = str(spec).partition(":")
-            if source not in self.engine.outputs:
-                raise ConfigError(f"{where}: the model has no output '{source}' (outputs: "
-                                  f"{', '.join(self.engine.outputs)})", field=where)
-            try:
-                parsed[str(name)] = (source, int(column) if column else None)
-            except ValueError:
-                raise ConfigError(f"{where}: the column after ':' must be an index, got '{column}'",
-                                  field=where) from None
-        return parsed
 
     def _squeezed(self) -> set[str]:
         """Outputs whose ``[1]``-wide rows are sent as scalars: unless the signature declares them ``[-1, 1]``."""
@@ -395,19 +384,14 @@ class TensorFlowModel:
         raw = self.engine(feeds)
         if self.outputs is None:
             return raw
-        return {name: cast_output(name, raw[source][:, column] if column is not None else raw[source], self.declared)
-                for name, (source, column) in self.outputs.items()}
+        return select_outputs(self.outputs, raw.__getitem__, self.declared)
 
     def _json_ready(self, columns: dict[str, Any]) -> dict[str, Any]:
         return {n: (v.reshape(-1) if n in self.squeeze and v.ndim == 2 and v.shape[1] == 1 else v)
                 for n, v in columns.items()}
 
     def render(self, columns: dict[str, Any]) -> Any:
-        columns = self._json_ready(columns)
-        if self.outputs is None and len(columns) == 1:
-            (values,) = columns.values()
-            return as_rows(values)
-        return render_records(columns)
+        return render_answer(self._json_ready(columns), named=self.outputs is not None)
 
     def predict(self, payload: Any) -> Any:
         return self.render(self.run(self.feeds_from_json(payload)))
@@ -420,24 +404,8 @@ class TensorFlowModel:
 
     def predict_batch(self, payloads: list[Any]) -> list[Any]:
         """Many requests in one model call; a request's bad input fails only that request."""
-        import numpy as np
-
-        results: list[Any] = [None] * len(payloads)
-        parsed: list[tuple[int, dict[str, Any]]] = []
-        for i, payload in enumerate(payloads):
-            try:
-                parsed.append((i, self.feeds_from_json(payload)))
-            except HydroError as exc:
-                results[i] = exc
-        if parsed:
-            names = list(parsed[0][1])
-            merged = self.run({n: np.concatenate([feeds[n] for _, feeds in parsed]) for n in names})
-            start = 0
-            for i, feeds in parsed:
-                stop = start + len(feeds[names[0]])
-                results[i] = self.render({k: v[start:stop] for k, v in merged.items()})
-                start = stop
-        return results
+        return answer_batch(payloads, self.feeds_from_json, self.run, self.render, merge=concat_feeds,
+                            rows=feed_rows)
 
 
 def _rank(value: Any) -> int:

@@ -33,19 +33,11 @@ import yaml
 
 from hydro_serving.contract import Signature
 from hydro_serving.contract.signature import Field
-from hydro_serving.errors import ConfigError, HydroError, ValidationError, require_extra
+from hydro_serving.errors import ConfigError, require_extra
 from hydro_serving.runtime.api import LoadContext, find_model_file
-from hydro_serving.runtime.tabular import (
-    as_rows,
-    cast_output,
-    feature_order,
-    matrix_from_tensors,
-    render_records,
-    table_from_json,
-    to_matrix,
-)
+from hydro_serving.runtime.outputs import LabelProbaModel, labels_at
+from hydro_serving.runtime.tabular import feature_order
 
-METHODS = {"predict": "label", "predict_proba": "proba"}
 OPTIONS = ("method", "outputs", "classes", "threads")
 
 
@@ -64,21 +56,15 @@ def task_of(objective: str) -> str:
     return "regression"
 
 
-class XGBoostModel:
+class XGBoostModel(LabelProbaModel):
     """One loaded Booster and the decisions taken once at load: task, method, outputs, feature order."""
 
+    lang = "xgboost"
+    dtype = "float32"  # XGBoost computes in float32
+
     def __init__(self) -> None:
+        super().__init__()
         self.booster: Any = None
-        self.objective = ""
-        self.task = "regression"
-        self.num_class = 0
-        self.classes: list[Any] = []
-        self.method = "predict"
-        self.outputs: dict[str, tuple[str, int | None]] | None = None
-        self.features: list[str] | None = None
-        self.width: int | None = None
-        self.declared: Signature | None = None
-        self.signature: Signature | None = None
 
     # ---- load ----------------------------------------------------------------------------------
 
@@ -102,14 +88,7 @@ class XGBoostModel:
         self.objective = str(learner["objective"]["name"])
         self.task = task_of(self.objective)
         self.num_class = int(learner["learner_model_param"].get("num_class", "0") or 0)
-        self.classes = self._classes(options.get("classes"))
-        self.method = str(options.get("method", "predict"))
-        if self.method not in METHODS:
-            raise ConfigError(f"options.method must be one of {', '.join(METHODS)}, got '{self.method}'",
-                              field="options.method")
-        self._require_proba(METHODS[self.method], "options.method")
-        if options.get("outputs") is not None:
-            self.outputs = self._parse_outputs(options["outputs"])
+        self.plan_outputs(options)
         self.declared = context.spec.signature
         names = self.booster.feature_names
         self.features = feature_order(self.declared, names)
@@ -117,46 +96,12 @@ class XGBoostModel:
         if self.declared is None and names:
             self.signature = Signature(inputs=tuple(Field(str(n), "float64", (-1,)) for n in names))
 
-    def _classes(self, raw: Any) -> list[Any]:
-        count = 2 if self.task == "binary" else self.num_class if self.task == "multiclass" else 0
-        if raw is None:
-            return list(range(count))
-        if self.task == "regression":
-            raise ConfigError(f"options.classes: the model is a regressor ({self.objective})", field="options.classes")
-        if not isinstance(raw, list) or len(raw) != count:
-            raise ConfigError(f"options.classes must list the model's {count} class labels in index order",
-                              field="options.classes")
-        return list(raw)
-
-    def _require_proba(self, kind: str, where: str) -> None:
+    def require_proba(self, kind: str, where: str) -> None:
+        """binary:hinge answers 0/1 only: like a regressor, it has no probabilities to give."""
         if kind == "proba" and (self.task == "regression" or self.objective == "binary:hinge"):
             raise ConfigError(f"{where}: the model ({self.objective}) gives no probabilities", field=where)
 
-    def _parse_outputs(self, raw: Any) -> dict[str, tuple[str, int | None]]:
-        if not isinstance(raw, dict) or not raw:
-            raise ConfigError("options.outputs must map output names to label, proba or proba:<class>",
-                              field="options.outputs")
-        parsed: dict[str, tuple[str, int | None]] = {}
-        for name, spec in raw.items():
-            where = f"options.outputs.{name}"
-            kind, _, cls = str(spec).partition(":")
-            if kind not in ("label", "proba") or (cls and kind != "proba"):
-                raise ConfigError(f"{where} must be label, proba or proba:<class>, got '{spec}'", field=where)
-            self._require_proba(kind, where)
-            column = None
-            if cls:
-                labels = [str(c) for c in self.classes]
-                if cls not in labels:
-                    raise ConfigError(f"{where}: class '{cls}' is not one of the model's classes ({', '.join(labels)})",
-                                      field=where)
-                column = labels.index(cls)
-            parsed[str(name)] = (kind, column)
-        return parsed
-
     # ---- inference -----------------------------------------------------------------------------
-
-    def matrix(self, payload: Any) -> Any:
-        return to_matrix(table_from_json(payload, self.features, self.width), dtype="float32")
 
     def _raw(self, x: Any, margin: bool = False) -> Any:
         import numpy as np
@@ -182,63 +127,10 @@ class XGBoostModel:
         return self._raw(x).reshape(len(x), -1)
 
     def label(self, x: Any) -> Any:
-        import numpy as np
-
         if self.task == "regression":
             return self._raw(x)
         if self.objective == "binary:hinge" or self.objective == "multi:softmax":
             index = self._raw(x).reshape(-1).astype(int)
         else:
             index = self.proba(x).argmax(axis=1)
-        return np.asarray(self.classes, dtype=object if any(isinstance(c, str) for c in self.classes) else None)[index]
-
-    def compute(self, x: Any) -> dict[str, Any]:
-        """``{output name: array with one entry per row}`` from one framework call per kind needed."""
-        results: dict[str, Any] = {}
-
-        def run(kind: str) -> Any:
-            if kind not in results:
-                results[kind] = self.proba(x) if kind == "proba" else self.label(x)
-            return results[kind]
-
-        if self.outputs is None:
-            return {self.method: run(METHODS[self.method])}
-        return {name: cast_output(name, run(kind)[:, column] if column is not None else run(kind), self.declared)
-                for name, (kind, column) in self.outputs.items()}
-
-    def render(self, columns: dict[str, Any]) -> Any:
-        if self.outputs is None:
-            (values,) = columns.values()
-            return as_rows(values)
-        return render_records(columns)
-
-    def predict(self, payload: Any) -> Any:
-        return self.render(self.compute(self.matrix(payload)))
-
-    def infer_v2(self, arrays: dict[str, Any]) -> dict[str, Any]:
-        x = matrix_from_tensors(arrays, self.features, self.width)
-        if x.dtype.kind not in "biuf":
-            raise ValidationError("xgboost models take numbers; send numeric tensors (FP32, FP64, INT*)",
-                                  field="inputs")
-        return self.compute(x.astype("float32"))
-
-    def predict_batch(self, payloads: list[Any]) -> list[Any]:
-        """Many requests in one framework call; a request's bad input fails only that request."""
-        import numpy as np
-
-        results: list[Any] = [None] * len(payloads)
-        parsed: list[tuple[int, Any]] = []
-        for i, payload in enumerate(payloads):
-            try:
-                parsed.append((i, self.matrix(payload)))
-            except HydroError as exc:
-                results[i] = exc
-        if parsed:
-            merged = self.compute(np.concatenate([x for _, x in parsed]))
-            start = 0
-            for i, x in parsed:
-                stop = start + len(x)
-                results[i] = self.render({k: v[start:stop] for k, v in merged.items()})
-                start = stop
-        return results
-
+        return labels_at(self.classes, index)
