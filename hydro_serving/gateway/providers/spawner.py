@@ -50,18 +50,6 @@ IMPORT_SENSITIVE = re.compile(
     r"^(PYTHON\w*|LD_\w+|MALLOC_\w+|\w*_NUM_THREADS|OPENBLAS_\w+|GOTO\w+|MKL_\w+|OMP_\w+|KMP_\w+|SKLEARN_\w+"
     r"|JOBLIB_\w+|NUMPY_\w+|SCIPY_\w+|CUDA_\w+|TF_\w+|XLA_\w+|HYDRO_TEMPLATES)$")
 
-# A template's ``preload:`` (template.yml) wins; otherwise these modules per declared framework. The
-# sklearn submodules are what unpickling common estimators imports (the bulk of a joblib.load).
-# TensorFlow and Spark are left out on purpose: their runtimes start threads/JVMs that a fork cannot copy.
-FRAMEWORK_MODULES: dict[str, tuple[str, ...]] = {
-    "sklearn": ("numpy", "joblib", "sklearn", "sklearn.base", "sklearn.pipeline", "sklearn.linear_model",
-                "sklearn.ensemble", "sklearn.tree", "sklearn.preprocessing", "sklearn.compose"),
-    "xgboost": ("numpy", "xgboost"),
-    "lightgbm": ("numpy", "lightgbm"),
-    "onnx": ("numpy", "onnxruntime"),
-}
-
-
 def zygote_enabled(environ: Mapping[str, str] | None = None) -> bool:
     """``HYDRO_ZYGOTE`` (gateway environment): on unless ``0``/``false``/``no``/``off``; Linux only."""
     raw = (os.environ if environ is None else environ).get(ENABLE_ENV, "1").strip().lower()
@@ -75,14 +63,13 @@ def import_environment(env: Mapping[str, str], base: Mapping[str, str] | None = 
 
 
 def preload_modules(template: Any) -> list[str]:
-    """What the zygote of ``template`` imports besides the runtime and the template's handler module."""
-    declared = tuple(getattr(template, "preload", ()) or ())
-    if declared:
-        return list(declared)
-    modules: list[str] = []
-    for framework in template.frameworks:
-        modules.extend(m for m in FRAMEWORK_MODULES.get(framework, ()) if m not in modules)
-    return modules
+    """What the zygote of ``template`` imports besides the runtime and the template's handler module.
+
+    The template says (``preload:`` in template.yml, e.g. the sklearn submodules that unpickling
+    common estimators imports); TensorFlow and Spark templates list nothing on purpose, since their
+    runtimes start threads or a JVM that a fork cannot copy.
+    """
+    return list(getattr(template, "preload", ()) or ())
 
 
 def template_version(template: Any) -> tuple[float, ...]:
