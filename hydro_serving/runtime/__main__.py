@@ -3,6 +3,10 @@
 Flags win over the environment (``HYDRO_FUNCTION_SPEC``, ``HYDRO_PORT``, ``HYDRO_HOST``,
 ``HYDRO_WORKERS``, ``HYDRO_THREADS``) so one image serves under any supervisor: the gateway's
 local provider passes flags, a container passes environment.
+
+Without ``--workers``/``HYDRO_WORKERS`` the template decides (:func:`server.default_workers`:
+``min(2, cpus)`` for model templates, 1 for spark, tensorflow, routers and custom functions);
+without ``--threads``/``HYDRO_THREADS``, 8 threads for one worker and 4 per worker otherwise.
 """
 
 from __future__ import annotations
@@ -29,18 +33,23 @@ def main(argv: list[str] | None = None) -> None:
                         help="function spec JSON (FunctionSpec.to_dict()); env HYDRO_FUNCTION_SPEC")
     parser.add_argument("--host", default=os.environ.get("HYDRO_HOST", "127.0.0.1"), help="env HYDRO_HOST")
     parser.add_argument("--port", type=int, default=_env_int("HYDRO_PORT", 8080), help="env HYDRO_PORT")
-    parser.add_argument("--workers", type=int, default=_env_int("HYDRO_WORKERS", 1), help="env HYDRO_WORKERS")
-    parser.add_argument("--threads", type=int, default=_env_int("HYDRO_THREADS", 8), help="env HYDRO_THREADS")
+    parser.add_argument("--workers", type=int, default=_env_int("HYDRO_WORKERS", 0) or None,
+                        help="env HYDRO_WORKERS (default: min(2, cpus) for model templates, else 1)")
+    parser.add_argument("--threads", type=int, default=_env_int("HYDRO_THREADS", 0) or None,
+                        help="env HYDRO_THREADS (default: 8 for one worker, 4 per worker for more)")
     parser.add_argument("--access-log", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
     if not args.spec:
         parser.error("--spec (or HYDRO_FUNCTION_SPEC) is required")
 
-    from hydro_serving.runtime.server import read_spec, serve
+    from hydro_serving.builder.templates import get_template
+    from hydro_serving.runtime.server import default_threads, default_workers, read_spec, serve
 
     try:
         spec = read_spec(args.spec)
-        serve(spec, args.host, args.port, args.workers, args.threads, args.access_log)
+        workers = args.workers if args.workers is not None else default_workers(get_template(spec.lang))
+        threads = args.threads if args.threads is not None else default_threads(workers)
+        serve(spec, args.host, args.port, workers, threads, args.access_log)
     except HydroError as exc:
         where = f" ({exc.field})" if exc.field else ""
         print(f"error: {exc.message}{where}", file=sys.stderr)

@@ -28,7 +28,7 @@ from hydro_serving.errors import (
 from hydro_serving.runtime.codec import dump_json, parse_invoke_body, parse_json, render_result
 from hydro_serving.runtime.config import RuntimeConfig
 from hydro_serving.runtime.metrics import RuntimeMetrics
-from hydro_serving.runtime.service import FunctionRuntime
+from hydro_serving.runtime.service import FunctionRuntime, WorkerBarrier
 from hydro_serving.stack.model import FunctionSpec
 
 log = logging.getLogger("hydro.runtime")
@@ -71,7 +71,8 @@ def _wait_seconds(raw: str | None) -> float:
 
 
 def create_app(spec: FunctionSpec, config: RuntimeConfig | None = None, *, template: Template | None = None,
-               exit_on_load_failure: bool = False, start_loading: bool = True) -> Flask:
+               exit_on_load_failure: bool = False, start_loading: bool = True,
+               barrier: WorkerBarrier | None = None) -> Flask:
     """Build the app for ``spec`` and (by default) start loading its handler in the background.
 
     The metrics registry, the executor and the loader are created here, per app, so nothing is
@@ -80,7 +81,8 @@ def create_app(spec: FunctionSpec, config: RuntimeConfig | None = None, *, templ
     config = config or RuntimeConfig.from_env(spec)
     template = template or get_template(spec.lang)
     metrics = RuntimeMetrics(spec.name)
-    runtime = FunctionRuntime(spec, config, metrics, template, exit_on_load_failure=exit_on_load_failure)
+    runtime = FunctionRuntime(spec, config, metrics, template, exit_on_load_failure=exit_on_load_failure,
+                              barrier=barrier)
     app = Flask(f"hydro-{spec.name}")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["hydro_runtime"] = runtime
@@ -150,8 +152,8 @@ def create_app(spec: FunctionSpec, config: RuntimeConfig | None = None, *, templ
         # ?wait=S (at most READY_WAIT_MAX): answer the moment the model is loaded instead of at the
         # supervisor's next poll, which after a few back-offs can be tens of ms late on a cold start
         wait = _wait_seconds(request.args.get("wait"))
-        if wait > 0 and runtime.loader.state == "loading":
-            runtime.loader.wait(wait)
+        if wait > 0:
+            runtime.wait_ready(wait)
         return _json(runtime.readiness())
 
     @app.get("/metrics")

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ from gunicorn.app.base import BaseApplication
 from hydro_serving.builder.templates import Template, get_template
 from hydro_serving.errors import ConfigError
 from hydro_serving.runtime.config import RuntimeConfig
+from hydro_serving.runtime.metrics import enable_multiprocess
+from hydro_serving.runtime.service import WorkerBarrier
 from hydro_serving.stack.model import FunctionSpec
 
 log = logging.getLogger("hydro.runtime")
@@ -38,6 +42,43 @@ def read_spec(path: str | Path) -> FunctionSpec:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"function spec {path} is not valid JSON: {exc}", field="spec") from None
     return FunctionSpec.from_dict(data, where=str(path))
+
+
+# Templates whose model costs too much per process to duplicate it by default: a JVM (spark) or a
+# TensorFlow runtime per worker is hundreds of MB to GBs, and each of them already uses every core.
+ONE_WORKER_TEMPLATES = frozenset({"spark", "tensorflow"})
+MAX_DEFAULT_WORKERS = 2
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (a container's cpuset or taskset), not the host's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def default_workers(template: Template, cpus: int | None = None) -> int:
+    """Worker processes when neither ``--workers`` nor ``HYDRO_WORKERS`` says: ``min(2, cpus)`` for models.
+
+    Why: a model's ``predict`` holds the GIL for most of a request, so one process tops out at one
+    core; on the 2-core bench machine a second worker nearly doubled req/s at c=32 (BENCHMARKS.md).
+    Capped at 2 because every worker holds its own copy of the model and loads it at start (memory
+    and cold-start CPU grow with the count); an operator sets ``HYDRO_WORKERS`` for more. One worker
+    for spark/tensorflow (a JVM or TF runtime per process, and they are multi-threaded already), for
+    routers (their circuit breakers, shadows and prewarms are per-process state, and a router mostly
+    waits on its stages) and for custom functions (user code may keep in-process state, as with
+    OpenFaaS's one-process watchdog).
+    """
+    if template.kind != "model" or template.name in ONE_WORKER_TEMPLATES:
+        return 1
+    return min(MAX_DEFAULT_WORKERS, cpus if cpus is not None else cpu_count())
+
+
+def default_threads(workers: int) -> int:
+    """Threads per worker: 8 for one worker, 4 each for more (the same 8 concurrent requests per replica
+    as before, and fewer threads contending for each process's GIL on CPU-bound predicts)."""
+    return 8 if workers <= 1 else 4
 
 
 def setup_logging() -> None:
@@ -80,6 +121,26 @@ class RuntimeServer(BaseApplication):
         self.spec = spec
         self.template: Template = get_template(spec.lang)
         self.runtime_config = RuntimeConfig.from_env(spec)
+        # created here, in the arbiter before it forks: every worker shares it (see WorkerBarrier)
+        self.barrier: WorkerBarrier | None = WorkerBarrier(workers) if workers > 1 else None
+        # several workers: metric values in files of one directory, summed on /metrics (runtime.metrics)
+        self.metrics_dir: str | None = tempfile.mkdtemp(prefix="hydro-metrics-") if workers > 1 else None
+        metrics_dir = self.metrics_dir
+
+        def post_fork(server: Any, worker: Any) -> None:
+            _post_fork(server, worker)
+            if metrics_dir is not None:
+                enable_multiprocess(metrics_dir)
+
+        def child_exit(server: Any, worker: Any) -> None:
+            if metrics_dir is not None:  # its live gauges (in flight, ready) stop counting; counters stay
+                from prometheus_client import multiprocess
+
+                multiprocess.mark_process_dead(worker.pid, metrics_dir)
+
+        def on_exit(server: Any) -> None:
+            if metrics_dir is not None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
         self.options: dict[str, Any] = {
             "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             "workers": workers,
@@ -96,7 +157,9 @@ class RuntimeServer(BaseApplication):
             # machine would fight over it, and nothing here uses it
             "control_socket_disable": True,
             "worker_exit": _worker_exit,
-            "post_fork": _post_fork,
+            "post_fork": post_fork,
+            "child_exit": child_exit,
+            "on_exit": on_exit,
         }
         super().__init__()
 
@@ -108,7 +171,8 @@ class RuntimeServer(BaseApplication):
     def load(self) -> Any:
         from hydro_serving.runtime.app import create_app
 
-        return create_app(self.spec, self.runtime_config, template=self.template, exit_on_load_failure=True)
+        return create_app(self.spec, self.runtime_config, template=self.template, exit_on_load_failure=True,
+                          barrier=self.barrier)
 
 
 def serve(spec: FunctionSpec, host: str = "127.0.0.1", port: int = 8080, workers: int = 1, threads: int = 8,

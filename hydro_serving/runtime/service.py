@@ -32,12 +32,51 @@ log = logging.getLogger("hydro.runtime")
 WORKER_BOOT_ERROR = 3
 
 
+class WorkerBarrier:
+    """How many of a server's worker processes have loaded their model, in memory shared across fork.
+
+    Why: with several gunicorn workers, the kernel hands each connection to any of them, so a
+    worker that has loaded its model would answer /_/ready 200 while its sibling is still loading,
+    and the supervisor's first requests would then meet the sibling's 503 "loading". The arbiter
+    creates one barrier before forking; each worker arrives once its model is loaded, and the
+    server reports ready only when all of them have. A worker replaced after a crash arrives again
+    (the count only grows): during that reload the gateway retries the new worker's 503 "loading",
+    as it always has.
+    """
+
+    def __init__(self, workers: int) -> None:
+        import multiprocessing
+
+        self.workers = workers
+        self._count = multiprocessing.RawValue("i", 0)  # an anonymous shared mapping: inherited by fork
+        self._lock = multiprocessing.Lock()
+
+    def arrive(self) -> None:
+        with self._lock:
+            self._count.value += 1
+
+    @property
+    def complete(self) -> bool:
+        return self._count.value >= self.workers
+
+    def wait(self, seconds: float, poll: float = 0.005) -> bool:
+        """Until every worker has arrived or ``seconds`` passed (polled: siblings are other processes)."""
+        deadline = time.monotonic() + seconds
+        while not self.complete:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
+        return True
+
+
 class FunctionRuntime:
     """Loader + executor + (optional) batcher for one function in one process."""
 
     def __init__(self, spec: FunctionSpec, config: RuntimeConfig, metrics: RuntimeMetrics,
-                 template: Template | None = None, exit_on_load_failure: bool = False) -> None:
+                 template: Template | None = None, exit_on_load_failure: bool = False,
+                 barrier: WorkerBarrier | None = None) -> None:
         self.spec = spec
+        self.barrier = barrier
         self.config = config
         self.metrics = metrics
         self.exit_on_load_failure = exit_on_load_failure
@@ -63,6 +102,8 @@ class FunctionRuntime:
                                    self.spec.batching.max_batch_delay_ms, on_batch=observe)
             log.info("function '%s': adaptive batching up to %d requests / %gms", self.spec.name,
                      self.spec.batching.max_batch_size, self.spec.batching.max_batch_delay_ms)
+        if self.barrier is not None:  # last: this worker is ready to take any request now
+            self.barrier.arrive()
 
     def _on_failure(self, exc: BaseException) -> None:
         delay = self.config.load_failure_exit_after
@@ -95,11 +136,23 @@ class FunctionRuntime:
 
     @property
     def ready(self) -> bool:
-        return self.loader.loaded is not None
+        """This worker has its model, and so has every sibling worker of the server (see WorkerBarrier)."""
+        return self.loader.loaded is not None and (self.barrier is None or self.barrier.complete)
+
+    def wait_ready(self, seconds: float) -> None:
+        """Hold a /_/ready?wait= until this worker and its siblings are loaded (or ``seconds`` pass)."""
+        deadline = time.monotonic() + seconds
+        if self.loader.state == "loading":
+            self.loader.wait(seconds)
+        if self.barrier is not None and self.loader.state == "ready":
+            self.barrier.wait(max(0.0, deadline - time.monotonic()))
 
     def readiness(self) -> dict[str, Any]:
         """The /_/ready body; raises 503 (with the load error when there is one) until loaded."""
         state = self.loader.state
+        if state == "ready" and self.barrier is not None and not self.barrier.complete:
+            raise ServiceUnavailable(f"function '{self.spec.name}' is loading in another worker", retry_after=1,
+                                     function=self.spec.name, details={"status": "loading"})
         if state == "ready":
             return {"status": "ready", "function": self.spec.name, "load_seconds": self.loader.load_seconds}
         if state == "failed":
@@ -145,8 +198,10 @@ class FunctionRuntime:
                 batcher = self.batcher
                 return self._guard(lambda: self.executor.submit_and_wait(
                     lambda: batcher.submit(payload), self.config.timeout))
-            call = lambda: handler.predict(payload)  # noqa: E731
-        elif hasattr(handler, "handle"):
+            # CPU-bound on an in-memory model: inline, no pool handoff (see executor.run_inline)
+            return self._guard(lambda: self.executor.run_inline(lambda: handler.predict(payload),
+                                                                self.config.timeout))
+        if hasattr(handler, "handle"):
             call = lambda: handler.handle(payload, context)  # noqa: E731
         else:  # a router-style class: predict(payload, context)
             call = lambda: handler.predict(payload, context)  # noqa: E731
@@ -167,7 +222,8 @@ class FunctionRuntime:
             else:
                 fn = handler.handle if hasattr(handler, "handle") else handler.predict
                 call = lambda: _as_outputs(fn(columnar, context))  # noqa: E731
-        outputs = self._guard(lambda: self.executor.run(call, self.config.timeout))
+        run = self.executor.run_inline if loaded.kind == "model" else self.executor.run
+        outputs = self._guard(lambda: run(call, self.config.timeout))
         try:
             tensors = [numpy_to_tensor(name, value) for name, value in outputs.items()]
         except Exception as exc:
