@@ -100,6 +100,9 @@ class StageClient:
         self._sleep = sleep
         # block=False: a burst beyond pool_size opens extra connections instead of queueing on the pool
         self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=False)
+        # function -> (its host's keep-alive pool, request path): PoolManager.request would parse the
+        # URL and look the pool up again on every stage call (~20 us of a hop that is ~100 us of CPU)
+        self._targets: dict[str, tuple[urllib3.HTTPConnectionPool, str]] = {}
 
     @property
     def can_prewarm(self) -> bool:
@@ -110,6 +113,17 @@ class StageClient:
         if self.url_template is not None:
             return self.url_template.format(name=function)
         return f"{self.gateway_url}/function/{function}"
+
+    def _target(self, function: str) -> tuple[urllib3.HTTPConnectionPool, str]:
+        """The pool and path for ``function``, resolved once (the URL of a stage never changes)."""
+        target = self._targets.get(function)
+        if target is None:
+            url = urllib3.util.parse_url(self.url(function))
+            path = url.request_uri or "/"
+            target = (self._pool.connection_from_url(self.url(function)), path)
+            if len(self._targets) < 1024:  # bounded: function names come from the spec, but be safe
+                self._targets[function] = target
+        return target
 
     def post(
         self,
@@ -130,15 +144,17 @@ class StageClient:
             if left <= 0:
                 raise StageCallError("timeout", "no time left to call the stage", attempt)
             attempt += 1
+            pool, path = self._target(function)
             try:
-                response = self._pool.request(
+                response = pool.urlopen(
                     "POST",
-                    self.url(function),
+                    path,
                     body=body,
-                    headers=dict(headers),
+                    headers=headers,
                     timeout=urllib3.Timeout(connect=min(self.connect_timeout, left), read=left),
                     retries=False,
                     redirect=False,
+                    assert_same_host=False,
                     preload_content=True,
                 )
             except ConnectTimeoutError as exc:  # includes NewConnectionError (refused): nothing was sent
@@ -157,6 +173,7 @@ class StageClient:
                 raise StageCallError("connection_lost", _reason(exc), attempt) from None
             except OSError as exc:  # a socket error urllib3 did not wrap
                 raise StageCallError("connection_lost", str(exc) or type(exc).__name__, attempt) from None
+            # HTTPHeaderDict keeps names as sent; lower-case them once for StageReply's lookups
             headers_out = {k.lower(): v for k, v in response.headers.items()}
             return StageReply(response.status, response.data or b"", headers_out, time.monotonic() - started, attempt)
 
@@ -178,6 +195,7 @@ class StageClient:
         return response.status, response.data or b""
 
     def close(self) -> None:
+        self._targets.clear()
         self._pool.clear()
 
 
