@@ -53,8 +53,8 @@ def run(ctx: Context) -> dict[str, Any]:
     variants = (("hydro direct, batching off", iris_spec(), None),
                 (f"hydro direct, batching {BATCHING['max_batch_size']}/{BATCHING['max_batch_delay_ms']}ms",
                  iris_spec(batching=BATCHING), None),
-                ("hydro direct, batching on, HYDRO_WORKERS=2", iris_spec(batching=BATCHING),
-                 {"HYDRO_WORKERS": "2", "HYDRO_THREADS": "16"}))
+                ("hydro direct, batching on, HYDRO_WORKERS=1", iris_spec(batching=BATCHING),
+                 {"HYDRO_WORKERS": "1", "HYDRO_THREADS": "16"}))
     for target, spec, env in variants:
         server, url = hydro.start_runtime(spec, ctx.folder("batching-runtime"), env=env)
         try:
@@ -69,5 +69,6 @@ def run(ctx: Context) -> dict[str, Any]:
         "baseline": BASELINE, "points": points,
         "notes": [f"batching: {BATCHING}; mean batch sizes (runtime metric): "
                   + ", ".join(f"{p['target']}: {p.get('mean_batch_size') or 0:.1f}" for p in points[1:]),
-                  "the HYDRO_WORKERS=2 row prototypes two runtime workers (each batches on its own)"],
+                  "default rows run the runtime's default workers (min(2, cpus), each batching on its own); the "
+                  "HYDRO_WORKERS=1 row is one process batching every request (the previous default)"],
     }

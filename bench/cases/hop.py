@@ -4,8 +4,9 @@
 (c) the same function through the gateway, (d) a one-stage router pipeline through the gateway
 (client -> gateway -> router -> gateway -> function). Functions are deployed with ``scale.max: 1``
 so (b), (c) and (d) compare the same single runtime process with the hops in front of it.
-A fifth row, (b) with ``HYDRO_WORKERS=2``, prototypes the runtime default the baseline uses
-(two processes) without changing the product: the function's environment carries it.
+A fifth row, (b) with ``HYDRO_WORKERS=1``, is the runtime's previous default (one process, 8
+threads), kept as the A/B of the current default (``min(2, cpus)`` workers x 4 threads for model
+templates) in the same run.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def run(ctx: Context) -> dict[str, Any]:
         ready[BASELINE] = server.ready_seconds
         sweep(BASELINE, url)
 
-    for target, env in (("hydro runtime direct", None), ("hydro runtime direct, HYDRO_WORKERS=2",
-                                                           {"HYDRO_WORKERS": "2", "HYDRO_THREADS": "4"})):
+    for target, env in (("hydro runtime direct", None), ("hydro runtime direct, HYDRO_WORKERS=1",
+                                                           {"HYDRO_WORKERS": "1"})):
         server, url = hydro.start_runtime(iris_spec(), ctx.folder("hop-runtime"), env=env)
         try:
             ready[target] = server.ready_seconds
@@ -73,9 +74,9 @@ def run(ctx: Context) -> dict[str, Any]:
     return {
         "status": "ok", "title": "hop overhead (iris LogisticRegression, one row per request)",
         "baseline": BASELINE, "points": points, "ready_seconds": ready,
-        "notes": ["functions deployed with scale {max: 1, concurrency: 64}: one runtime replica (1 worker x 8 "
-                  "threads, the runtime's defaults) behind every hop",
-                  "the HYDRO_WORKERS=2 row is a prototype of a default, set through the environment",
+        "notes": ["functions deployed with scale {max: 1, concurrency: 64}: one runtime replica (the runtime's "
+                  "defaults: min(2, cpus) workers x 4 threads for a model template) behind every hop",
+                  "the HYDRO_WORKERS=1 row is the previous default (1 worker x 8 threads), the A/B of the new one",
                   "the gateway's own replica is measured right before each gateway row: their difference is the "
                   "gateway hop, free of the drift between separately started processes"],
     }
