@@ -38,6 +38,7 @@ from hydro_serving.errors import BadRequest, ConfigError, MissingExtra, Validati
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.providers.base import Provider, Replica, ReplicaStartError, next_replica_id
 from hydro_serving.gateway.providers.local import last_error_line, read_env_file
+from hydro_serving.gateway.providers.logfile import read_log_lines
 from hydro_serving.stack import FunctionSpec
 
 LABEL_FUNCTION = "hydro.function"
@@ -48,7 +49,6 @@ HOST_ALIAS = "host.docker.internal"
 PASS_THROUGH = ("HYDRO_STORE", "HYDRO_TIMEOUT", "HYDRO_MAX_BODY_BYTES", "HYDRO_MAX_INFLIGHT",
                 "HYDRO_LOAD_FAILURE_EXIT", "HYDRO_WORKERS", "HYDRO_THREADS")
 EXIT_LOG_LINES = 200
-LOG_TAIL_BYTES = 64 * 1024
 WAIT_RETRY_SECONDS = 1.0
 FOLLOWER_JOIN_SECONDS = 5.0
 
@@ -362,36 +362,8 @@ class DockerProvider(Provider):
 
     async def logs(self, name: str, tail: int | None = None, follow: bool = False) -> AsyncIterator[str]:
         """Lines of every replica of ``name`` so far (from the log file the followers write), optionally followed."""
-        path = self.log_path(name)
-        position = 0
-        if path.exists():
-            with open(path, "rb") as fh:
-                size = fh.seek(0, os.SEEK_END)
-                start = 0 if tail is None else max(0, size - max(LOG_TAIL_BYTES, tail * 512))
-                fh.seek(start)
-                data = fh.read()
-                position = fh.tell()
-            lines = data.decode(errors="replace").splitlines()
-            if start > 0 and lines:
-                lines = lines[1:]  # the first line may be cut
-            if tail is not None:
-                lines = lines[-tail:] if tail > 0 else []
-            for line in lines:
-                yield line
-        pending = b""
-        while follow:  # ends when the client goes away (the handler is cancelled) or the gateway stops
-            await asyncio.sleep(0.2)
-            if not path.exists():
-                continue
-            with open(path, "rb") as fh:
-                if fh.seek(0, os.SEEK_END) < position:
-                    position, pending = 0, b""
-                fh.seek(position)
-                data = pending + fh.read()
-                position = fh.tell()
-            *complete, pending = data.split(b"\n")
-            for line in complete:
-                yield line.decode(errors="replace")
+        async for line in read_log_lines(self.log_path(name), tail, follow):
+            yield line
 
     async def close(self) -> None:
         """Remove every container this gateway labelled (the scaler stopped them; this is the backstop)."""

@@ -27,13 +27,13 @@ from hydro_serving.errors import HydroError, ValidationError
 from hydro_serving.gateway import secrets
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.providers.base import Provider, Replica, ReplicaStartError, next_replica_id
+from hydro_serving.gateway.providers.logfile import LOG_TAIL_BYTES, read_log_lines
 from hydro_serving.gateway.providers.spawner import ZygoteChild, ZygoteSpawner
 from hydro_serving.runtime.venvs import isolation_mode, replica_python
 from hydro_serving.stack import FunctionSpec
 
 log = logging.getLogger("hydro.gateway")
 
-LOG_TAIL_BYTES = 64 * 1024
 
 
 def _free_port(host: str = "127.0.0.1") -> int:
@@ -267,36 +267,8 @@ class LocalProvider(Provider):
         return f"{status}: {line}" if line else status
 
     async def logs(self, name: str, tail: int | None = None, follow: bool = False) -> AsyncIterator[str]:
-        path = self.log_path(name)
-        position = 0
-        if path.exists():
-            with open(path, "rb") as fh:
-                size = fh.seek(0, os.SEEK_END)
-                start = 0 if tail is None else max(0, size - max(LOG_TAIL_BYTES, tail * 512))
-                fh.seek(start)
-                data = fh.read()
-                position = fh.tell()
-            lines = data.decode(errors="replace").splitlines()
-            if start > 0 and lines:
-                lines = lines[1:]  # the first line may be cut
-            if tail is not None:
-                lines = lines[-tail:] if tail > 0 else []
-            for line in lines:
-                yield line
-        pending = b""
-        while follow:  # ends when the client goes away (the handler is cancelled) or the gateway stops
-            await asyncio.sleep(0.2)
-            if not path.exists():
-                continue
-            with open(path, "rb") as fh:
-                if fh.seek(0, os.SEEK_END) < position:
-                    position, pending = 0, b""  # truncated or recreated
-                fh.seek(position)
-                data = pending + fh.read()
-                position = fh.tell()
-            *complete, pending = data.split(b"\n")
-            for line in complete:
-                yield line.decode(errors="replace")
+        async for line in read_log_lines(self.log_path(name), tail, follow):
+            yield line
 
     async def close(self) -> None:
         for replica_id, proc in list(self._procs.items()):
