@@ -225,8 +225,8 @@ def test_cluster_without_knative_is_a_clear_error(tmp_path: Path, bare_emulator:
     assert "Knative Serving" in info.value.message
 
 
-def test_kubeconfig_from_the_standard_place(tmp_path: Path, emulator: Emulator,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def use_kubeconfig_for(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point KUBECONFIG (the standard place a user's credentials come from) at the emulator."""
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(f"""\
 apiVersion: v1
@@ -238,6 +238,11 @@ current-context: dev
 """)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+
+
+def test_kubeconfig_from_the_standard_place(tmp_path: Path, emulator: Emulator,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    use_kubeconfig_for(emulator, tmp_path, monkeypatch)
     deploy_knative(write_stack(tmp_path), ["pm-features"], wait=False, progress=False)
     assert [s["name"] for s in list_knative("default")] == ["pm-features"]
 
@@ -256,17 +261,7 @@ def test_cli_deploy_list_describe_remove_with_provider_knative(tmp_path: Path, e
 
     from hydro_serving.cli.main import cli
 
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(f"""\
-apiVersion: v1
-kind: Config
-clusters: [{{name: stand-in, cluster: {{server: "{emulator.url}"}}}}]
-users: [{{name: dev, user: {{token: not-checked-by-the-emulator}}}}]
-contexts: [{{name: dev, context: {{cluster: stand-in, user: dev, namespace: default}}}}]
-current-context: dev
-""")
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    use_kubeconfig_for(emulator, tmp_path, monkeypatch)
     write_stack(tmp_path)
     stack_file = str(tmp_path / "stack.yml")
     runner = CliRunner()
