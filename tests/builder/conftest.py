@@ -21,20 +21,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import unavailable
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED_TOOLS = Path(os.environ.get("HYDRO_SHARED_TOOLS", REPO.parent / "shared" / "tools"))
 DEFAULT_BASE = "localhost/hydro-base:bookworm"
 
 
 def engine_unavailable(reason: str) -> None:
-    """No Docker Engine API here: skip on a developer's machine, but FAIL in CI (``CI=true``).
-
-    A developer without root or podman can still run everything else; CI installs podman in
-    .ci/run, so an engine that cannot start there is a broken set-up that must not pass as a skip.
-    """
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"CI must run the image tests, but: {reason}")
-    pytest.skip(reason)
+    """No Docker Engine API here: skip on a developer's machine, fail in CI (podman is installed there)."""
+    unavailable(reason)
 
 
 def _free_port() -> int:

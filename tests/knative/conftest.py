@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import unavailable
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("HYDRO_SHARED", REPO.parent / "shared"))
 CRD_PATH = SHARED / "schemas" / "knative-serving-service-crd.yaml"
@@ -28,7 +30,7 @@ SERVICES = "serving.knative.dev/v1/services"
 @pytest.fixture(scope="session")
 def crd_path() -> Path:
     if not CRD_PATH.is_file():
-        pytest.skip(f"the Knative Service CRD is not at {CRD_PATH} (set HYDRO_SHARED to the folder holding schemas/)")
+        unavailable(f"the Knative Service CRD is not at {CRD_PATH} (set HYDRO_SHARED to the folder holding schemas/)")
     return CRD_PATH
 
 
