@@ -291,7 +291,10 @@ class Router:
             )
         except StageCallError as err:
             seconds = self._clock() - started
-            breaker.record_failure()
+            if err.kind != "timeout" or self._timeout_is_the_stages(step, budget, allowed):
+                breaker.record_failure()
+            else:
+                breaker.release()
             self.metrics.breaker(fn, breaker.state)
             outcome = "timeout" if err.kind == "timeout" else "connection"
             self.metrics.stage(index, fn, outcome, seconds, None)
@@ -303,8 +306,20 @@ class Router:
         prewarmed = bool(started_by_prewarm and started_by_prewarm.get(fn))
         timings.append(self._timing(step, reply.seconds, reply, error=None if reply.status < 300 else reply.status,
                                     prewarmed=prewarmed))
-        self._judge_reply(step, reply, breaker)
+        self._judge_reply(step, reply, breaker, self._timeout_is_the_stages(step, budget, allowed))
         return reply
+
+    @staticmethod
+    def _timeout_is_the_stages(step: PlannedStage, budget: Deadline, allowed: float) -> bool:
+        """Does running out of ``allowed`` seconds say the stage is slow, or only that the caller was hasty?
+
+        A caller's short ``X-Timeout`` must not let it open a breaker for everybody: a timeout counts only
+        when the stage had its own configured ``timeout`` in full, or when nobody shortened the pipeline's.
+        """
+        own = step.stage.timeout
+        if own is not None and allowed >= own - 1e-6:
+            return True
+        return not budget.caller_shortened
 
     def _call_error(self, step: PlannedStage, err: StageCallError, allowed: float) -> HydroError:
         fn, index = step.function, step.index
@@ -318,8 +333,13 @@ class Router:
                 stage=fn, details=details)
         return UpstreamError(f"stage {index} ({fn}) lost the connection: {err.message}", stage=fn, details=details)
 
-    def _judge_reply(self, step: PlannedStage, reply: StageReply, breaker: Any) -> None:
-        """Turn a stage's non-2xx (or garbled 2xx) reply into the pipeline's error; feed the breaker."""
+    def _judge_reply(self, step: PlannedStage, reply: StageReply, breaker: Any, timeout_counts: bool = True) -> None:
+        """Turn a stage's non-2xx (or garbled 2xx) reply into the pipeline's error; feed the breaker.
+
+        The breaker hears only of faults that are the stage's own (see :mod:`hydro_serving.router.breaker`):
+        a 4xx or a handler exception on this input (500 ``handler_error``: the stage is up and answered) is
+        the caller's, and so is a 504 when the caller shortened the deadline.
+        """
         fn, index, status = step.function, step.index, reply.status
         cold = reply.cold_start
         if 200 <= status < 300:
@@ -349,7 +369,13 @@ class Router:
             if "retry-after" in reply.headers:
                 exc.headers["Retry-After"] = reply.headers["retry-after"]
             raise exc
-        breaker.record_failure()
+        input_fault = status == 500 and isinstance(error_body, dict) and error_body.get("code") == "handler_error"
+        if input_fault:
+            breaker.record_success()  # alive and answering: this input made the handler raise
+        elif status == 504 and not timeout_counts:
+            breaker.release()
+        else:
+            breaker.record_failure()
         self.metrics.breaker(fn, breaker.state)
         self.metrics.stage(index, fn, "timeout" if status == 504 else "error", reply.seconds, cold)
         if status == 504:
