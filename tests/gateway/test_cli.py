@@ -126,7 +126,8 @@ def test_gateway_never_forwards_its_admin_token_to_a_function(gateway: Any, tmp_
     out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gateway.url, "--auth", env=env)
     assert out.returncode == 0, out.stderr
     assert "authorization" not in json.loads(out.stdout)["headers"]
-    out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gateway.url, "-H", f"Authorization: Bearer {gateway.token}")
+    out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gateway.url, "-H",
+                f"Authorization: Bearer {gateway.token}")
     assert out.returncode == 0 and "authorization" not in json.loads(out.stdout)["headers"], out.stderr
     # an Authorization header meant for the function itself (not the admin token) still reaches it
     out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gateway.url, "-H", "Authorization: Bearer fn", env=env)
