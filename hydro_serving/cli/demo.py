@@ -77,7 +77,8 @@ def demo(gateway_url: str | None, store_url: str | None, stack_file: Path | None
     body = request_file.read_bytes()
     _line("check", f"POST /function/{pipeline} with the original demo's request (a cold start the first time) ...")
     began = time.monotonic()
-    response = client.invoke(pipeline, body, timeout=180.0)
+    # the admin token of this very gateway (never forwarded), so the check passes under --auth-functions too
+    response = client.invoke(pipeline, body, timeout=180.0, authorization=f"Bearer {client.token}")
     seconds = time.monotonic() - began
     if not response.ok:
         raise error_from(response, f"{url}/function/{pipeline}")
