@@ -8,8 +8,8 @@ repository (``provider.gateway: https://evil.example``) cannot collect it. Sourc
 * ``hydro login URL``: tokens kept per URL in ``<config>/logins.json`` (0600 in a 0700 folder).
 * the state directory's ``credentials.json``: belongs to the URL its gateway recorded at start.
 
-URLs are compared normalised (scheme and host lower-case, explicit port, no trailing slash);
-``localhost`` and ``127.0.0.1`` are different gateways here on purpose.
+URLs are compared normalised (scheme and host lower-case, explicit port, no trailing slash,
+``localhost`` read as ``127.0.0.1``, where a local gateway listens and records itself).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def normalize(url: str) -> str:
     except ValueError:
         return url.strip()
     host = (parts.hostname or "").lower()
+    if host == "localhost":  # `hydro up` with a localhost URL starts a gateway that records 127.0.0.1
+        host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
     return f"{parts.scheme.lower()}://{host}:{port}{parts.path.rstrip('/')}"

@@ -82,7 +82,8 @@ def test_bad_expiry_names_the_field(value: object) -> None:
 def test_urls_are_compared_normalised() -> None:
     assert normalize("HTTP://Gateway.Example/") == "http://gateway.example:80"
     assert normalize("https://g.example:443") == normalize("https://g.example")
-    assert normalize("http://127.0.0.1:8080") != normalize("http://localhost:8080")
+    assert normalize("http://127.0.0.1:8080") == normalize("http://localhost:8080/")
+    assert normalize("http://127.0.0.2:8080") != normalize("http://localhost:8080")
     assert normalize("http://[::1]:8080/") == "http://[::1]:8080"
 
 
