@@ -103,3 +103,14 @@ def test_token_for_never_crosses_gateways(tmp_path: Path, monkeypatch: pytest.Mo
     assert token_for(Target("http://evil.example", "--gateway"), state) == "env-token"  # the user named it
     assert token_for(Target("http://evil.example", "provider.gateway"), state) is None  # a stack file did
     assert resolve_target(None).source == "default"
+
+
+def test_auth_in_stack_yml_is_key_or_absent() -> None:
+    from hydro_serving.errors import StackError
+    from hydro_serving.stack import FunctionSpec
+
+    assert FunctionSpec.from_dict({"name": "f", "lang": "python3", "auth": "key"}).auth == "key"
+    assert FunctionSpec.from_dict({"name": "f", "lang": "python3"}).to_dict().get("auth") is None
+    with pytest.raises(StackError) as info:
+        FunctionSpec.from_dict({"name": "f", "lang": "python3", "auth": "none"})
+    assert info.value.field == "auth"
