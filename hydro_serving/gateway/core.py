@@ -17,16 +17,19 @@ from typing import Any
 
 import aiohttp
 
-from hydro_serving.errors import BadRequest, Conflict, HydroError, NotFound
+from hydro_serving.errors import BadRequest, Conflict, HydroError, NotFound, Unauthorized
 from hydro_serving.gateway import auth
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.deployment import Deployment, parse_deployment
 from hydro_serving.gateway.discovery import DiscoveryLoop
+from hydro_serving.gateway.keys import KeyRing, looks_like_key
 from hydro_serving.gateway.metrics import GatewayMetrics
 from hydro_serving.gateway.providers import Provider, get_provider
 from hydro_serving.gateway.proxy import new_session
 from hydro_serving.gateway.scaler import FunctionPool
 from hydro_serving.gateway.state import StateStore
+from hydro_serving.router.client import ROUTER_KEY_ENV
+from hydro_serving.stack import FunctionSpec
 
 log = logging.getLogger("hydro.gateway")
 
@@ -41,7 +44,11 @@ class Gateway:
         self.config = config
         self.state = StateStore(config.state_dir)
         self.credentials = auth.load_or_create(config.state_dir)
+        self.keys = KeyRing(self.state)
         self.provider = provider or get_provider(config.provider, config)
+        self.provider.credentials = self.replica_credentials
+        self._router_keys: dict[str, tuple[str, str, int]] = {}  # router -> (key name, token, generation)
+        self._retired_keys: list[tuple[str, str, int]] = []  # (router, key name, newest generation holding it)
         self.metrics = GatewayMetrics()
         self.pools: dict[str, FunctionPool] = {}
         self.session: aiohttp.ClientSession | None = None
@@ -55,12 +62,15 @@ class Gateway:
     async def start(self) -> None:
         """Open the session and rebuild every stored function at zero replicas (``scale.min`` warmed)."""
         self.session = new_session()
+        auth.record_url(self.config.state_dir, self.config.url)  # the CLI sends the admin token only here
+        self.keys.purge_internal()  # the routers that held them stopped with the previous gateway
         for stored in self.state.all():
             try:
                 deployment = Deployment.from_stored(stored.deployment)
             except HydroError as exc:  # a spec the current version no longer accepts: keep the gateway up
                 log.error("function %s: stored deployment is invalid and is skipped: %s", stored.name, exc)
                 continue
+            self._rotate_router_key(deployment.spec, stored.generation)
             try:
                 await self.provider.deploy(deployment.spec, stored.generation)
             except HydroError as exc:  # e.g. its image was removed: keep the gateway up; starts will report it
@@ -102,6 +112,7 @@ class Gateway:
                     pool.reap(now)
                 except Exception:
                     log.exception("function %s: reaping failed", pool.name)
+            self._retire_router_keys()
 
     def pool(self, name: str) -> FunctionPool:
         pool = self.pools.get(name)
@@ -128,6 +139,7 @@ class Gateway:
                 # the provider first: a deployment it refuses (a missing image, say) must not be stored
                 await self.provider.deploy(deployment.spec, 1)
                 stored = self.state.put(name, deployment.to_json(), 1)
+                self._rotate_router_key(deployment.spec, 1)
                 pool = self._pool(deployment, 1, stored.created_at)
                 self.pools[name] = pool
                 pool.reap(time.monotonic())  # start scale.min replicas now
@@ -137,6 +149,7 @@ class Gateway:
             generation = existing.generation + 1
             await self.provider.deploy(deployment.spec, generation)  # idempotent; refused before it is stored
             self.state.put(name, deployment.to_json(), generation)
+            self._rotate_router_key(deployment.spec, generation)
             await existing.update(deployment, generation)
             return existing, True
 
@@ -184,8 +197,85 @@ class Gateway:
             del self.pools[name]
             self.state.delete(name)
         await pool.close("removed", drain=True)
+        self._revoke_router_keys(name)
         await self.provider.remove(name)
         self.metrics.forget(name)
+
+    # ---- who may call what ----------------------------------------------------------------------------
+
+    def check_admin(self, authorization: list[str]) -> None:
+        """``/system/*``: the admin token or password, nothing else (keys never administer)."""
+        self.credentials.check(authorization)
+
+    def check_caller(self, name: str, authorization: list[str]) -> bool:
+        """Admit (or refuse) a call of ``/function/<name>``; True when the header is ours to consume.
+
+        A function is protected when the gateway runs with ``--auth-functions`` or its spec says
+        ``auth: key``; it then takes the admin credentials or a key scoped to it. Whatever the
+        function, a header that carries the admin credentials or a key is the gateway's own and is
+        never forwarded (the caller's key stops at the pipeline's door); any other Authorization
+        header of an open function is the function's business and passes through.
+        """
+        credential = auth.presented(authorization)
+        pool = self.pools.get(name)
+        protected = self.config.auth_functions or (pool is not None and pool.spec.auth == "key")
+        if credential is None:
+            if protected:
+                raise Unauthorized(f"function '{name}' needs credentials: send 'Authorization: Bearer <key>' with "
+                                   "a key for it (hydro key create) or the admin token", function=name)
+            return False
+        if self.credentials.matches(credential):
+            return True
+        is_key = credential.scheme == "bearer" and looks_like_key(credential.value)
+        if protected:
+            if not is_key:
+                raise Unauthorized(f"invalid credentials for function '{name}': send a key for it "
+                                   "('Bearer hk_...') or the admin token", function=name)
+            self.keys.authenticate(credential.value, name)
+        return is_key
+
+    # ---- routers' own keys ----------------------------------------------------------------------------
+
+    def replica_credentials(self, name: str) -> dict[str, str]:
+        """Variables the provider adds to a replica's environment: a router's key for its stages, else none."""
+        current = self._router_keys.get(name)
+        return {ROUTER_KEY_ENV: current[1]} if current is not None else {}
+
+    def _rotate_router_key(self, spec: FunctionSpec, generation: int) -> None:
+        """Mint a router's key for this generation (scoped to its stages); older ones retire with their replicas."""
+        current = self._router_keys.pop(spec.name, None)
+        if current is not None:
+            self._retired_keys.append((spec.name, current[0], current[2]))
+        if not spec.is_router:
+            return
+        stages = sorted({fn for stage in spec.chain for fn in [*stage.functions, *stage.shadow]})
+        key, token = self.keys.create(f"router:{spec.name}:{generation}", stages, internal=True)
+        self._router_keys[spec.name] = (key.name, token, generation)
+
+    def _retire_router_keys(self) -> None:
+        """Revoke a router's older keys once no replica that holds one is left (they drain after a redeploy)."""
+        if not self._retired_keys:
+            return
+        keep = []
+        for name, key_name, generation in self._retired_keys:
+            pool = self.pools.get(name)
+            if pool is not None and any(r.generation <= generation and r.state not in ("dead", "stopped")
+                                        for r in pool.replicas):
+                keep.append((name, key_name, generation))
+                continue
+            with contextlib.suppress(NotFound):
+                self.keys.revoke(key_name, internal=True)
+        self._retired_keys = keep
+
+    def _revoke_router_keys(self, name: str) -> None:
+        """A removed router's keys, current and retired, stop working at once (its replicas are stopped)."""
+        current = self._router_keys.pop(name, None)
+        names = [current[0]] if current is not None else []
+        names += [key for fn, key, _ in self._retired_keys if fn == name]
+        self._retired_keys = [entry for entry in self._retired_keys if entry[0] != name]
+        for key_name in names:
+            with contextlib.suppress(NotFound):
+                self.keys.revoke(key_name, internal=True)
 
     # ---- views ------------------------------------------------------------------------------------------
 

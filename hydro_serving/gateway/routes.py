@@ -82,7 +82,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
 
 def require_admin(handler: Any) -> Any:
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        request.app[GATEWAY_KEY].credentials.check(request.headers.get("Authorization"))
+        request.app[GATEWAY_KEY].check_admin(request.headers.getall("Authorization", []))
         return await handler(request)
 
     wrapped.__doc__ = handler.__doc__
@@ -215,9 +215,8 @@ async def system_logs(request: web.Request) -> web.StreamResponse:
 async def invoke(request: web.Request) -> web.StreamResponse:
     """``ANY /function/<name>[/<path>]``: hold from zero, pick a replica, forward, account."""
     gw = request.app[GATEWAY_KEY]
-    if gw.config.auth_functions:
-        gw.credentials.check(request.headers.get("Authorization"))
     name = request.match_info["name"]
+    consumed = gw.check_caller(name, request.headers.getall("Authorization", []))
     pool = gw.pools.get(name)
     if pool is None:
         raise NotFound(f"function '{name}' is not deployed", function=name)
@@ -228,7 +227,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     status = 500
     try:
         body = await request.read()
-        response = await _forward(gw, pool, request, body, len(name) + 10)  # len("/function/") == 10
+        response = await _forward(gw, pool, request, body, len(name) + 10, consumed)  # len("/function/") == 10
         status = response.status
         return response
     except HydroError as exc:
@@ -245,7 +244,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
 
 
 async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: bytes,
-                   prefix_len: int) -> web.Response:
+                   prefix_len: int, drop_auth: bool) -> web.Response:
     """Send the request to a ready replica; retry only what the replica provably never ran.
 
     A refused connection and the runtime's 503 "loading" (a replaced worker reloading its model)
@@ -254,9 +253,7 @@ async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: 
     the handler: that is a 502, and the replica is re-checked before it gets another request.
     """
     assert gw.session is not None
-    # the admin credentials are the gateway's own: never handed to function code, whatever the auth mode
-    authorization = request.headers.get("Authorization")
-    drop_auth = gw.config.auth_functions or (authorization is not None and gw.credentials.matches(authorization))
+    # admin credentials and keys are the gateway's own: never handed to function code, whatever the auth mode
     headers = forward_headers(request, drop_auth)
     cold_any = False
     waited_total = 0.0
@@ -304,6 +301,34 @@ async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: 
     raise UpstreamError(f"function '{pool.name}' is unreachable", function=pool.name)
 
 
+# ---- API keys -----------------------------------------------------------------------------------------
+
+
+@require_admin
+async def list_keys(request: web.Request) -> web.Response:
+    """Every key without its secret or digest; routers' internal keys are marked ``internal``."""
+    return web.json_response([key.describe() for key in request.app[GATEWAY_KEY].keys.all()])
+
+
+@require_admin
+async def create_key(request: web.Request) -> web.Response:
+    """``{"name", "functions": [...], "expires": "30d"}``: the answer holds the key, shown this once."""
+    data = await _json_body(request)
+    if not isinstance(data, dict):
+        raise ValidationError('the body must be a JSON object {"name", "functions", "expires"}', field="(body)")
+    unknown = sorted(set(data) - {"name", "functions", "expires"})
+    if unknown:
+        raise ValidationError(f"unknown field '{unknown[0]}' (known: expires, functions, name)", field=unknown[0])
+    key, token = request.app[GATEWAY_KEY].keys.create(data.get("name"), data.get("functions"), data.get("expires"))
+    return web.json_response({**key.describe(), "key": token}, status=201)
+
+
+@require_admin
+async def revoke_key(request: web.Request) -> web.Response:
+    key = request.app[GATEWAY_KEY].keys.revoke(request.match_info["name"])
+    return web.json_response(key.describe())
+
+
 # ---- the application ----------------------------------------------------------------------------------
 
 ROUTES: list[tuple[str, str, Any]] = [
@@ -319,6 +344,9 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("DELETE", "/system/function/{name}", delete_named_function),
     ("POST", "/system/scale-function/{name}", scale_function),
     ("GET", "/system/logs", system_logs),
+    ("GET", "/system/keys", list_keys),
+    ("POST", "/system/keys", create_key),
+    ("DELETE", "/system/keys/{name}", revoke_key),
     ("*", "/function/{name}", invoke),
     ("*", "/function/{name}/{path:.*}", invoke),
 ]

@@ -268,6 +268,7 @@ def _build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
         options=dict(raw.get("options") or {}),
         signature=signature,
         chain=chain,
+        auth=raw.get("auth"),
     )
 
 

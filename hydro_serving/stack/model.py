@@ -125,6 +125,7 @@ class FunctionSpec:
     options: dict[str, Any] = field(default_factory=dict)
     signature: Signature | None = None
     chain: tuple[Stage, ...] = ()
+    auth: str | None = None  # "key": callers need an API key for it even without --auth-functions
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -176,6 +177,8 @@ class FunctionSpec:
             out["signature"] = self.signature.to_dict()
         if self.chain:
             out["chain"] = [stage.to_dict() for stage in self.chain]
+        if self.auth is not None:
+            out["auth"] = self.auth
         return out
 
     @classmethod

@@ -214,6 +214,7 @@ class DockerProvider(Provider):
             "HYDRO_PORT": str(port if host_network else CONTAINER_PORT),
             "PYTHONUNBUFFERED": "1",
         })
+        env.update(self.replica_credentials(spec.name))  # a router's key for its stages (auth: keys)
         if not host_network:
             for key in ("HYDRO_GATEWAY_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
                 if env.get(key):

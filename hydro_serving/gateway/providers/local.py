@@ -178,6 +178,7 @@ class LocalProvider(Provider):
             "HYDRO_FUNCTION_SPEC": str(self.spec_path(spec.name)),
             "PYTHONUNBUFFERED": "1",
         })
+        env.update(self.replica_credentials(spec.name))  # a router's key for its stages (auth: keys)
         if secrets_dir is not None:
             env[secrets.ENV_VAR] = str(secrets_dir)
         return env
