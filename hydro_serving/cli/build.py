@@ -100,7 +100,7 @@ def push(stack_file: Path, filters: tuple[str, ...]) -> None:
 @click.command()
 def templates() -> None:
     """List the runtime templates: name, kind and description."""
-    from hydro_serving.builder.templates import scan_templates
+    from hydro_serving.templates import scan_templates
 
     found, errors = scan_templates()
     if not found and not errors:

@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.spec:
         parser.error("--spec (or HYDRO_FUNCTION_SPEC) is required")
 
-    from hydro_serving.builder.templates import get_template
     from hydro_serving.runtime.server import default_threads, default_workers, read_spec, serve
+    from hydro_serving.templates import get_template
 
     try:
         spec = read_spec(args.spec)

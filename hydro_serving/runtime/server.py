@@ -22,12 +22,12 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from hydro_serving.builder.templates import Template, get_template
 from hydro_serving.errors import ConfigError
 from hydro_serving.runtime.config import RuntimeConfig
 from hydro_serving.runtime.metrics import enable_multiprocess
 from hydro_serving.runtime.service import WorkerBarrier
 from hydro_serving.stack.model import FunctionSpec
+from hydro_serving.templates import Template, get_template
 
 log = logging.getLogger("hydro.runtime")
 

@@ -94,8 +94,8 @@ def preload(template_name: str, modules: list[str]) -> tuple[list[str], list[str
     for name in RUNTIME_MODULES:
         importlib.import_module(name)
     try:
-        from hydro_serving.builder.templates import get_template
         from hydro_serving.runtime.loader import import_entrypoint
+        from hydro_serving.templates import get_template
 
         import_entrypoint(get_template(template_name))  # cached in sys.modules under its private name
         done.append(f"template:{template_name}")
