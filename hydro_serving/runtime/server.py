@@ -25,6 +25,7 @@ from gunicorn.app.base import BaseApplication
 from hydro_serving.errors import ConfigError
 from hydro_serving.runtime.config import RuntimeConfig
 from hydro_serving.runtime.metrics import enable_multiprocess
+from hydro_serving.runtime.process import die_with_parent
 from hydro_serving.runtime.service import WorkerBarrier
 from hydro_serving.stack.model import FunctionSpec
 from hydro_serving.templates import Template, get_template
@@ -94,8 +95,6 @@ def _post_fork(server: Any, worker: Any) -> None:
     Otherwise a worker notices a dead arbiter only at its next loop turn (about a second), and a
     killed supervisor chain (gateway -> zygote -> arbiter) would briefly leave orphans holding the port.
     """
-    from hydro_serving.runtime.zygote import die_with_parent
-
     die_with_parent(server.pid)
 
 
