@@ -23,6 +23,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from hydro_serving.errors import ConfigError
+from hydro_serving.runtime.app import create_app
 from hydro_serving.runtime.config import RuntimeConfig
 from hydro_serving.runtime.metrics import enable_multiprocess
 from hydro_serving.runtime.process import die_with_parent
@@ -168,8 +169,6 @@ class RuntimeServer(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from hydro_serving.runtime.app import create_app
-
         return create_app(self.spec, self.runtime_config, template=self.template, exit_on_load_failure=True,
                           barrier=self.barrier)
 
