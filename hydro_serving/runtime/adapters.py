@@ -29,6 +29,7 @@ class Adapter:
     accepts_raw: ClassVar[bool] = False  # any method, any sub-path, bodies that are not JSON
     inline: ClassVar[bool] = False  # run on the request thread (CPU-bound, in memory) instead of the pool
     needs_handler_dir: ClassVar[bool] = False  # the user's folder with handler.py must exist
+    several_workers: ClassVar[bool] = False  # stateless and CPU-bound: one worker process per core helps
 
     def __init__(self, handler: Any) -> None:
         self.handler = handler
@@ -56,6 +57,7 @@ class Adapter:
 class ModelAdapter(Adapter):
     base = ModelHandler
     inline = True
+    several_workers = True
 
     def call(self, payload: Any, context: InvocationContext) -> Call:
         return lambda: self.handler.predict(payload)

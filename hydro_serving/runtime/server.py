@@ -23,6 +23,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from hydro_serving.errors import ConfigError
+from hydro_serving.runtime.adapters import adapter_class
 from hydro_serving.runtime.app import create_app
 from hydro_serving.runtime.config import RuntimeConfig
 from hydro_serving.runtime.metrics import enable_multiprocess
@@ -72,7 +73,7 @@ def default_workers(template: Template, cpus: int | None = None) -> int:
     waits on its stages) and for custom functions (user code may keep in-process state, as with
     OpenFaaS's one-process watchdog).
     """
-    if template.kind != "model" or template.name in ONE_WORKER_TEMPLATES:
+    if not adapter_class(template).several_workers or template.name in ONE_WORKER_TEMPLATES:
         return 1
     return min(MAX_DEFAULT_WORKERS, cpus if cpus is not None else cpu_count())
 
