@@ -13,7 +13,9 @@ import ast
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from hydro_serving.cli.gateway import gateway
 from hydro_serving.errors import ConfigError
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.providers import PROVIDERS, get_provider
@@ -175,3 +177,8 @@ def test_knative_is_not_a_gateway_provider(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         get_provider("knative", GatewayConfig(state_dir=tmp_path))
     assert caught.value.field == "provider" and "known: local, docker" in caught.value.message
+
+
+def test_hydro_gateway_does_not_offer_knative() -> None:
+    out = CliRunner().invoke(gateway, ["--provider", "knative"])
+    assert out.exit_code == 2 and "'knative' is not one of 'docker', 'local'" in out.output, out.output
