@@ -39,10 +39,6 @@ class LoadedFunction:
     handler_dir: Path | None
 
     @property
-    def kind(self) -> str:
-        return self.template.kind
-
-    @property
     def handler(self) -> Any:
         return self.adapter.handler
 
