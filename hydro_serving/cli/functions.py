@@ -108,7 +108,7 @@ def deploy(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str |
 def _deploy_knative(stack: Stack, names: list[str], namespace: str, image_prefix: str | None,
                     store_url: str | None, store_endpoint: str | None, store_secret: str | None,
                     wait_timeout: float) -> None:
-    from hydro_serving.gateway.providers.knative import deploy_knative
+    from hydro_serving.deploy.knative import deploy_knative
 
     results = deploy_knative(stack, names or None, namespace, image_prefix=image_prefix, store_secret=store_secret,
                              store=store_url, store_endpoint=store_endpoint, timeout=wait_timeout)
@@ -175,7 +175,7 @@ def list_functions(stack_file: Path | None, gateway_url: str | None, state: Path
                    provider: str, namespace: str) -> None:
     """List deployed functions with replicas and invocation counts."""
     if provider == "knative":
-        from hydro_serving.gateway.providers.knative import list_knative
+        from hydro_serving.deploy.knative import list_knative
 
         services = list_knative(namespace)
         if as_json:
@@ -209,7 +209,7 @@ def describe(name: str, stack_file: Path | None, gateway_url: str | None, state:
              namespace: str) -> None:
     """Show one function's deployment and replicas (JSON)."""
     if provider == "knative":
-        from hydro_serving.gateway.providers.knative import describe_knative
+        from hydro_serving.deploy.knative import describe_knative
 
         click.echo(json.dumps(describe_knative(name, namespace), indent=2, default=str))
         return
@@ -278,7 +278,7 @@ def remove(name: str, stack_file: Path | None, gateway_url: str | None, state: P
            namespace: str) -> None:
     """Remove a function (its in-flight requests finish first)."""
     if provider == "knative":
-        from hydro_serving.gateway.providers.knative import remove_knative
+        from hydro_serving.deploy.knative import remove_knative
 
         remove_knative([name], namespace)
         click.echo(f"removed {name}")

@@ -80,7 +80,7 @@ def replica_python(spec: Any, *, base_dir: Path | None = None) -> str:
     mode = isolation_mode(spec.environment)
     if mode is None:
         return sys.executable
-    from hydro_serving.builder.templates import get_template
+    from hydro_serving.templates import get_template
 
     handler_dir = Path(spec.handler) if spec.handler else None
     return str(ensure_function_venv(get_template(spec.lang), handler_dir, base_dir=base_dir, mode=mode))

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import gc
 import importlib
 import json
@@ -49,8 +48,8 @@ import traceback
 import warnings
 from typing import Any, NoReturn
 
-PR_SET_PDEATHSIG = 1
-PR_SET_NAME = 15
+from hydro_serving.runtime.process import die_with_parent, set_process_name
+
 ZYGOTE_NAME = "hydro-zygote"  # its /proc/<pid>/comm
 STOP_GRACE = 10.0  # seconds the children get between SIGTERM and SIGKILL when the zygote stops
 
@@ -62,21 +61,6 @@ RUNTIME_MODULES = (
     "hydro_serving.contract.dtypes", "gunicorn.arbiter", "gunicorn.workers.gthread", "gunicorn.glogging",
     "gunicorn.http.wsgi",
 )
-
-
-def die_with_parent(parent: int) -> None:
-    """SIGKILL this process when its parent goes (Linux); exit now if the parent is already gone."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl: the signal will never come
-        os._exit(1)
-
-
-def set_process_name(name: str) -> None:
-    """The name ``ps -o comm`` and ``/proc/<pid>/comm`` show (15 bytes): a forked child keeps the
-    zygote's command line, so this is what tells a zygote from the replicas it forked."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 def _say(message: str) -> None:
@@ -94,8 +78,8 @@ def preload(template_name: str, modules: list[str]) -> tuple[list[str], list[str
     for name in RUNTIME_MODULES:
         importlib.import_module(name)
     try:
-        from hydro_serving.builder.templates import get_template
         from hydro_serving.runtime.loader import import_entrypoint
+        from hydro_serving.templates import get_template
 
         import_entrypoint(get_template(template_name))  # cached in sys.modules under its private name
         done.append(f"template:{template_name}")

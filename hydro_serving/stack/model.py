@@ -8,11 +8,14 @@ same JSON Schema as stack.yml, so there is one definition of a function everywhe
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hydro_serving.contract import Signature
+from hydro_serving.contract import ContractError, Signature
+from hydro_serving.errors import NotFound, StackError, ValidationError
+from hydro_serving.stack.schema import raise_first, schema_errors
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -184,8 +187,6 @@ class FunctionSpec:
     @classmethod
     def from_dict(cls, data: Any, where: str = "function") -> FunctionSpec:
         """Validate (same schema as stack.yml) and build; ``data['name']`` names the function."""
-        from hydro_serving.stack.loader import function_from_dict
-
         return function_from_dict(data, where)
 
 
@@ -217,8 +218,6 @@ class Stack:
         return self.path.parent
 
     def function(self, name: str) -> FunctionSpec:
-        from hydro_serving.errors import NotFound
-
         try:
             return self.functions[name]
         except KeyError:
@@ -231,3 +230,102 @@ class Stack:
         if not names:
             return list(self.functions.values())
         return [self.function(name) for name in names]
+
+
+# ---- building typed objects (here, beside them, so that from_dict needs no other module) -------
+
+
+def _strings(mapping: Mapping[str, Any] | None) -> dict[str, str]:
+    out = {}
+    for key, value in (mapping or {}).items():
+        out[str(key)] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return out
+
+
+def build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
+                    lines: dict[tuple[str, ...], int]) -> FunctionSpec:
+    def fail(sub: tuple[str, ...], message: str) -> None:
+        raise_first([(sub, message)], prefix, lines)
+
+    if not DNS_LABEL.match(name):
+        raise_first([((), f"function name '{name}' must be a DNS label: lowercase letters, digits and '-', "
+                            "starting and ending with a letter or digit, at most 63 characters")], prefix, lines)
+    scale_raw = raw.get("scale") or {}
+    scale = Scale(
+        min=scale_raw.get("min", 0),
+        max=scale_raw.get("max", max(4, scale_raw.get("min", 0))),
+        idle=parse_duration(scale_raw.get("idle", DEFAULT_IDLE_SECONDS)),
+        concurrency=scale_raw.get("concurrency", 8),
+    )
+    if scale.max < scale.min:
+        fail(("scale", "max"), f"scale.max ({scale.max}) must be at least scale.min ({scale.min})")
+    signature = None
+    if raw.get("signature") is not None:
+        try:
+            signature = Signature.from_dict(raw["signature"])
+        except (ContractError, ValidationError) as exc:
+            sub = tuple(exc.field.replace("[", ".").replace("]", "").split(".")) if exc.field else ("signature",)
+            fail(sub, exc.message)
+    chain: tuple[Stage, ...] = ()
+    if raw.get("chain") is not None:
+        if raw["lang"] != "router":
+            fail(("chain",), "chain is only allowed on functions with lang: router")
+        stages = []
+        for i, stage_raw in enumerate(raw["chain"]):
+            stage = Stage.from_raw(stage_raw)
+            if stage.is_experiment or (isinstance(stage_raw, Mapping) and "variants" in stage_raw):
+                total = sum(w for _, w in stage.variants)
+                if total != 100:
+                    fail(("chain", str(i), "variants"), f"variant weights must sum to 100, they sum to {total}")
+            for fn in [*stage.functions, *stage.shadow]:
+                if not DNS_LABEL.match(fn):
+                    fail(("chain", str(i)), f"'{fn}' is not a valid function name")
+                if fn == name:
+                    fail(("chain", str(i)), f"router '{name}' cannot call itself")
+            stages.append(stage)
+        chain = tuple(stages)
+    elif raw["lang"] == "router":
+        fail(("lang",), "a function with lang: router needs a chain")
+    batching_raw = raw.get("batching") or {}
+    return FunctionSpec(
+        name=name,
+        lang=raw["lang"],
+        handler=raw.get("handler"),
+        image=raw.get("image"),
+        environment=_strings(raw.get("environment")),
+        environment_file=tuple(raw.get("environment_file") or ()),
+        secrets=tuple(raw.get("secrets") or ()),
+        labels=_strings(raw.get("labels")),
+        annotations=_strings(raw.get("annotations")),
+        limits=_strings(raw.get("limits")),
+        requests=_strings(raw.get("requests")),
+        build_args=_strings(raw.get("build_args")),
+        build_options=tuple(raw.get("build_options") or ()),
+        skip_build=bool(raw.get("skip_build", False)),
+        namespace=raw.get("namespace"),
+        constraints=tuple(raw.get("constraints") or ()),
+        readonly_root_filesystem=bool(raw.get("readonly_root_filesystem", False)),
+        model=raw.get("model"),
+        scale=scale,
+        timeout=parse_duration(raw.get("timeout", DEFAULT_TIMEOUT_SECONDS)),
+        batching=Batching(
+            max_batch_size=batching_raw.get("max_batch_size", 1),
+            max_batch_delay_ms=float(batching_raw.get("max_batch_delay_ms", 2.0 if batching_raw else 0.0)),
+        ),
+        options=dict(raw.get("options") or {}),
+        signature=signature,
+        chain=chain,
+        auth=raw.get("auth"),
+    )
+
+
+def function_from_dict(data: Any, where: str = "function") -> FunctionSpec:
+    """Validate one function's canonical JSON (as the gateway receives it) and build it."""
+    if not isinstance(data, Mapping):
+        raise StackError(f"{where} must be a JSON object", field=where)
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise StackError("name is required and must be a string", field="name")
+    body = {k: v for k, v in data.items() if k != "name"}
+    raise_first(schema_errors(body, "#/$defs/function"), (), {})
+    return build_function(name, body, (), {})

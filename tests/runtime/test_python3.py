@@ -20,7 +20,7 @@ HANDLER = '''\
 import os
 import time
 
-from hydro_serving.runtime.api import RawResponse
+from hydro_serving.sdk import RawResponse
 
 import helpers  # a module beside handler.py: the handler folder is on sys.path
 
