@@ -35,6 +35,8 @@ COMMANDS: dict[str, str] = {
     "remove": "hydro_serving.cli.functions:remove",
     "logs": "hydro_serving.cli.functions:logs",
     "secret": "hydro_serving.cli.functions:secret",
+    # Kafka streaming pipelines
+    "stream": "hydro_serving.cli.stream:stream",
     # the demo
     "demo": "hydro_serving.cli.demo:demo",
 }

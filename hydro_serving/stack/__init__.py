@@ -8,11 +8,12 @@ from hydro_serving.stack.model import (
     Scale,
     Stack,
     Stage,
+    Streaming,
     is_local_model_ref,
     parse_duration,
 )
 
 __all__ = [
-    "Batching", "FunctionSpec", "Provider", "Scale", "Stack", "Stage", "function_from_dict",
+    "Batching", "FunctionSpec", "Provider", "Scale", "Stack", "Stage", "Streaming", "function_from_dict",
     "is_local_model_ref", "load_stack", "parse_duration", "parse_stack", "substitute",
 ]

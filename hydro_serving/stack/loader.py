@@ -29,6 +29,7 @@ from hydro_serving.stack.model import (
     Scale,
     Stack,
     Stage,
+    Streaming,
     parse_duration,
 )
 
@@ -240,6 +241,10 @@ def _build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
     elif raw["lang"] == "router":
         fail(("lang",), "a function with lang: router needs a chain")
     batching_raw = raw.get("batching") or {}
+    streaming = Streaming.from_raw(name, raw["streaming"]) if raw.get("streaming") is not None else None
+    if streaming is not None and streaming.in_topic in (streaming.out_topic, streaming.errors_topic):
+        fail(("streaming", "in"), f"streaming.in ('{streaming.in_topic}') must differ from streaming.out and "
+                                  "streaming.errors: the function would consume its own answers")
     return FunctionSpec(
         name=name,
         lang=raw["lang"],
@@ -268,6 +273,7 @@ def _build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
         options=dict(raw.get("options") or {}),
         signature=signature,
         chain=chain,
+        streaming=streaming,
     )
 
 

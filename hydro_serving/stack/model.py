@@ -98,6 +98,30 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Streaming:
+    """``streaming:`` of a function: consume ``in``, answer to ``out``, failures to ``errors`` (Kafka topics).
+
+    Only the stream worker reads it (hydro_serving/stream); the gateway just stores it with the spec.
+    """
+
+    in_topic: str
+    out_topic: str
+    errors_topic: str
+    group: str
+    concurrency: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"in": self.in_topic, "out": self.out_topic, "errors": self.errors_topic, "group": self.group,
+                "concurrency": self.concurrency}
+
+    @classmethod
+    def from_raw(cls, function: str, raw: Any) -> Streaming:
+        """From the schema-checked mapping; the consumer group defaults to ``hydro-<function>``."""
+        return cls(raw["in"], raw["out"], raw["errors"], raw.get("group") or f"hydro-{function}",
+                   int(raw.get("concurrency", 1)))
+
+
+@dataclass(frozen=True)
 class FunctionSpec:
     """A function as declared in stack.yml (paths still relative to the stack's directory)."""
 
@@ -125,6 +149,7 @@ class FunctionSpec:
     options: dict[str, Any] = field(default_factory=dict)
     signature: Signature | None = None
     chain: tuple[Stage, ...] = ()
+    streaming: Streaming | None = None
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -176,6 +201,8 @@ class FunctionSpec:
             out["signature"] = self.signature.to_dict()
         if self.chain:
             out["chain"] = [stage.to_dict() for stage in self.chain]
+        if self.streaming is not None:
+            out["streaming"] = self.streaming.to_dict()
         return out
 
     @classmethod
