@@ -59,6 +59,10 @@ def consumer_factory(config: StreamConfig) -> Any:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=max(1024 * 1024, config.max_record_bytes + 64 * 1024),
+            # a worker that died (SIGKILL, lost machine) holds its partitions until its session times out:
+            # 10 s rather than the 45 s of recent Kafka defaults, so a restarted worker resumes quickly
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
         )
         consumer.subscribe([s.in_topic], listener=Listener(pipeline))
         return consumer
