@@ -18,7 +18,7 @@ import pytest
 from tests.stream.conftest import create_topics, produce, run
 from tests.stream.helpers import Reader, Worker
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
 STAGE = '''
 import os
