@@ -21,5 +21,5 @@ class StreamConfig:
     max_record_bytes: int = 1024 * 1024  # a bigger value goes to the error topic
     keep_bytes: int = 64 * 1024  # of the original value kept in an error record
     commit_interval: float = 0.5
-    lane_queue: int = 64  # records fetched ahead per lane (backpressure on fetching)
+    lane_queue: int = 8  # records fetched ahead per lane: backpressure, and a bound on replays after a crash
     client_id: str = "hydro-stream"
