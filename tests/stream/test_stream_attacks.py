@@ -127,3 +127,26 @@ def test_removing_the_function_stops_consumption_and_deploying_it_resumes(
     finally:
         worker.stop()
     assert answers == list(range(30))  # one key: in order, none lost, none twice (a clean stop commits)
+
+
+def test_a_gateway_outage_fails_no_record_the_worker_waits_and_resumes(
+        tansu: str, gateway: Any, tmp_path: Path, topics: Any) -> None:
+    gw = gateway
+    gw.deploy(streaming_spec(gw, tmp_path / "victim", topics))
+    run(create_topics(tansu, [topics("in"), topics("out"), topics("errors")]))
+    records = [(f"k{i % 3}".encode(), json.dumps({"i": i}).encode(), [("x-request-id", f"r{i}".encode())])
+               for i in range(40)]
+    run(produce(tansu, topics("in"), records[:20]))
+    worker = Worker(tansu, gw, tmp_path / "worker.log").start()
+    try:
+        with Reader(tansu, [topics("out"), topics("errors")]) as reader:
+            reader.wait(lambda: reader.count(topics("out")) >= 20, 60, "answers before the outage")
+            gw.stop()  # the gateway and its replicas are gone: connections refused
+            run(produce(tansu, topics("in"), records[20:]))
+            worker.wait_log("unreachable")
+            assert reader.count(topics("errors")) == 0  # not the records' fault: nothing dead-lettered
+            gw.start()  # same port and state: the function is known again
+            reader.wait(lambda: len(reader.request_ids(topics("out"))) >= 40, 60, "answers after the outage")
+            assert reader.count(topics("errors")) == 0
+    finally:
+        worker.stop()
