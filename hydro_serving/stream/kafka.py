@@ -46,9 +46,11 @@ def consumer_factory(config: StreamConfig) -> Any:
         async def on_partitions_revoked(self, revoked: Any) -> None:
             if revoked:
                 await self.pipeline.drain(list(revoked))
+                log.warning("stream: %s gave up partitions %s (finished records committed)",
+                            self.pipeline.function, _partitions(revoked))
 
         async def on_partitions_assigned(self, assigned: Any) -> None:
-            log.info("stream: %s assigned %s", self.pipeline.function, sorted(str(tp) for tp in assigned))
+            log.warning("stream: %s assigned partitions %s", self.pipeline.function, _partitions(assigned))
 
     def make(pipeline: Any) -> Any:
         s = pipeline.streaming
@@ -68,3 +70,7 @@ def consumer_factory(config: StreamConfig) -> Any:
         return consumer
 
     return make
+
+
+def _partitions(tps: Any) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)) or "none"

@@ -150,3 +150,39 @@ def test_a_gateway_outage_fails_no_record_the_worker_waits_and_resumes(
             assert reader.count(topics("errors")) == 0
     finally:
         worker.stop()
+
+
+def test_two_workers_share_a_group_and_hand_partitions_over_without_losing_records(
+        tansu: str, gateway: Any, tmp_path: Path, topics: Any) -> None:
+    gw = gateway
+    gw.deploy(streaming_spec(gw, tmp_path / "victim", topics))
+    run(create_topics(tansu, [topics("in")], partitions=4))
+    run(create_topics(tansu, [topics("out"), topics("errors")]))
+    total = 1500
+    run(produce(tansu, topics("in"), [(f"k{i % 40}".encode(), json.dumps({"i": i}).encode(),
+                                      [("x-request-id", f"r{i}".encode())]) for i in range(total)]))
+    first = Worker(tansu, gw, tmp_path / "w1.log").start()
+    second = Worker(tansu, gw, tmp_path / "w2.log")
+    try:
+        with Reader(tansu, [topics("out"), topics("errors")]) as reader:
+            reader.wait(lambda: reader.count(topics("out")) >= 200, 60, "the first worker's answers")
+            second.start()  # joins the group: a rebalance while the first is mid-stream
+            second.wait_log("assigned", timeout=60)
+            reader.wait(lambda: reader.count(topics("out")) >= 900, 60, "answers after the rebalance")
+            assert first.stop() == 0  # SIGTERM: commits and leaves; its partitions move to the second
+            reader.wait(lambda: len(reader.request_ids(topics("out"))) >= total, 90, "every record answered")
+            time.sleep(0.5)
+            ids = [dict(r.headers)["x-request-id"] for r in reader.records[topics("out")]]
+            by_key: dict[bytes, list[int]] = {}
+            for record in reader.records[topics("out")]:
+                by_key.setdefault(record.key, []).append(json.loads(record.value)["echo"]["i"])
+            assert reader.count(topics("errors")) == 0
+    finally:
+        first.stop()
+        second.stop()
+    assert "stopped consuming victim" in first.log() and "consuming victim" in second.log()
+    assert len(set(ids)) == total
+    for key, seen in by_key.items():  # first answers in order per key, across the hand-over
+        firsts = list(dict.fromkeys(seen))
+        assert firsts == sorted(firsts), (key, firsts[:30])
+    print(f"\ntwo workers: {total} records, {len(ids) - total} duplicate answers across two rebalances")
