@@ -54,5 +54,11 @@ class StackSource:
         self.names = names
 
     def streaming_functions(self) -> dict[str, FunctionSpec] | None:
-        stack = load_stack(self.path)
-        return {spec.name: spec for spec in stack.select(list(self.names)) if spec.streaming is not None}
+        """Re-read every refresh, so editing the file adds or removes consumers; a broken edit keeps them."""
+        try:
+            stack = load_stack(self.path)
+            selected = stack.select(list(self.names))
+        except HydroError as exc:
+            log.warning("stream: cannot use %s (%s); keeping the current consumers", self.path, exc.message)
+            return None
+        return {spec.name: spec for spec in selected if spec.streaming is not None}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,16 @@ def test_a_bad_streaming_key_is_an_error_with_its_path(streaming: str, field: st
         parse_stack(_stack(streaming))
     assert info.value.field == field, info.value.message
     assert words in info.value.message
+
+
+def test_the_stack_source_follows_edits_and_keeps_its_consumers_over_a_broken_one(tmp_path: Path) -> None:
+    from hydro_serving.stream.sources import StackSource
+
+    path = tmp_path / "stack.yml"
+    path.write_text(_stack("{in: a, out: b, errors: c}") + "  g:\n    lang: python3\n    handler: ./g\n")
+    source = StackSource(path)
+    assert list(source.streaming_functions() or {}) == ["f"]  # g does not stream
+    path.write_text("functions: [not, a, mapping]\n")
+    assert source.streaming_functions() is None  # keep what runs
+    path.write_text(_stack("{in: a, out: b, errors: c}").replace("  f:", "  h:"))
+    assert list(source.streaming_functions() or {}) == ["h"]
