@@ -39,6 +39,8 @@ COMMANDS: dict[str, str] = {
     "login": "hydro_serving.cli.login:login",
     "logout": "hydro_serving.cli.login:logout",
     "key": "hydro_serving.cli.apikeys:key",
+    # Kafka streaming pipelines
+    "stream": "hydro_serving.cli.stream:stream",
     # the demo
     "demo": "hydro_serving.cli.demo:demo",
 }

@@ -8,6 +8,7 @@ from hydro_serving.stack.model import (
     Scale,
     Stack,
     Stage,
+    Streaming,
     is_local_model_ref,
     parse_duration,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "Scale",
     "Stack",
     "Stage",
+    "Streaming",
     "check_options",
     "function_from_dict",
     "is_local_model_ref",

@@ -101,6 +101,30 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Streaming:
+    """``streaming:`` of a function: consume ``in``, answer to ``out``, failures to ``errors`` (Kafka topics).
+
+    Only the stream worker reads it (hydro_serving/stream); the gateway just stores it with the spec.
+    """
+
+    in_topic: str
+    out_topic: str
+    errors_topic: str
+    group: str
+    concurrency: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"in": self.in_topic, "out": self.out_topic, "errors": self.errors_topic, "group": self.group,
+                "concurrency": self.concurrency}
+
+    @classmethod
+    def from_raw(cls, function: str, raw: Any) -> Streaming:
+        """From the schema-checked mapping; the consumer group defaults to ``hydro-<function>``."""
+        return cls(raw["in"], raw["out"], raw["errors"], raw.get("group") or f"hydro-{function}",
+                   int(raw.get("concurrency", 1)))
+
+
+@dataclass(frozen=True)
 class FunctionSpec:
     """A function as declared in stack.yml (paths still relative to the stack's directory)."""
 
@@ -129,6 +153,7 @@ class FunctionSpec:
     signature: Signature | None = None
     chain: tuple[Stage, ...] = ()
     auth: str | None = None  # "key": callers need an API key for it even without --auth-functions
+    streaming: Streaming | None = None
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -182,6 +207,8 @@ class FunctionSpec:
             out["chain"] = [stage.to_dict() for stage in self.chain]
         if self.auth is not None:
             out["auth"] = self.auth
+        if self.streaming is not None:
+            out["streaming"] = self.streaming.to_dict()
         return out
 
     @classmethod
@@ -287,6 +314,10 @@ def build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
     elif raw["lang"] == "router":
         fail(("lang",), "a function with lang: router needs a chain")
     batching_raw = raw.get("batching") or {}
+    streaming = Streaming.from_raw(name, raw["streaming"]) if raw.get("streaming") is not None else None
+    if streaming is not None and streaming.in_topic in (streaming.out_topic, streaming.errors_topic):
+        fail(("streaming", "in"), f"streaming.in ('{streaming.in_topic}') must differ from streaming.out and "
+                                  "streaming.errors: the function would consume its own answers")
     return FunctionSpec(
         name=name,
         lang=raw["lang"],
@@ -316,6 +347,7 @@ def build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
         signature=signature,
         chain=chain,
         auth=raw.get("auth"),
+        streaming=streaming,
     )
 
 
