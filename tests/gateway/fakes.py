@@ -37,7 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
-from hydro_serving.gateway.providers.base import Provider, Replica, ReplicaStartError, next_replica_id
+from hydro_serving.gateway.providers.base import Provider, Replica, next_replica_id
 from hydro_serving.stack import FunctionSpec
 
 READY_WAIT_MAX = 10.0
@@ -225,13 +225,6 @@ class FakeProvider(Provider):
         self.closed = True
         for fake in list(self.fakes.values()):
             await fake.exit(0)
-
-
-class FailingProvider(FakeProvider):
-    """A provider whose start fails before any replica exists (an image that cannot be pulled)."""
-
-    async def start_replica(self, spec: FunctionSpec, generation: int) -> Replica:
-        raise ReplicaStartError(f"function '{spec.name}' failed to start: no such image", function=spec.name)
 
 
 def admin_headers(state_dir: Path) -> dict[str, str]:

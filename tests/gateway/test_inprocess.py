@@ -270,8 +270,14 @@ async def test_prewarm_starts_a_replica_without_invoking(gw: Harness) -> None:
     await gw.deploy()
     status, _, body = await gw.call("POST", "/function/echo", None, admin=False, headers={"X-Hydro-Prewarm": "true"})
     assert status == 202 and body == {"function": "echo", "status": "starting"}
-    await until(lambda: any(f.loaded.is_set() for f in gw.provider.replicas), what="the prewarmed replica")
-    await until(lambda: gw.provider.replicas[0].served == 0 and len(gw.provider.started) == 1, what="one start")
+    for _ in range(1000):
+        status, _, described = await gw.call("GET", "/system/function/echo")
+        if described["availableReplicas"] == 1:
+            break
+    assert described["availableReplicas"] == 1 and described["invocationCount"] == 0
+    assert len(gw.provider.started) == 1 and gw.provider.replicas[0].served == 0  # started, never invoked
+    status, _, body = await gw.call("POST", "/function/echo", None, admin=False, headers={"X-Hydro-Prewarm": "true"})
+    assert status == 202 and body["status"] == "ready" and len(gw.provider.started) == 1
 
 
 # ---- scale, redeploy, removal while busy -------------------------------------------------------------------
@@ -343,9 +349,10 @@ async def test_removal_lets_an_in_flight_request_finish(gw: Harness) -> None:
 async def test_logs_are_ndjson_of_the_providers_lines(gw: Harness) -> None:
     await gw.deploy()
     await gw.call("POST", "/function/echo", {}, admin=False)
-    status, headers, raw = await gw.call("GET", "/system/logs?name=echo&tail=1")
-    assert status == 200 and headers["Content-Type"].startswith("application/x-ndjson")
-    lines = [json.loads(line) for line in raw.decode().splitlines()] if isinstance(raw, bytes) else [raw]
+    async with gw.client.get("/system/logs?name=echo&tail=1", headers=gw.admin) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/x-ndjson")
+        raw = await resp.read()
+    lines = [json.loads(line) for line in raw.decode().splitlines()]
     assert len(lines) == 1 and lines[0]["name"] == "echo" and "started" in lines[0]["text"]
     status, _, body = await gw.call("GET", "/system/logs?name=echo&tail=x")
     assert_json_error(status, body, 400, field="tail")
