@@ -88,7 +88,7 @@ class FakeReplica:
 
     async def _ready(self, request: web.Request) -> web.Response:
         try:
-            wait = min(float(request.query.get("wait") or 0), READY_WAIT_MAX)
+            wait = min(float(request.query.get("wait") or 0), self.provider.ready_wait_max)
         except ValueError:
             wait = 0.0
         if wait > 0 and not self.loaded.is_set():
@@ -128,6 +128,7 @@ class FakeProvider(Provider):
 
     def __init__(self, *, auto_ready: bool = True) -> None:
         self.auto_ready = auto_ready
+        self.ready_wait_max = READY_WAIT_MAX  # how long /_/ready?wait= may hold a probe (the runtime's cap)
         self.fail_starts = 0
         self.deployed: list[tuple[str, int]] = []
         self.removed: list[str] = []

@@ -66,8 +66,9 @@ class Harness:
         return body
 
 
-def make_config(state_dir: Path) -> GatewayConfig:
-    return GatewayConfig(state_dir=state_dir, cold_start_timeout=10.0, stop_grace=1.0, discover_interval=0)
+def make_config(state_dir: Path, **settings: Any) -> GatewayConfig:
+    return GatewayConfig(state_dir=state_dir, cold_start_timeout=10.0, stop_grace=1.0, discover_interval=0,
+                         **settings)
 
 
 @pytest.fixture
@@ -245,6 +246,20 @@ async def test_unknown_function_is_404_json_and_starts_nothing(gw: Harness) -> N
     status, _, body = await gw.call("PATCH", "/system/functions")
     assert_json_error(status, body, 405, code="method_not_allowed")
     assert gw.provider.started == []
+
+
+async def test_a_body_over_the_gateway_limit_is_413_json_and_reaches_no_replica(tmp_path: Path) -> None:
+    provider = FakeProvider()
+    state_dir = tmp_path / "state"
+    app = create_app(make_config(state_dir, max_body=1024), provider)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        gw = Harness(client, provider, state_dir, tmp_path)
+        await gw.deploy()
+        status, _, body = await gw.call("POST", "/function/echo", {"pad": "x" * 4096}, admin=False)
+        assert_json_error(status, body, 413, code="payload_too_large")
+        assert all(fake.served == 0 for fake in provider.replicas)
+        status, _, reply = await gw.call("POST", "/function/echo", {"small": 1}, admin=False)
+        assert status == 200 and reply["payload"] == {"small": 1}
 
 
 async def test_a_replica_that_cannot_start_is_a_502_naming_the_cause(gw: Harness) -> None:
