@@ -229,9 +229,10 @@ class FakeProvider(Provider):
 
 
 def admin_headers(state_dir: Path) -> dict[str, str]:
-    """The admin bearer token from the gateway's credentials file (what the CLI reads)."""
-    token = json.loads((state_dir / "credentials.json").read_text())["token"]
-    return {"Authorization": f"Bearer {token}"}
+    """The admin bearer token from the gateway's state directory, read as the CLI reads it."""
+    from hydro_serving.gateway.auth import read_credentials
+
+    return {"Authorization": f"Bearer {read_credentials(state_dir).token}"}
 
 
 async def until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
