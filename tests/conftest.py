@@ -19,10 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_TOOLS = Path(os.environ.get("HYDRO_SHARED_TOOLS", REPO.parent / "shared" / "tools"))
 
 
-# The modules whose tests start real processes (a runtime server, a gateway, the hydro CLI or another
-# interpreter): seconds per test. They get the ``process`` marker here, in one list, so the quick loop
+# Tests that start real processes (a runtime server, a gateway, the hydro CLI or another interpreter)
+# take seconds each. They get the ``process`` marker here so the quick loop
 # (``-m "not process and not slow and not docker and not heavy and not s3"``: unit and in-process tests)
-# leaves them out; a new module that starts processes adds itself here (or sets ``pytestmark``).
+# leaves them out: every test that uses a real-gateway fixture of tests/gateway_fixtures.py, and every
+# test of the modules below, which start their processes themselves. A new module that starts processes
+# without those fixtures adds itself here (or sets ``pytestmark = pytest.mark.process``).
+PROCESS_FIXTURES = frozenset({"gateway", "gateway_factory", "shared_gateway"})
 PROCESS_MODULES = frozenset({
     "tests/builder/test_cli.py",
     "tests/coldstart/test_zygote.py",
@@ -42,7 +45,7 @@ PROCESS_MODULES = frozenset({
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test of a :data:`PROCESS_MODULES` module ``process`` (a renamed module must not slip out)."""
+    """Mark the tests that start real processes ``process`` (a renamed module must not slip out)."""
     missing = sorted(m for m in PROCESS_MODULES if not (REPO / m).is_file())
     if missing:
         raise pytest.UsageError(f"tests/conftest.py PROCESS_MODULES names missing files: {', '.join(missing)}")
@@ -50,8 +53,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         try:
             module = item.path.relative_to(REPO).as_posix()
         except ValueError:
-            continue
-        if module in PROCESS_MODULES:
+            module = ""
+        if module in PROCESS_MODULES or not PROCESS_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.process)
 
 
