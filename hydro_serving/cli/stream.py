@@ -14,9 +14,9 @@ from pathlib import Path
 
 import click
 
+from hydro_serving.cli.credentials import require_token, resolve_target, token_for
 from hydro_serving.errors import ConfigError
-from hydro_serving.gateway.auth import client_token
-from hydro_serving.gateway.client import GatewayClient, resolve_gateway_url
+from hydro_serving.gateway.client import GatewayClient
 from hydro_serving.stack import load_stack, parse_duration
 
 
@@ -56,8 +56,10 @@ def stream(bootstrap_servers: str | None, gateway_url: str | None, state: Path |
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
     stack = load_stack(stack_file) if stack_file is not None else None
-    url = resolve_gateway_url(gateway_url, stack)
-    token = client_token(state)
+    target = resolve_target(gateway_url, stack)
+    url = target.url
+    # the admin token goes only to the gateway it belongs to; listing the gateway's functions needs it
+    token = token_for(target, state) if stack_file is not None else require_token(target, state)
     config = StreamConfig(bootstrap_servers=bootstrap_servers, gateway_url=url, token=token, refresh=refresh_s,
                           retries=retries, max_record_bytes=max_record_bytes)
     source = (StackSource(stack_file, names) if stack_file is not None
