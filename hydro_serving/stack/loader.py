@@ -25,6 +25,7 @@ from hydro_serving.stack.model import (
     DNS_LABEL,
     Batching,
     FunctionSpec,
+    Monitoring,
     Provider,
     Scale,
     Stack,
@@ -268,6 +269,7 @@ def _build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
         options=dict(raw.get("options") or {}),
         signature=signature,
         chain=chain,
+        monitoring=Monitoring.from_raw(raw["monitoring"]) if raw.get("monitoring") is not None else None,
     )
 
 
