@@ -49,6 +49,7 @@ from hydro_serving.gateway.proxy import (
 )
 from hydro_serving.gateway.scaler import FunctionPool
 from hydro_serving.gateway.state import StateStore
+from hydro_serving.monitor.sampler import REQUEST_ID_HEADER, TIMINGS_HEADER, Tap
 
 log = logging.getLogger("hydro.gateway")
 
@@ -77,6 +78,10 @@ class Gateway:
         self._reaper: asyncio.Task[None] | None = None
         self._discovery: asyncio.Task[None] | None = None
         self._openapi = json.dumps(openapi_document(__version__)).encode()
+        # MONITOR (hydro_serving.monitor): payload sampling, drift windows, feedback; its own SQLite file
+        from hydro_serving.monitor.service import for_gateway
+
+        self.monitor = for_gateway(config.state_dir, self.metrics.registry)
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -98,6 +103,7 @@ class Gateway:
         if self.config.discover_interval > 0:  # models dropped into the store by other tools become versions
             loop = DiscoveryLoop(self.config.discover_interval)
             self._discovery = asyncio.get_running_loop().create_task(loop.run())
+        await self.monitor.start()  # MONITOR
         log.info("gateway state %s: %d function(s) known", self.config.state_dir, len(self.pools))
 
     async def stop(self) -> None:
@@ -110,6 +116,7 @@ class Gateway:
         await asyncio.gather(*(pool.close("shutdown", drain=False) for pool in self.pools.values()),
                              return_exceptions=True)
         await self.provider.close()
+        await self.monitor.stop()  # MONITOR
         if self.session is not None:
             await self.session.close()
         self.state.close()
@@ -428,8 +435,11 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     status = 500
     try:
         body = await request.read()
-        response = await _forward(gw, pool, request, body, len(name) + 10)  # len("/function/") == 10
+        tap = gw.monitor.tap(request.headers)  # MONITOR: request id, and the trace id stages will share
+        response = await _forward(gw, pool, request, body, len(name) + 10, tap)  # len("/function/") == 10
         status = response.status
+        gw.monitor.offer(tap, pool.spec, body, response.body, status,  # MONITOR: O(1), never waits
+                         response.headers.get(TIMINGS_HEADER))
         return response
     except HydroError as exc:
         status = exc.status
@@ -445,7 +455,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
 
 
 async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: bytes,
-                   prefix_len: int) -> web.Response:
+                   prefix_len: int, tap: Tap | None = None) -> web.Response:
     """Send the request to a ready replica; retry only what the replica provably never ran.
 
     A refused connection and the runtime's 503 "loading" (a replaced worker reloading its model)
@@ -458,6 +468,8 @@ async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: 
     authorization = request.headers.get("Authorization")
     drop_auth = gw.config.auth_functions or (authorization is not None and gw.credentials.matches(authorization))
     headers = forward_headers(request, drop_auth)
+    if tap is not None and tap.traceparent is not None:  # MONITOR: one trace id for a pipeline's stages
+        headers["traceparent"] = tap.traceparent
     cold_any = False
     waited_total = 0.0
     refused = 0
@@ -480,6 +492,8 @@ async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: 
                                              "retry later", retry_after=1, function=pool.name)
                 out = response_headers(upstream)
                 out["X-Cold-Start"] = "true" if cold_any else "false"
+                if tap is not None:  # MONITOR: what POST /system/feedback/<fn> joins on
+                    out[REQUEST_ID_HEADER] = tap.request_id
                 if waited_total:
                     out["X-Queue-Time-Ms"] = f"{waited_total * 1000:.1f}"
                 return web.Response(status=upstream.status, body=data, headers=out)
@@ -531,6 +545,10 @@ def create_app(config: GatewayConfig, provider: Provider | None = None) -> web.A
     app[GATEWAY_KEY] = gateway
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
+    # MONITOR: /system/monitoring/... and /system/feedback/<fn>, behind the admin guard
+    from hydro_serving.monitor.api import register as register_monitoring
+
+    register_monitoring(app, gateway.monitor, lambda: {n: p.spec for n, p in gateway.pools.items()}, require_admin)
 
     async def on_startup(_: web.Application) -> None:
         await gateway.start()

@@ -50,6 +50,13 @@ def _invoke_item(params: list[dict[str, Any]]) -> dict[str, Any]:
     return item
 
 
+def _monitoring_paths() -> dict[str, Any]:
+    """``/system/monitoring/...`` and ``/system/feedback/...`` (hydro_serving.monitor.api documents its own)."""
+    from hydro_serving.monitor.api import openapi_paths
+
+    return openapi_paths()
+
+
 def openapi_document(version: str) -> dict[str, Any]:
     """The document served at ``/openapi.json``."""
     return {
@@ -94,6 +101,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             },
             "/function/{name}": _invoke_item([_NAME]),
             "/function/{name}/{path}": _invoke_item([_NAME, _PATH]),
+            **_monitoring_paths(),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},

@@ -372,3 +372,28 @@ class Monitor:
 def labels_from(items: Sequence[Mapping[str, Any]]) -> list[tuple[str, int, Any]]:
     """``[{"request_id", "label", "row"?}]`` (already validated by the API) as store tuples."""
     return [(str(i["request_id"]), int(i.get("row", 0)), i["label"]) for i in items]
+
+
+MONITOR_DB_ENV = "HYDRO_MONITOR_DB"  # sqlite:///path (default <state>/monitor.db); the seam for another database
+MONITOR_QUEUE_ENV = "HYDRO_MONITOR_QUEUE"  # samples waiting for the worker before new ones are dropped
+
+
+def for_gateway(state_dir: Any, registry: Any, env: Mapping[str, str] | None = None) -> Monitor:
+    """The gateway's monitor: its own SQLite file in the state directory, the gateway's metrics registry."""
+    import os
+    from pathlib import Path
+
+    from hydro_serving.errors import ConfigError
+    from hydro_serving.monitor.storage import open_monitor_store
+
+    env = os.environ if env is None else env
+    url = env.get(MONITOR_DB_ENV) or str(Path(state_dir) / "monitor.db")
+    raw = env.get(MONITOR_QUEUE_ENV) or str(DEFAULT_QUEUE)
+    try:
+        queue = int(raw)
+        if queue < 1:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{MONITOR_QUEUE_ENV} must be a positive integer, got {raw!r}",
+                          field=MONITOR_QUEUE_ENV) from None
+    return Monitor(open_monitor_store(url), registry, queue_size=queue)

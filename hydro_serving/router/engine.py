@@ -57,7 +57,7 @@ STAGE_HEADER = "X-Hydro-Stage"
 SHADOW_HEADER = "X-Hydro-Shadow"
 KEY_HEADER = "x-hydro-key"
 # headers of the caller that every stage should see too
-FORWARDED = ("tracestate", "x-hydro-key", "accept", "authorization")
+FORWARDED = ("tracestate", "x-hydro-key", "accept", "authorization", "x-request-id", "x-hydro-monitor")
 _PREWARM_MIN_INTERVAL = 5.0
 _MAX_ERROR_TEXT = 2000
 
