@@ -35,6 +35,9 @@ COMMANDS: dict[str, str] = {
     "remove": "hydro_serving.cli.functions:remove",
     "logs": "hydro_serving.cli.functions:logs",
     "secret": "hydro_serving.cli.functions:secret",
+    # monitoring
+    "monitor": "hydro_serving.cli.monitor:monitor",
+    "feedback": "hydro_serving.cli.monitor:feedback",
     # the demo
     "demo": "hydro_serving.cli.demo:demo",
 }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -115,6 +117,29 @@ def test_drift_through_the_gateway(gateway: Gateway, tmp_path: Path, receiver: R
     view = gateway.admin("GET", "/system/monitoring/scorer")[1]
     quality = view["windows"][2]["quality"]
     assert quality["task"] == "classification" and quality["n"] == 60 and quality["accuracy"] == 1.0
+
+    # the CLI: `hydro feedback` (a wrong label this time) and `hydro monitor` print the same state
+    rid, body = request_ids[-1]
+    code, out = _hydro(gateway, "feedback", "scorer", "--request-id", rid, "--label", json.dumps(not body[0]["label"]))
+    assert code == 0 and "1 label(s) stored for scorer, 1 joined" in out
+    code, out = _hydro(gateway, "monitor", "scorer")
+    assert code == 0, out
+    assert "window 3: 60 rows vs first window after deploy; DATASET DRIFT: 2 of 3 fields" in out
+    x_line = next(line for line in out.splitlines() if line.strip().startswith("x "))
+    assert x_line.split()[1:3] == ["numeric", "ks"] and x_line.endswith("YES")
+    assert next(line for line in out.splitlines() if line.strip().startswith("y ")).endswith("no")
+    assert "acc 0.983" in out  # 59 of 60 after the corrected label
+    code, out = _hydro(gateway, "monitor", "scorer", "--window", "2", "--json")
+    assert code == 0 and json.loads(out)["window"]["seq"] == 2
+    code, out = _hydro(gateway, "monitor", "nope")
+    assert code != 0 and "nope" in out and "Traceback" not in out
+
+
+def _hydro(gateway: Gateway, *args: str) -> tuple[int, str]:
+    proc = subprocess.run([sys.executable, "-m", "hydro_serving.cli.main", *args, "--gateway", gateway.url,
+                           "--state", str(gateway.state_dir)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    return proc.returncode, proc.stdout + proc.stderr
 
 
 def test_ids_opt_out_unhealthy_rows_and_hostile_callers(gateway: Gateway, tmp_path: Path,
