@@ -31,6 +31,7 @@ OPT_OUT_HEADER = "X-Hydro-Monitor"
 TIMINGS_HEADER = "X-Hydro-Stage-Timings"
 OPT_OUT_VALUES = frozenset({"off", "0", "false", "no"})
 DEFAULT_QUEUE = 10_000
+DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024  # bodies held by queued samples, at most (a few huge bodies cannot hoard memory)
 MAX_REQUEST_ID = 128
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _SAFE_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # visible ASCII: an id that is safe in a header and a log
@@ -96,8 +97,10 @@ def tap(headers: Mapping[str, str]) -> Tap:
 class Sampler:
     """The bounded queue between the request path and the monitor's worker."""
 
-    def __init__(self, maxsize: int = DEFAULT_QUEUE) -> None:
+    def __init__(self, maxsize: int = DEFAULT_QUEUE, max_bytes: int = DEFAULT_QUEUE_BYTES) -> None:
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
         self.queue: collections.deque[Offered] = collections.deque()
         self.dropped: collections.Counter[str] = collections.Counter()
         self.offered: collections.Counter[str] = collections.Counter()
@@ -116,9 +119,11 @@ class Sampler:
         if not self.wants(spec, t):
             return False
         name = spec.name
-        if len(self.queue) >= self.maxsize:
+        size = len(request) + len(response)
+        if len(self.queue) >= self.maxsize or self.queued_bytes + size > self.max_bytes:
             self.dropped[name] += 1
             return False
+        self.queued_bytes += size
         self.queue.append(Offered(time.time(), name, t.request_id, t.trace_id, request, response, status,
                                   timings, spec))
         self.offered[name] += 1
@@ -129,5 +134,7 @@ class Sampler:
     def drain(self, limit: int = 1000) -> list[Offered]:
         out = []
         while self.queue and len(out) < limit:
-            out.append(self.queue.popleft())
+            item = self.queue.popleft()
+            self.queued_bytes -= len(item.request) + len(item.response)
+            out.append(item)
         return out

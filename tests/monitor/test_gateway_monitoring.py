@@ -190,6 +190,17 @@ def test_ids_opt_out_unhealthy_rows_and_hostile_callers(gateway: Gateway, tmp_pa
     for query, field in (("?window=x", "window"), ("?limit=0", "limit"), ("?window=99", "window")):
         status, out = gateway.admin("GET", f"/system/monitoring/scorer{query}")
         assert status in (400, 404) and out["field"] == field
+    lines = tmp_path / "labels.jsonl"
+    lines.write_text(json.dumps({"request_id": "order-17", "label": True}) + "\n"
+                     + json.dumps({"request_id": trace, "label": False}) + "\n")
+    code, out = _hydro(gateway, "feedback", "scorer", "--file", str(lines))
+    assert code == 0 and "2 label(s) stored for scorer, 2 joined" in out
+    garbage = tmp_path / "garbage.txt"
+    garbage.write_text("not json at all")
+    code, out = _hydro(gateway, "feedback", "scorer", "--file", str(garbage))
+    assert code != 0 and "--file" in out and "Traceback" not in out
+    code, out = _hydro(gateway, "feedback", "scorer", "--file", str(tmp_path / "empty.json"))
+    assert code != 0 and "Traceback" not in out
     status, listing = gateway.admin("GET", "/system/monitoring")
     assert status == 200 and [f["function"] for f in listing] == ["scorer"]
     doc = gateway.request("GET", "/openapi.json")[2]
