@@ -75,6 +75,6 @@ def decode(body: bytes, names: Sequence[str] = (), v2_key: str = "inputs") -> li
         return None
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[...]]]]" nested too deep
         return None
     return records(payload, names, v2_key)

@@ -21,6 +21,8 @@ MISSING = "(missing)"
 OTHER = "(other)"
 TEXT_MIN_UNIQUE = 20  # a string field with more distinct values than this, mostly unique, is free text
 TEXT_UNIQUE_RATIO = 0.5
+MAX_FIELDS = 200  # fields tested per side: metrics and windows stay bounded whatever callers send
+MAX_FIELD_NAME = 100
 _MISSING_TEXT = {"", "na", "n/a", "nan", "null", "none"}  # as hydro_serving.store.profile
 
 
@@ -179,10 +181,18 @@ def columns(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:
     return {name: [row.get(name) for row in rows] for name in names}
 
 
-def from_rows(rows: Sequence[Mapping[str, Any]]) -> Reference:
-    """The reference of a window of production rows (the first window after deploy)."""
+def from_rows(rows: Sequence[Mapping[str, Any]], names: Sequence[str] = ()) -> Reference:
+    """The reference of a window of production rows (the first window after deploy).
+
+    Only the signature's fields (``names``) when it declares some, else the rows' own fields, at most
+    ``MAX_FIELDS`` of them with names of at most ``MAX_FIELD_NAME`` characters: a caller inventing keys
+    must not be able to grow the windows or the metrics without bound.
+    """
     fields: dict[str, FieldRef] = {}
-    for name, raw in columns(rows).items():
+    cols = columns(rows)
+    wanted = [n for n in names if n in cols] if names else [n for n in cols if len(str(n)) <= MAX_FIELD_NAME]
+    for name in wanted[:MAX_FIELDS]:
+        raw = cols[name]
         kind = _kind_of(raw)
         missing = any(is_missing(v) for v in raw)
         ref = FieldRef(name, kind, missing_allowed=missing)

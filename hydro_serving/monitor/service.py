@@ -275,13 +275,14 @@ class Monitor:
 
     def _close(self, state: FunctionState, now: float) -> list[tuple[str, dict[str, Any]]]:
         name = state.spec.name
+        sig = state.spec.signature
         base_in = state.in_ref is None
         if base_in:
-            state.in_ref = reference.from_rows(state.inputs)
+            state.in_ref = reference.from_rows(state.inputs, sig.input_names if sig is not None else ())
             self.store.put_baseline(name, "input", state.key, state.in_ref.to_dict())
         base_out = state.out_ref is None and bool(state.outputs)
         if base_out:
-            state.out_ref = reference.from_rows(state.outputs)
+            state.out_ref = reference.from_rows(state.outputs, sig.output_names if sig is not None else ())
             self.store.put_baseline(name, "output", state.key, state.out_ref.to_dict())
         summary = windows.summarize(name, state.seq, state.started, now, state.inputs, state.outputs,
                                     state.out_variants, state.unhealthy, state.in_ref, state.out_ref,

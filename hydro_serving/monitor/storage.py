@@ -115,7 +115,8 @@ CREATE INDEX IF NOT EXISTS feedback_ts ON feedback(ts);
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str, allow_nan=False)
+    # NaN/Infinity a caller sent are kept as JSON's extension (Python reads them back); the API maps them to null
+    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 class SQLiteStore:

@@ -184,3 +184,31 @@ async def test_worker_drains_the_queue_and_posts_one_alert(tmp_path: Path) -> No
     assert [m["event"] for m in received] == ["drift_started"]
     assert received[0]["function"] == "scoring" and received[0]["drifted_fields"] == ["x", "plan"]
     assert "histograms" not in received[0]["summary"] and received[0]["window"] == 3
+
+
+def test_hostile_values_nesting_and_invented_fields_stay_bounded(tmp_path: Path) -> None:
+    from hydro_serving.monitor.reference import MAX_FIELDS
+    from hydro_serving.monitor.sampler import Offered
+
+    monitor = _monitor(tmp_path)
+    spec = scoring_spec(rows=20)
+    t = tap({})
+    deep = b"[" * 50_000 + b"]" * 50_000
+    monitor.process([Offered(1.0, "scoring", t.request_id, t.trace_id, deep, b"[]", 200, None, spec)], 1.0)
+    nan_rows = b'[{"x": NaN, "y": Infinity, "plan": "a"}]'
+    monitor.process([Offered(1.0, "scoring", t.request_id, t.trace_id, nan_rows, b'[{"label": true, "score": NaN}]',
+                             200, None, spec)], 1.0)
+    (row,) = monitor.store.rows("scoring")
+    assert np.isnan(row.inputs["x"]) and np.isinf(row.inputs["y"])  # stored as sent, served as null by the API
+    from hydro_serving.monitor.api import _dumps
+
+    assert json.loads(_dumps(row.to_dict()))["inputs"] == {"x": None, "y": None, "plan": "a"}
+    # a function without a signature: a caller inventing thousands of keys gets at most MAX_FIELDS tested
+    free = scoring_spec(rows=20)
+    from dataclasses import replace
+
+    free = replace(free, name="free", signature=None)
+    wide = [{f"k{i}": float(j + i) for i in range(MAX_FIELDS + 300)} for j in range(20)]
+    monitor.process([exchange(free, wide, outputs=[{"y": 1}] * 20)], 2.0)
+    monitor.process([exchange(free, wide, outputs=[{"y": 1}] * 20)], 3.0)
+    assert len(monitor.store.window("free", 2)["fields"]) == MAX_FIELDS
