@@ -39,8 +39,9 @@ def exchange(spec: FunctionSpec, rows: list[dict[str, Any]], outputs: list[dict[
              status: int = 200, request_id: str | None = None, ts: float = 0.0,
              timings: str | None = None) -> Offered:
     t = tap({"X-Request-Id": request_id} if request_id else {})
-    made = [{"label": isinstance(r["x"], float) and r["x"] > 0, "score": 0.5} for r in rows]
-    response = json.dumps(outputs if outputs is not None else made)
+    if outputs is None:
+        outputs = [{"label": isinstance(r["x"], float) and r["x"] > 0, "score": 0.5} for r in rows]
+    response = json.dumps(outputs)
     return Offered(ts, spec.name, t.request_id, t.trace_id, json.dumps(rows).encode(), response.encode(), status,
                    timings, spec)
 
