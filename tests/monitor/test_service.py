@@ -212,3 +212,24 @@ def test_hostile_values_nesting_and_invented_fields_stay_bounded(tmp_path: Path)
     monitor.process([exchange(free, wide, outputs=[{"y": 1}] * 20)], 2.0)
     monitor.process([exchange(free, wide, outputs=[{"y": 1}] * 20)], 3.0)
     assert len(monitor.store.window("free", 2)["fields"]) == MAX_FIELDS
+
+
+def test_a_restart_keeps_baselines_and_the_drift_state(tmp_path: Path) -> None:
+    spec = scoring_spec(rows=200, alert="http://127.0.0.1:9/hook")
+    rng = np.random.default_rng(21)
+    first = _monitor(tmp_path)
+    _feed(first, spec, _rows(rng, 200))
+    events = _feed(first, spec, _rows(rng, 200, shift=2.0, plans=("c",)))
+    assert [e[1]["event"] for e in events] == ["drift_started"]
+    first.store.close()
+
+    again = _monitor(tmp_path)  # the gateway restarted: same file, new process state
+    assert _feed(again, spec, _rows(rng, 200, shift=2.0, plans=("c",))) == []  # still drifting: no second start
+    third = again.store.window("scoring", 3)
+    assert not third["baseline"] and third["drifted_fields"] == ["x", "plan"]
+    assert [e[1]["event"] for e in _feed(again, spec, _rows(rng, 200))] == ["drift_ended"]
+    from dataclasses import replace
+
+    redeployed = replace(spec, model="scoring:2")  # a new model: new references, a new baseline window
+    _feed(again, redeployed, _rows(rng, 200))
+    assert again.store.window("scoring", 5)["baseline"]
