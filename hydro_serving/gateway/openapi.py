@@ -36,7 +36,10 @@ _INVOKE_RESPONSES = {
     "200": {"description": "the function's response, passed through",
             "headers": {"X-Cold-Start": {"schema": {"type": "string", "enum": ["true", "false"]}},
                         "X-Queue-Time-Ms": {"schema": {"type": "number"},
-                                            "description": "present when the request waited for a replica"}}},
+                                            "description": "present when the request waited for a replica"},
+                        "X-Request-Id": {"schema": {"type": "string"},
+                                         "description": "the caller's X-Request-Id, else the trace id; what "
+                                                        "POST /system/feedback/{name} joins labels on"}}},
     "202": _json({"type": "object"}, "prewarm accepted (header X-Hydro-Prewarm: true)"),
     "404": _ERROR, "502": _ERROR, "503": _ERROR, "504": _ERROR,
 }

@@ -377,6 +377,8 @@ def labels_from(items: Sequence[Mapping[str, Any]]) -> list[tuple[str, int, Any]
 
 MONITOR_DB_ENV = "HYDRO_MONITOR_DB"  # sqlite:///path (default <state>/monitor.db); the seam for another database
 MONITOR_QUEUE_ENV = "HYDRO_MONITOR_QUEUE"  # samples waiting for the worker before new ones are dropped
+MONITOR_ROWS_ENV = "HYDRO_MONITOR_MAX_ROWS"  # sampled rows kept per function
+MONITOR_DAYS_ENV = "HYDRO_MONITOR_MAX_DAYS"  # and none older than this
 
 
 def for_gateway(state_dir: Any, registry: Any, env: Mapping[str, str] | None = None) -> Monitor:
@@ -385,16 +387,23 @@ def for_gateway(state_dir: Any, registry: Any, env: Mapping[str, str] | None = N
     from pathlib import Path
 
     from hydro_serving.errors import ConfigError
-    from hydro_serving.monitor.storage import open_monitor_store
+    from hydro_serving.monitor.storage import DEFAULT_MAX_AGE, DEFAULT_MAX_ROWS, open_monitor_store
 
     env = os.environ if env is None else env
+
+    def positive(key: str, default: float) -> float:
+        raw = env.get(key) or str(default)
+        try:
+            value = float(raw)
+            if not value > 0 or value != value or value == float("inf"):
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"{key} must be a positive number, got {raw!r}", field=key) from None
+        return value
+
     url = env.get(MONITOR_DB_ENV) or str(Path(state_dir) / "monitor.db")
-    raw = env.get(MONITOR_QUEUE_ENV) or str(DEFAULT_QUEUE)
-    try:
-        queue = int(raw)
-        if queue < 1:
-            raise ValueError
-    except ValueError:
-        raise ConfigError(f"{MONITOR_QUEUE_ENV} must be a positive integer, got {raw!r}",
-                          field=MONITOR_QUEUE_ENV) from None
-    return Monitor(open_monitor_store(url), registry, queue_size=queue)
+    queue = int(positive(MONITOR_QUEUE_ENV, DEFAULT_QUEUE))
+    rows = int(positive(MONITOR_ROWS_ENV, DEFAULT_MAX_ROWS))
+    age = positive(MONITOR_DAYS_ENV, DEFAULT_MAX_AGE / 86400) * 86400
+    return Monitor(open_monitor_store(url, max_rows=max(rows, 1), max_age=age), registry,
+                   queue_size=max(queue, 1))

@@ -57,3 +57,21 @@ def test_windows_baselines_feedback(tmp_path: Path) -> None:
     store.add_feedback("f", [("r1", 0, True), ("r1", 1, False), ("r2", 0, 3.5)])
     store.add_feedback("f", [("r1", 0, False)])  # a correction replaces the label
     assert store.feedback("f", ["r1", "r2", "zz"]) == {("r1", 0): False, ("r1", 1): False, ("r2", 0): 3.5}
+
+
+def test_gateway_settings_from_the_environment(tmp_path: Path) -> None:
+    from hydro_serving.monitor.service import for_gateway
+
+    monitor = for_gateway(tmp_path, None, {"HYDRO_MONITOR_QUEUE": "5", "HYDRO_MONITOR_MAX_ROWS": "100",
+                                           "HYDRO_MONITOR_MAX_DAYS": "0.5"})
+    assert monitor.sampler.maxsize == 5 and monitor.store.max_rows == 100 and monitor.store.max_age == 43200
+    assert (tmp_path / "monitor.db").exists()
+    monitor.store.close()
+    other = for_gateway(tmp_path, None, {"HYDRO_MONITOR_DB": f"sqlite://{tmp_path}/elsewhere/m.db"})
+    assert other.store.path == tmp_path / "elsewhere" / "m.db"
+    other.store.close()
+    for key, value in (("HYDRO_MONITOR_QUEUE", "-1"), ("HYDRO_MONITOR_MAX_ROWS", "lots"),
+                       ("HYDRO_MONITOR_MAX_DAYS", "nan")):
+        with pytest.raises(ConfigError) as err:
+            for_gateway(tmp_path, None, {key: value})
+        assert err.value.to_dict()["field"] == key
