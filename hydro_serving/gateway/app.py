@@ -12,6 +12,7 @@ import json
 import logging
 import platform
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hydro_serving import __version__
+from hydro_serving import __version__, telemetry
 from hydro_serving.errors import (
     BadRequest,
     Conflict,
@@ -433,11 +434,16 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         return web.json_response({"function": name, "status": "ready" if ready else "starting"}, status=202)
     started = time.perf_counter()
     status = 500
+    tap = gw.monitor.tap(request.headers)  # MONITOR: request id, and the trace id stages will share
+    hop = telemetry.Hop(tap.trace_id, request.headers.get("traceparent")) if telemetry.enabled() else None
+    if hop is not None:  # TELEMETRY: this hop's span id goes in the forwarded traceparent
+        tap = replace(tap, traceparent=hop.traceparent)
+    cold = None
     try:
         body = await request.read()
-        tap = gw.monitor.tap(request.headers)  # MONITOR: request id, and the trace id stages will share
         response = await _forward(gw, pool, request, body, len(name) + 10, tap)  # len("/function/") == 10
         status = response.status
+        cold = response.headers.get("X-Cold-Start")
         gw.monitor.offer(tap, pool.spec, body, response.body, status,  # MONITOR: O(1), never waits
                          response.headers.get(TIMINGS_HEADER))
         return response
@@ -452,6 +458,12 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         if pipeline is not None:
             shadow = request.headers.get(SHADOW_HEADER, "").lower() == "true"
             gw.metrics.observe_stage(pipeline, request.headers.get(STAGE_HEADER, ""), name, shadow, status, elapsed)
+        if hop is not None:  # TELEMETRY
+            hop.end("hydro-gateway", f"{request.method} /function/{name}", {
+                "hydro.function": name, "http.request.method": request.method, "http.response.status_code": status,
+                "hydro.cold_start": cold == "true", "hydro.request_id": tap.request_id,
+                "hydro.pipeline": pipeline or "", "hydro.stage": request.headers.get(STAGE_HEADER, "")},
+                error=status >= 500)
 
 
 async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: bytes,

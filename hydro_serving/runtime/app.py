@@ -14,7 +14,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from hydro_serving import __version__
+from hydro_serving import __version__, telemetry
 from hydro_serving.builder.templates import Template, get_template
 from hydro_serving.errors import (
     BadRequest,
@@ -118,6 +118,24 @@ def create_app(spec: FunctionSpec, config: RuntimeConfig | None = None, *, templ
         return request.get_data(cache=False)
 
     def invoke(path: str) -> Response:
+        if spec.is_router or not telemetry.enabled():  # a router exports its own spans (hydro_serving.router)
+            return _serve(path)
+        hop, status, loaded = telemetry.Hop.continuing(request.headers.get("traceparent")), 500, None
+        try:  # TELEMETRY: the replica's span, child of the gateway's
+            loaded = runtime.require_loaded()
+            response = _serve(path)
+            status = response.status_code
+            return response
+        except HydroError as exc:
+            status = exc.status
+            raise
+        finally:
+            hop.end(spec.name, f"{request.method} {path}", {
+                "hydro.function": spec.name, "http.response.status_code": status, "hydro.lang": spec.lang,
+                "hydro.model_version": telemetry.model_version(loaded.model_path if loaded else None, spec.model)},
+                error=status >= 500)
+
+    def _serve(path: str) -> Response:
         runtime.require_loaded()
         body = read_body()
         payload = parse_invoke_body(body, request.mimetype, accepts_raw)
