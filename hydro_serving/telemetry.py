@@ -30,15 +30,17 @@ ENDPOINT_ENVS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPO
 SCOPE = "hydro_serving"
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"pid": None, "processor": None, "enabled": None, "resources": {}}
+_state: dict[str, Any] = {"pid": None, "processor": None, "enabled": None, "enabled_pid": None, "resources": {}}
 
 
 def enabled(env: Mapping[str, str] | None = None) -> bool:
     """Whether spans are exported by this process (decided once per process from its environment)."""
     if env is not None:
         return any(env.get(k) for k in ENDPOINT_ENVS)
-    if _state["enabled"] is None or _state["pid"] != os.getpid():
+    pid = os.getpid()
+    if _state.get("enabled_pid") != pid:  # once per process (a forked child decides again)
         _state["enabled"] = any(os.environ.get(k) for k in ENDPOINT_ENVS)
+        _state["enabled_pid"] = pid
     return bool(_state["enabled"])
 
 
@@ -56,7 +58,7 @@ def _processor() -> Any:
         except ImportError:
             log.warning("OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry is not installed "
                         "(pip install 'hydro-serving[otel]'); spans are not exported")
-            _state.update(pid=pid, processor=None, enabled=False)
+            _state.update(pid=pid, processor=None, enabled=False, enabled_pid=pid)
             return None
         processor = BatchSpanProcessor(OTLPSpanExporter())
         _state.update(pid=pid, processor=processor, resources={})
@@ -68,7 +70,8 @@ def use_exporter(exporter: Any) -> None:
     """Export this process's spans synchronously to ``exporter`` (tests: the SDK's InMemorySpanExporter)."""
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    _state.update(pid=os.getpid(), processor=SimpleSpanProcessor(exporter), enabled=True, resources={})
+    _state.update(pid=os.getpid(), processor=SimpleSpanProcessor(exporter), enabled=True, enabled_pid=os.getpid(),
+                  resources={})
 
 
 def parse_traceparent(value: str | None) -> tuple[str, str, str] | None:
