@@ -41,6 +41,9 @@ COMMANDS: dict[str, str] = {
     "key": "hydro_serving.cli.apikeys:key",
     # Kafka streaming pipelines
     "stream": "hydro_serving.cli.stream:stream",
+    # monitoring
+    "monitor": "hydro_serving.cli.monitor:monitor",
+    "feedback": "hydro_serving.cli.monitor:feedback",
     # the demo
     "demo": "hydro_serving.cli.demo:demo",
 }

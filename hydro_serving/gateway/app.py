@@ -17,7 +17,8 @@ from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.core import Gateway
 from hydro_serving.gateway.openapi import openapi_document
 from hydro_serving.gateway.providers import Provider
-from hydro_serving.gateway.routes import GATEWAY_KEY, OPENAPI_KEY, ROUTES, error_middleware
+from hydro_serving.gateway.routes import GATEWAY_KEY, OPENAPI_KEY, ROUTES, error_middleware, require_admin
+from hydro_serving.monitor.api import register as register_monitoring
 
 __all__ = ["GATEWAY_KEY", "ROUTES", "Gateway", "create_app", "error_middleware"]
 
@@ -30,6 +31,8 @@ def create_app(config: GatewayConfig, provider: Provider | None = None) -> web.A
     app[OPENAPI_KEY] = json.dumps(openapi_document(__version__)).encode()
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
+    # /system/monitoring/... and /system/feedback/<fn>, behind the admin guard
+    register_monitoring(app, gateway.monitor, lambda: {n: p.spec for n, p in gateway.pools.items()}, require_admin)
 
     async def on_startup(_: web.Application) -> None:
         await gateway.start()

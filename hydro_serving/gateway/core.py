@@ -28,6 +28,7 @@ from hydro_serving.gateway.providers import Provider, get_provider
 from hydro_serving.gateway.proxy import new_session
 from hydro_serving.gateway.scaler import FunctionPool
 from hydro_serving.gateway.state import StateStore
+from hydro_serving.monitor.service import for_gateway
 from hydro_serving.router.client import ROUTER_KEY_ENV
 from hydro_serving.stack import FunctionSpec
 
@@ -56,6 +57,8 @@ class Gateway:
         self._admin_lock = asyncio.Lock()
         self._reaper: asyncio.Task[None] | None = None
         self._discovery: asyncio.Task[None] | None = None
+        # payload sampling, drift windows, feedback (hydro_serving.monitor); its own SQLite file
+        self.monitor = for_gateway(config.state_dir, self.metrics.registry)
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -80,6 +83,7 @@ class Gateway:
         if self.config.discover_interval > 0:  # models dropped into the store by other tools become versions
             loop = DiscoveryLoop(self.config.discover_interval)
             self._discovery = asyncio.get_running_loop().create_task(loop.run())
+        await self.monitor.start()
         log.info("gateway state %s: %d function(s) known", self.config.state_dir, len(self.pools))
 
     async def stop(self) -> None:
@@ -92,6 +96,7 @@ class Gateway:
         await asyncio.gather(*(pool.close("shutdown", drain=False) for pool in self.pools.values()),
                              return_exceptions=True)
         await self.provider.close()
+        await self.monitor.stop()
         if self.session is not None:
             await self.session.close()
         self.state.close()

@@ -36,7 +36,10 @@ _INVOKE_RESPONSES = {
     "200": {"description": "the function's response, passed through",
             "headers": {"X-Cold-Start": {"schema": {"type": "string", "enum": ["true", "false"]}},
                         "X-Queue-Time-Ms": {"schema": {"type": "number"},
-                                            "description": "present when the request waited for a replica"}}},
+                                            "description": "present when the request waited for a replica"},
+                        "X-Request-Id": {"schema": {"type": "string"},
+                                         "description": "the caller's X-Request-Id, else the trace id; what "
+                                                        "POST /system/feedback/{name} joins labels on"}}},
     "202": _json({"type": "object"}, "prewarm accepted (header X-Hydro-Prewarm: true)"),
     "400": _json({"$ref": "#/components/schemas/Error"}, "malformed Authorization header (several, non-ASCII, "
                  "too long)"),
@@ -57,6 +60,13 @@ def _invoke_item(params: list[dict[str, Any]]) -> dict[str, Any]:
         op["security"] = [{}, {"bearer": []}, {"basic": []}]
         item[method] = op
     return item
+
+
+def _monitoring_paths() -> dict[str, Any]:
+    """``/system/monitoring/...`` and ``/system/feedback/...`` (hydro_serving.monitor.api documents its own)."""
+    from hydro_serving.monitor.api import openapi_paths
+
+    return openapi_paths()
 
 
 def openapi_document(version: str) -> dict[str, Any]:
@@ -121,6 +131,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             },
             "/function/{name}": _invoke_item([_NAME]),
             "/function/{name}/{path}": _invoke_item([_NAME, _PATH]),
+            **_monitoring_paths(),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},

@@ -13,13 +13,14 @@ import json
 import logging
 import platform
 import time
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hydro_serving import __version__
+from hydro_serving import __version__, telemetry
 from hydro_serving.errors import (
     DeadlineExceeded,
     HydroError,
@@ -34,6 +35,7 @@ from hydro_serving.errors import (
 from hydro_serving.gateway.core import Gateway
 from hydro_serving.gateway.proxy import forward_headers, replica_is_loading, response_headers, upstream_url
 from hydro_serving.gateway.scaler import FunctionPool
+from hydro_serving.monitor.sampler import REQUEST_ID_HEADER, TIMINGS_HEADER, Tap
 
 log = logging.getLogger("hydro.gateway")
 
@@ -225,10 +227,19 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         return web.json_response({"function": name, "status": "ready" if ready else "starting"}, status=202)
     started = time.perf_counter()
     status = 500
+    tap = gw.monitor.tap(request.headers)  # request id, and the trace id a pipeline's stages will share
+    hop = telemetry.Hop(tap.trace_id, request.headers.get("traceparent")) if telemetry.enabled() else None
+    if hop is not None:  # this hop's span id goes in the forwarded traceparent
+        tap = replace(tap, traceparent=hop.traceparent)
+    cold = None
+    pipeline = request.headers.get(PIPELINE_HEADER)
     try:
         body = await request.read()
-        response = await _forward(gw, pool, request, body, len(name) + 10, consumed)  # len("/function/") == 10
+        response = await _forward(gw, pool, request, body, len(name) + 10, consumed, tap)  # len("/function/") == 10
         status = response.status
+        cold = response.headers.get("X-Cold-Start")
+        gw.monitor.offer(tap, pool.spec, body, response.body, status,  # O(1), never waits
+                         response.headers.get(TIMINGS_HEADER))
         return response
     except HydroError as exc:
         status = exc.status
@@ -237,14 +248,19 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         elapsed = time.perf_counter() - started
         pool.invocations += 1
         pool.metrics.invoked(status, elapsed)
-        pipeline = request.headers.get(PIPELINE_HEADER)
         if pipeline is not None:
             shadow = request.headers.get(SHADOW_HEADER, "").lower() == "true"
             gw.metrics.observe_stage(pipeline, request.headers.get(STAGE_HEADER, ""), name, shadow, status, elapsed)
+        if hop is not None:
+            hop.end("hydro-gateway", f"{request.method} /function/{name}", {
+                "hydro.function": name, "http.request.method": request.method, "http.response.status_code": status,
+                "hydro.cold_start": cold == "true", "hydro.request_id": tap.request_id,
+                "hydro.pipeline": pipeline or "", "hydro.stage": request.headers.get(STAGE_HEADER, "")},
+                error=status >= 500)
 
 
 async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: bytes,
-                   prefix_len: int, drop_auth: bool) -> web.Response:
+                   prefix_len: int, drop_auth: bool, tap: Tap | None = None) -> web.Response:
     """Send the request to a ready replica; retry only what the replica provably never ran.
 
     A refused connection and the runtime's 503 "loading" (a replaced worker reloading its model)
@@ -255,6 +271,8 @@ async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: 
     assert gw.session is not None
     # admin credentials and keys are the gateway's own: never handed to function code, whatever the auth mode
     headers = forward_headers(request, drop_auth)
+    if tap is not None and tap.traceparent is not None:  # one trace id for a pipeline's stages
+        headers["traceparent"] = tap.traceparent
     cold_any = False
     waited_total = 0.0
     refused = 0
@@ -277,6 +295,8 @@ async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: 
                                              "retry later", retry_after=1, function=pool.name)
                 out = response_headers(upstream)
                 out["X-Cold-Start"] = "true" if cold_any else "false"
+                if tap is not None:  # what POST /system/feedback/<fn> joins on
+                    out[REQUEST_ID_HEADER] = tap.request_id
                 if waited_total:
                     out["X-Queue-Time-Ms"] = f"{waited_total * 1000:.1f}"
                 return web.Response(status=upstream.status, body=data, headers=out)

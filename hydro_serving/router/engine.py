@@ -31,6 +31,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from hydro_serving import telemetry
 from hydro_serving.contract import Signature
 from hydro_serving.errors import (
     DeadlineExceeded,
@@ -57,7 +58,7 @@ STAGE_HEADER = "X-Hydro-Stage"
 SHADOW_HEADER = "X-Hydro-Shadow"
 KEY_HEADER = "x-hydro-key"
 # headers of the caller that every stage should see too
-FORWARDED = ("tracestate", "x-hydro-key", "accept", "authorization")
+FORWARDED = ("tracestate", "x-hydro-key", "accept", "authorization", "x-request-id", "x-hydro-monitor")
 _PREWARM_MIN_INTERVAL = 5.0
 _MAX_ERROR_TEXT = 2000
 
@@ -136,6 +137,7 @@ class Router:
         """
         hdr = {str(k).lower(): str(v) for k, v in headers.items()}
         trace = incoming_trace(hdr.get("traceparent")).child()  # the router's own span
+        span_start, outcome = telemetry.now_ns(), 500  # TELEMETRY: exported when the pipeline is done
         timings: list[dict[str, Any]] = []
         shadows: list[tuple[PlannedStage, bytes, str]] = []
         started_by_prewarm: dict[str, bool] = {}  # filled by the prewarm threads: this request woke them
@@ -153,14 +155,22 @@ class Router:
                 reply = self._call_stage(step, data, ctype, budget, trace, hdr, timings, started_by_prewarm)
                 data, ctype, status = reply.body, reply.content_type, reply.status
             self.metrics.finished(status)
+            outcome = status
             return PipelineResult(data, status, ctype, self._response_headers(trace, timings))
         except HydroError as exc:
             exc.headers = {**exc.headers, **self._response_headers(trace, timings)}
             if exc.function is None:
                 exc.function = self.name
             self.metrics.finished(exc.status)
+            outcome = exc.status
             raise
         finally:
+            if telemetry.enabled():  # TELEMETRY
+                parent = telemetry.parse_traceparent(hdr.get("traceparent"))
+                telemetry.record(self.name, f"pipeline {self.name}", trace.trace_id, trace.span_id,
+                                 parent[1] if parent and parent[0] == trace.trace_id else None, span_start,
+                                 attributes={"hydro.pipeline": self.name, "http.response.status_code": outcome,
+                                             "hydro.stages": len(timings)}, error=outcome >= 500)
             for step, data_in, ctype_in in shadows:
                 self._submit_shadows(step, data_in, ctype_in, trace)
 
@@ -283,13 +293,16 @@ class Router:
             raise self._breaker_error(step, decision.retry_after)
         stage_deadline = self._clock() + allowed
         started = self._clock()
+        stage_headers = self._stage_headers(step, ctype, trace, hdr, allowed)
+        span_start = telemetry.now_ns()
         try:
             reply = self.client.post(
-                fn, data, self._stage_headers(step, ctype, trace, hdr, allowed),
+                fn, data, stage_headers,
                 timeout=lambda: stage_deadline - self._clock(),
                 on_retry=lambda _n: self.metrics.retry(fn),
             )
         except StageCallError as err:
+            self._stage_span(step, stage_headers, trace, span_start, None, err.kind)
             seconds = self._clock() - started
             if err.kind != "timeout" or self._timeout_is_the_stages(step, budget, allowed):
                 breaker.record_failure()
@@ -304,6 +317,7 @@ class Router:
             with self._lock:
                 self._warm_at[fn] = self._clock()
         prewarmed = bool(started_by_prewarm and started_by_prewarm.get(fn))
+        self._stage_span(step, stage_headers, trace, span_start, reply, None)
         timings.append(self._timing(step, reply.seconds, reply, error=None if reply.status < 300 else reply.status,
                                     prewarmed=prewarmed))
         self._judge_reply(step, reply, breaker, self._timeout_is_the_stages(step, budget, allowed))
@@ -320,6 +334,23 @@ class Router:
         if own is not None and allowed >= own - 1e-6:
             return True
         return not budget.caller_shortened
+    def _stage_span(self, step: PlannedStage, headers: Mapping[str, str], trace: TraceContext, start_ns: int,
+                    reply: StageReply | None, error: str | None) -> None:
+        """TELEMETRY: the stage call's span (its id is the one the stage's traceparent carries)."""
+        if not telemetry.enabled():
+            return
+        sent = telemetry.parse_traceparent(headers.get("traceparent"))
+        if sent is None:
+            return
+        status = reply.status if reply is not None else 0
+        attributes: dict[str, Any] = {
+            "hydro.pipeline": self.name, "hydro.stage": step.index, "hydro.stage_name": step.stage.label,
+            "hydro.variant": step.function, "http.response.status_code": status,
+            "hydro.cold_start": bool(reply.cold_start) if reply is not None else False}
+        if error:
+            attributes["hydro.error"] = error
+        telemetry.record(self.name, f"stage {step.index} {step.function}", trace.trace_id, sent[1], trace.span_id,
+                         start_ns, attributes=attributes, kind="client", error=error is not None or status >= 500)
 
     def _call_error(self, step: PlannedStage, err: StageCallError, allowed: float) -> HydroError:
         fn, index = step.function, step.index

@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from hydro_serving import __version__
+from hydro_serving import __version__, telemetry
 from hydro_serving.contract.dtypes import to_v2_datatype
 from hydro_serving.errors import (
     BadRequest,
@@ -150,6 +150,26 @@ def _read_body(runtime: FunctionRuntime) -> bytes:
 
 def _invoke_path(path: str) -> Response:
     runtime = _runtime()
+    spec = runtime.spec
+    if spec.is_router or not telemetry.enabled():  # a router exports its own spans (hydro_serving.router)
+        return _serve(runtime, path)
+    hop, status, loaded = telemetry.Hop.continuing(request.headers.get("traceparent")), 500, None
+    try:  # the replica's span, child of the gateway's
+        loaded = runtime.require_loaded()
+        response = _serve(runtime, path)
+        status = response.status_code
+        return response
+    except HydroError as exc:
+        status = exc.status
+        raise
+    finally:
+        hop.end(spec.name, f"{request.method} {path}", {
+            "hydro.function": spec.name, "http.response.status_code": status, "hydro.lang": spec.lang,
+            "hydro.model_version": telemetry.model_version(loaded.model_path if loaded else None, spec.model)},
+            error=status >= 500)
+
+
+def _serve(runtime: FunctionRuntime, path: str) -> Response:
     loaded = runtime.require_loaded()
     body = _read_body(runtime)
     payload = parse_invoke_body(body, request.mimetype, loaded.adapter.accepts_raw)

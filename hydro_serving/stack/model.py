@@ -61,6 +61,39 @@ class Batching:
 
 
 @dataclass(frozen=True)
+class Monitoring:
+    """``monitoring:`` of a function (hydro_serving.monitor): sample share, window, alert webhook.
+
+    A window closes every ``window_rows`` sampled rows or ``window_seconds``, whichever comes first;
+    ``prediction`` names the output field ground truth is compared with (default: the first output).
+    """
+
+    sample: float = 0.0
+    window_rows: int = 400
+    window_seconds: float = 600.0
+    alert: str | None = None
+    prediction: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sample": self.sample,
+                               "window": {"rows": self.window_rows, "time": self.window_seconds}}
+        if self.alert:
+            out["alert"] = self.alert
+        if self.prediction:
+            out["prediction"] = self.prediction
+        return out
+
+    @classmethod
+    def from_raw(cls, raw: Any) -> Monitoring:
+        """From the schema-checked mapping of stack.yml (``window: 400`` is ``window: {rows: 400}``)."""
+        window = raw.get("window")
+        window = {"rows": window} if isinstance(window, int) else (window or {})
+        return cls(sample=float(raw.get("sample", 0.0)), window_rows=int(window.get("rows", 400)),
+                   window_seconds=parse_duration(window.get("time", 600.0)), alert=raw.get("alert"),
+                   prediction=raw.get("prediction"))
+
+
+@dataclass(frozen=True)
 class Stage:
     """One step of a router chain: a function, or an experiment over weighted variants."""
 
@@ -154,6 +187,7 @@ class FunctionSpec:
     chain: tuple[Stage, ...] = ()
     auth: str | None = None  # "key": callers need an API key for it even without --auth-functions
     streaming: Streaming | None = None
+    monitoring: Monitoring | None = None
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -209,6 +243,8 @@ class FunctionSpec:
             out["auth"] = self.auth
         if self.streaming is not None:
             out["streaming"] = self.streaming.to_dict()
+        if self.monitoring is not None:
+            out["monitoring"] = self.monitoring.to_dict()
         return out
 
     @classmethod
@@ -348,6 +384,7 @@ def build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
         chain=chain,
         auth=raw.get("auth"),
         streaming=streaming,
+        monitoring=Monitoring.from_raw(raw["monitoring"]) if raw.get("monitoring") is not None else None,
     )
 
 
