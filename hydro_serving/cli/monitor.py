@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from hydro_serving.cli.functions import _client, _stack, file_option, gateway_option, state_option
+from hydro_serving.cli.functions import _stack, admin_client, file_option, gateway_option, state_option
 from hydro_serving.errors import ValidationError
 from hydro_serving.gateway.client import error_from
 
@@ -113,7 +113,7 @@ def render(view: dict[str, Any]) -> str:
 def monitor(name: str, window: int | None, limit: int, as_json: bool, stack_file: Path | None,
             gateway_url: str | None, state: Path | None) -> None:
     """Drift of a function: its windows, and per field the test, score, p-value and threshold."""
-    client = _client(gateway_url, state, _stack(stack_file, required=False))
+    client = admin_client(gateway_url, state, _stack(stack_file, required=False))
     query = f"?limit={limit}" + (f"&window={window}" if window is not None else "")
     view = _get(client, f"/system/monitoring/{name}{query}")
     click.echo(json.dumps(view, indent=2) if as_json else render(view))
@@ -152,7 +152,7 @@ def feedback(name: str, request_id: str | None, label: str | None, row: int, fro
         body = {"labels": [{"request_id": request_id, "label": _label(label), "row": row}]}
     else:
         raise ValidationError("give --request-id and --label, or --file", field="--request-id")
-    client = _client(gateway_url, state, None)
+    client = admin_client(gateway_url, state, None)
     path = f"/system/feedback/{name}"
     response = client.request("POST", path, json.dumps(body).encode(), {"Content-Type": "application/json"},
                               admin=True)
