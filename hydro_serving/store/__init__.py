@@ -12,7 +12,14 @@ from hydro_serving.store.manifest import FileEntry, Manifest
 from hydro_serving.store.profile import profile_csv
 from hydro_serving.store.refs import ModelRef, parse_ref
 from hydro_serving.store.signature_file import load_signature_file
-from hydro_serving.store.store import DiscoveryReport, ModelStore, UnservableGroup, default_store_url, open_store
+from hydro_serving.store.store import (
+    DiscoveryReport,
+    ModelStore,
+    UnservableGroup,
+    default_store_url,
+    open_store,
+    pin_model,
+)
 from hydro_serving.store.trust import Pin, SigningKey, TrustPolicy
 
 __all__ = [
@@ -34,5 +41,6 @@ __all__ = [
     "manifest_of",
     "open_store",
     "parse_ref",
+    "pin_model",
     "profile_csv",
 ]

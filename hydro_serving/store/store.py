@@ -50,7 +50,7 @@ from hydro_serving.store.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntr
 from hydro_serving.store.profile import profile_csv
 from hydro_serving.store.refs import LATEST, ModelRef, check_alias, check_name, check_version, parse_ref
 from hydro_serving.store.signature_file import load_signature_file, signature_from_data
-from hydro_serving.store.trust import PICKLE_SUFFIXES, SigningKey, TrustPolicy
+from hydro_serving.store.trust import PICKLE_SUFFIXES, Pin, SigningKey, TrustPolicy
 
 MODELS = "models/"
 CLAIM = ".claim"
@@ -680,6 +680,19 @@ def _looks_like_pickle(path: Path) -> bool:
     except OSError:
         return False
     return head in PICKLE_MAGIC or path.name.lower().endswith(PICKLE_SUFFIXES)
+
+
+# ---- deploys -----------------------------------------------------------------------------------
+
+
+def pin_model(ref: str, policy: TrustPolicy | None = None, store_url: str | None = None) -> Pin:
+    """What a deploy of ``model: ref`` pins: ``name:version@sha256:<content digest>``, trust checked.
+
+    The gateway calls it when it resolves a deploy; UntrustedModel (403) when the policy (default:
+    trusted keys from the environment) refuses the version that ``ref`` resolves to.
+    """
+    manifest = open_store(store_url).trusted_manifest(ref, policy if policy is not None else TrustPolicy.from_env())
+    return Pin.of(manifest)
 
 
 # ---- opening a store --------------------------------------------------------------------------

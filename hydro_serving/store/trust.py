@@ -268,6 +268,21 @@ class Pin:
                                  "(the version was changed in the store after the deploy)", field="model")
 
 
+def replica_trust_environment(annotations: dict[str, str], trusted_keys: str) -> dict[str, str]:
+    """The variables a replica needs to enforce trust: ``HYDRO_MODEL_PIN`` and ``HYDRO_TRUSTED_KEYS``.
+
+    ``annotations`` are the deployed spec's (the gateway records the pin there); ``trusted_keys``
+    is the gateway's ``HYDRO_TRUSTED_KEYS`` value, inline (public keys are not secrets).
+    """
+    env: dict[str, str] = {}
+    pin = annotations.get(PIN_ANNOTATION)
+    if pin:
+        env[PIN_ENV] = pin
+    if trusted_keys:
+        env[TRUSTED_KEYS_ENV] = trusted_keys
+    return env
+
+
 @dataclass
 class TrustPolicy:
     """What a process accepts: trusted keys (none: signatures not required), a pin, discovered pickle."""

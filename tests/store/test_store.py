@@ -171,7 +171,8 @@ def test_discovery_of_foreign_files(store: ModelStore, put_foreign: Callable[[st
 
     pulled = store.pull("churn:2", tmp_path / "churn")
     assert joblib.load(pulled / "model.joblib").predict(np.zeros((1, 4))).shape == (1,)
-    again = store.discover(allow_unsafe=True)  # files were moved into the version: nothing new; the unservable stay reported
+    # files were moved into the version: nothing new; the unservable stay reported
+    again = store.discover(allow_unsafe=True)
     assert again.added == []
     assert {g.name for g in again.unservable} == {"notes", "Bad Name"}
     assert store.versions("churn") == [1, 2]
