@@ -88,7 +88,7 @@ class Forbidden(HydroError):
     code = "forbidden"
 
 
-class UntrustedModel(Forbidden):
+class UntrustedModelError(Forbidden):
     """A model the trust policy refuses: unsigned, signed by another key, not the pinned bytes, discovered pickle."""
 
     code = "untrusted_model"

@@ -29,7 +29,7 @@ from hydro_serving.errors import (
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
-    UntrustedModel,
+    UntrustedModelError,
     UpstreamError,
     ValidationError,
     http_error,
@@ -189,7 +189,7 @@ class Gateway:
                                  allow_discovered_pickle=self.config.discover_unsafe_formats)
             try:
                 pin = await asyncio.get_running_loop().run_in_executor(None, pin_model, spec.model, policy)
-            except UntrustedModel:
+            except UntrustedModelError:
                 raise
             except HydroError as exc:
                 if policy.trusted:  # trust cannot be checked: refuse rather than deploy unverified

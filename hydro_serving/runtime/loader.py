@@ -60,7 +60,7 @@ def resolve_model(spec: FunctionSpec) -> tuple[Path | None, FunctionSpec]:
         return path.resolve(), spec
     from hydro_serving.store import fetch_model, manifest_of  # lazy: boto3 only when a store is used
 
-    tree = Path(fetch_model(spec.model))  # refuses an untrusted or unpinned model (UntrustedModel)
+    tree = Path(fetch_model(spec.model))  # refuses an untrusted or unpinned model (UntrustedModelError)
     manifest = manifest_of(tree)
     if spec.signature is None and manifest is not None and manifest.signature is not None:
         spec = replace(spec, signature=manifest.signature)

@@ -47,7 +47,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hydro_serving.errors import StoreError, UntrustedModel
+from hydro_serving.errors import StoreError, UntrustedModelError
 from hydro_serving.store.hashing import safe_relpath, sha256_file
 from hydro_serving.store.manifest import Manifest
 from hydro_serving.store.refs import ModelRef, parse_ref
@@ -156,7 +156,7 @@ class ModelCache:
             return None
         try:
             policy.check(manifest, self.signature(name, version) if policy.trusted else None)
-        except UntrustedModel:
+        except UntrustedModelError:
             return None  # ask the store: the version may have been signed since
         return self.ready(name, version)
 
@@ -268,14 +268,15 @@ def fetch_model(ref: str, store_url: str | None = None, cache_dir: Path | None =
     """Resolve ``name[:version|alias]`` and return a local directory holding the model's files.
 
     ``policy`` (default: from ``HYDRO_TRUSTED_KEYS`` and ``HYDRO_MODEL_PIN``) is checked on the
-    manifest before any file is downloaded; a refusal is :class:`UntrustedModel`. A pinned version
+    manifest before any file is downloaded; a refusal is :class:`UntrustedModelError`. A pinned version
     already cached costs a few ``stat`` calls and no request to the store.
     """
     parsed: ModelRef = parse_ref(ref)
     policy = policy if policy is not None else TrustPolicy.from_env()
     if policy.pin is not None:
         if parsed.name != policy.pin.name:
-            raise UntrustedModel(f"the deploy pinned {policy.pin}, but the function asks for {parsed}", field="model")
+            raise UntrustedModelError(f"the deploy pinned {policy.pin}, but the function asks for {parsed}",
+                                      field="model")
         parsed = ModelRef(policy.pin.name, version=policy.pin.version)
     url = store_url or default_store_url()
     cache = ModelCache(Path(cache_dir) if cache_dir is not None else default_cache_dir(), url)

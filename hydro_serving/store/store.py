@@ -248,15 +248,15 @@ class ModelStore:
         """Resolve ``ref`` and check it against ``policy`` (default: the environment's) before any file moves.
 
         With a pin the pinned version is resolved whatever ``ref`` names (an alias may have moved
-        since the deploy). Raises UntrustedModel when the policy refuses the version.
+        since the deploy). Raises UntrustedModelError when the policy refuses the version.
         """
         policy = policy if policy is not None else TrustPolicy.from_env()
         if policy.pin is not None:
             parsed = parse_ref(ref) if isinstance(ref, str) else ref
             if parsed.name != policy.pin.name:
-                from hydro_serving.errors import UntrustedModel
+                from hydro_serving.errors import UntrustedModelError
 
-                raise UntrustedModel(f"the deploy pinned {policy.pin}, but the function asks for {parsed}",
+                raise UntrustedModelError(f"the deploy pinned {policy.pin}, but the function asks for {parsed}",
                                      field="model")
             ref = ModelRef(policy.pin.name, version=policy.pin.version)
         manifest = self.get_manifest(ref)
@@ -688,7 +688,7 @@ def _looks_like_pickle(path: Path) -> bool:
 def pin_model(ref: str, policy: TrustPolicy | None = None, store_url: str | None = None) -> Pin:
     """What a deploy of ``model: ref`` pins: ``name:version@sha256:<content digest>``, trust checked.
 
-    The gateway calls it when it resolves a deploy; UntrustedModel (403) when the policy (default:
+    The gateway calls it when it resolves a deploy; UntrustedModelError (403) when the policy (default:
     trusted keys from the environment) refuses the version that ``ref`` resolves to.
     """
     manifest = open_store(store_url).trusted_manifest(ref, policy if policy is not None else TrustPolicy.from_env())

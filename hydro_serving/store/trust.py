@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydro_serving.errors import ConfigError, StoreError, UntrustedModel
+from hydro_serving.errors import ConfigError, StoreError, UntrustedModelError
 from hydro_serving.store.manifest import Manifest
 
 TRUSTED_KEYS_ENV = "HYDRO_TRUSTED_KEYS"
@@ -190,12 +190,12 @@ def trusted_keys_value(keys: dict[str, bytes]) -> str:
 
 
 def verify_signature(manifest: Manifest, sig_bytes: bytes | None, trusted: dict[str, bytes]) -> str:
-    """The key id that signed ``manifest`` if it is trusted; UntrustedModel saying why otherwise."""
+    """The key id that signed ``manifest`` if it is trusted; UntrustedModelError saying why otherwise."""
     from cryptography.exceptions import InvalidSignature
 
     ref = manifest.ref
     if sig_bytes is None:
-        raise UntrustedModel(f"model {ref} is not signed and this server only loads models signed by a trusted "
+        raise UntrustedModelError(f"model {ref} is not signed and this server only loads models signed by a trusted "
                              f"key ({', '.join(sorted(trusted))}); sign it with: hydro model sign {ref} --key KEY",
                              field="model")
     try:
@@ -203,15 +203,15 @@ def verify_signature(manifest: Manifest, sig_bytes: bytes | None, trusted: dict[
         kid = str(sig["key_id"])
         blob = base64.b64decode(str(sig["signature"]), validate=True)
     except (ValueError, KeyError, TypeError) as exc:
-        raise UntrustedModel(f"model {ref} has a damaged signature object (manifest.sig)", field="model") from exc
+        raise UntrustedModelError(f"model {ref} has a damaged signature object (manifest.sig)", field="model") from exc
     public = trusted.get(kid)
     if public is None:
-        raise UntrustedModel(f"model {ref} is signed by key {kid[:16]}, which is not among the trusted keys "
+        raise UntrustedModelError(f"model {ref} is signed by key {kid[:16]}, which is not among the trusted keys "
                              f"({', '.join(sorted(trusted))})", field="model")
     try:
         _ed25519().Ed25519PublicKey.from_public_bytes(public).verify(blob, manifest.canonical_bytes())
     except InvalidSignature:
-        raise UntrustedModel(f"model {ref}: the signature of key {kid} does not match the manifest "
+        raise UntrustedModelError(f"model {ref}: the signature of key {kid} does not match the manifest "
                              "(the manifest changed after it was signed)", field="model") from None
     return kid
 
@@ -226,7 +226,7 @@ def check_discovered(manifest: Manifest, allow_unsafe: bool = False) -> None:
     if manifest.origin == "discovery" and not allow_unsafe:
         found = pickle_files(manifest)
         if found:
-            raise UntrustedModel(f"model {manifest.ref} was created by discovery from files dropped into the "
+            raise UntrustedModelError(f"model {manifest.ref} was created by discovery from files dropped into the "
                                  f"store and holds pickle ({', '.join(found[:3])}), which is code; upload it "
                                  "with hydro model upload --sign, or run the gateway with "
                                  "--discover-unsafe-formats", field="model")
@@ -260,10 +260,10 @@ class Pin:
 
     def check(self, manifest: Manifest) -> None:
         if (manifest.name, manifest.version) != (self.name, self.version):
-            raise UntrustedModel(f"the deploy pinned {self}, but {manifest.ref} was resolved", field="model")
+            raise UntrustedModelError(f"the deploy pinned {self}, but {manifest.ref} was resolved", field="model")
         digest = manifest.content_digest()
         if digest != self.digest:
-            raise UntrustedModel(f"model {manifest.ref} is not the one the deploy pinned: its files digest to "
+            raise UntrustedModelError(f"model {manifest.ref} is not the one the deploy pinned: its files digest to "
                                  f"sha256:{digest[:16]}..., the pin says sha256:{self.digest[:16]}... "
                                  "(the version was changed in the store after the deploy)", field="model")
 
@@ -298,7 +298,7 @@ class TrustPolicy:
         return cls(trusted=trusted_keys_from_env(env), pin=Pin.parse(pin) if pin else None)
 
     def check(self, manifest: Manifest, sig_bytes: bytes | None) -> None:
-        """Raise UntrustedModel unless ``manifest`` may be loaded; runs before any file is fetched."""
+        """Raise UntrustedModelError unless ``manifest`` may be loaded; runs before any file is fetched."""
         if self.pin is not None:
             self.pin.check(manifest)
         if self.trusted:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hydro_serving.errors import ConfigError, UntrustedModel
+from hydro_serving.errors import ConfigError, UntrustedModelError
 from hydro_serving.store import ModelStore, Pin, SigningKey, TrustPolicy, fetch_model
 from hydro_serving.store.trust import generate_keys, parse_trusted_keys, trusted_keys_from_env
 
@@ -60,11 +60,11 @@ def test_signed_upload_loads_and_everything_else_is_refused(store: ModelStore, s
     cache = tmp_path / "cache"
 
     assert fetch_model("m:1", store_url, cache, policy=trust).joinpath("model.joblib").is_file()
-    with pytest.raises(UntrustedModel, match="not signed"):
+    with pytest.raises(UntrustedModelError, match="not signed"):
         fetch_model("m:2", store_url, cache, policy=trust)
-    with pytest.raises(UntrustedModel, match="not among the trusted keys"):
+    with pytest.raises(UntrustedModelError, match="not among the trusted keys"):
         fetch_model("m:3", store_url, cache, policy=trust)
-    with pytest.raises(UntrustedModel, match=r"m:3 is signed by key .* not among the trusted keys"):
+    with pytest.raises(UntrustedModelError, match=r"m:3 is signed by key .* not among the trusted keys"):
         fetch_model("m", store_url, cache, policy=trust)  # latest is m:3
     assert sorted(p.name for p in cache.glob("models/*/m/*")) == ["1", "1.state.json"]  # nothing else fetched
     assert (unsigned.version, foreign.version) == (2, 3)
@@ -77,10 +77,10 @@ def test_signed_upload_loads_and_everything_else_is_refused(store: ModelStore, s
     raw = dict(signed.to_dict())
     raw["metadata"] = {"owner": "mallory"}
     put_foreign("models/m/1/manifest.json", json.dumps(raw).encode())
-    with pytest.raises(UntrustedModel, match="does not match"):
+    with pytest.raises(UntrustedModelError, match="does not match"):
         store.trusted_manifest("m:1", trust)
     # the cache re-checks what it recorded, but a changed store is asked again: refused too
-    with pytest.raises(UntrustedModel):
+    with pytest.raises(UntrustedModelError):
         fetch_model("m:1", store_url, tmp_path / "fresh-cache", policy=trust)
 
 
@@ -91,7 +91,7 @@ def test_latest_of_a_trusted_store_refuses_an_unsigned_newest(store: ModelStore,
     store.upload(iris_model_file, "m", sign_key=SigningKey.load(private))
     store.upload(iris_model_file, "m")  # someone with store access, without the key
     trust = TrustPolicy(trusted=parse_trusted_keys([str(public)]))
-    with pytest.raises(UntrustedModel, match="m:2 is not signed"):
+    with pytest.raises(UntrustedModelError, match="m:2 is not signed"):
         fetch_model("m", store_url, tmp_path / "cache", policy=trust)
 
 
@@ -116,9 +116,9 @@ def test_a_pin_loads_exactly_the_pinned_bytes(store: ModelStore, store_url: str,
     raw["files"][0].update(size=len(changed), sha256=hashlib.sha256(changed).hexdigest())
     put_foreign("models/m/1/model.joblib", bytes(changed))
     put_foreign("models/m/1/manifest.json", json.dumps(raw).encode())
-    with pytest.raises(UntrustedModel, match="not the one the deploy pinned"):
+    with pytest.raises(UntrustedModelError, match="not the one the deploy pinned"):
         fetch_model("m:1", store_url, tmp_path / "other-cache", policy=TrustPolicy(pin=pin))
-    with pytest.raises(UntrustedModel, match="pinned"):
+    with pytest.raises(UntrustedModelError, match="pinned"):
         fetch_model("other", store_url, tmp_path / "other-cache", policy=TrustPolicy(pin=pin))
     with pytest.raises(ConfigError, match="HYDRO_MODEL_PIN"):
         TrustPolicy.from_env({"HYDRO_MODEL_PIN": "m:1@sha256:../../x"})
