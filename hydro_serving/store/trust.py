@@ -294,8 +294,11 @@ class TrustPolicy:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> TrustPolicy:
         env = os.environ if environ is None else environ
-        pin = env.get(PIN_ENV, "").strip()
-        return cls(trusted=trusted_keys_from_env(env), pin=Pin.parse(pin) if pin else None)
+        pin_text = env.get(PIN_ENV, "").strip()
+        pin = Pin.parse(pin_text) if pin_text else None
+        # a pinned version was vetted by the gateway at deploy, with the operator's discovery opt-in;
+        # without a pin (hydro run, a hand-made replica) a discovered pickle is refused
+        return cls(trusted=trusted_keys_from_env(env), pin=pin, allow_discovered_pickle=pin is not None)
 
     def check(self, manifest: Manifest, sig_bytes: bytes | None) -> None:
         """Raise UntrustedModelError unless ``manifest`` may be loaded; runs before any file is fetched."""

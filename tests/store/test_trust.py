@@ -137,3 +137,31 @@ def test_cli_sign_and_upload_sign(tmp_path: Path, iris_model_file: Path, keypair
     assert code == 0 and "signed m:2 with key" in out, err
     code, _, err = run_cli([*store, "sign", "m:2", "--key", str(public)], capsys)
     assert code == 1 and "not an unencrypted PEM private key" in err
+
+
+def test_a_discovered_pickle_is_refused_unless_a_deploy_pinned_it(store: ModelStore, store_url: str,
+                                                                  tmp_path: Path, iris_model_file: Path,
+                                                                  put_foreign: Callable[[str, bytes], None]) -> None:
+    put_foreign("models/dropped/model.joblib", iris_model_file.read_bytes())
+    manifest = store.discover(allow_unsafe=True).added[0]  # an operator opted in on some gateway
+    with pytest.raises(UntrustedModelError, match="created by discovery"):
+        fetch_model("dropped:1", store_url, tmp_path / "cache", policy=TrustPolicy.from_env({}))
+    pinned = TrustPolicy.from_env({"HYDRO_MODEL_PIN": str(Pin.of(manifest))})  # the gateway vetted it at deploy
+    assert fetch_model("dropped", store_url, tmp_path / "cache", policy=pinned).name == "1"
+
+
+def test_stack_provider_trusted_keys(tmp_path: Path, keypair: tuple[Path, Path]) -> None:
+    from hydro_serving.errors import StackError
+    from hydro_serving.stack import load_stack
+
+    _, public = keypair
+    (tmp_path / "keys.pub").write_bytes(public.read_bytes())
+    stack = tmp_path / "stack.yml"
+    stack.write_text("provider:\n  name: hydro\n  trusted_keys: [keys.pub, " + public.read_text().strip() + "]\n"
+                     "functions:\n  f:\n    lang: python3\n    handler: ./f\n")
+    keys = load_stack(stack).provider.trusted_keys
+    assert keys[0] == str(tmp_path / "keys.pub") and keys[1].startswith("ed25519:")
+    assert len(parse_trusted_keys(keys)) == 1  # the same key twice
+    stack.write_text("provider:\n  name: hydro\n  trusted_keys: keys.pub\nfunctions:\n  f:\n    lang: python3\n")
+    with pytest.raises(StackError, match="trusted_keys"):
+        load_stack(stack)
