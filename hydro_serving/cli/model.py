@@ -135,9 +135,15 @@ def versions(ctx: click.Context, name: str) -> None:
         by_version.setdefault(version, []).append(alias)
     numbers = store.versions(name)
     by_version.setdefault(numbers[-1], []).insert(0, "latest")
+    from hydro_serving.errors import StoreError
+
     for version in numbers:
-        m = store.get_manifest(f"{name}:{version}")
         aliases = ",".join(by_version.get(version, []))
+        try:
+            m = store.get_manifest(f"{name}:{version}")
+        except StoreError as exc:  # one damaged version must not hide the others
+            click.echo(f"{name}:{version}\tdamaged: {exc.message} (hydro model rm {name}:{version})")
+            continue
         click.echo(f"{m.ref}\t{m.framework or '-'}\t{_size(m.total_size)}\t{m.created_at}\t{aliases}".rstrip())
 
 
@@ -147,11 +153,18 @@ def versions(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     """Show the manifest of NAME[:VERSION|ALIAS]."""
-    m = _store(ctx).get_manifest(ref)
+    store = _store(ctx)
+    m = store.get_manifest(ref)
     if as_json:
         click.echo(json.dumps(m.to_dict(), indent=2))
         return
     click.echo(f"model:      {m.ref}")
+    sig = store.get_signature(m.name, m.version)
+    try:
+        signer = f"key {json.loads(sig)['key_id']}" if sig is not None else "unsigned"
+    except (ValueError, KeyError, TypeError):
+        signer = "a damaged manifest.sig"
+    click.echo(f"signed by:  {signer}")
     click.echo(f"framework:  {m.framework or '-'}")
     click.echo(f"created:    {m.created_at} ({m.origin})")
     click.echo(f"files:      {len(m.files)} ({_size(m.total_size)})")

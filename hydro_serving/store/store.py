@@ -42,11 +42,11 @@ from pathlib import Path
 from typing import Any
 
 from hydro_serving.contract import Signature
-from hydro_serving.errors import ConfigError, Conflict, NotFound, StoreError, ValidationError
+from hydro_serving.errors import ConfigError, Conflict, NotFound, StoreError, UntrustedModelError, ValidationError
 from hydro_serving.store.backend import Backend, MissingKey, ObjectInfo
 from hydro_serving.store.frameworks import detect_framework
 from hydro_serving.store.hashing import safe_relpath, sha256_file
-from hydro_serving.store.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest
+from hydro_serving.store.manifest import MANIFEST_NAME, ORIGINS, SIGNATURE_NAME, FileEntry, Manifest
 from hydro_serving.store.profile import profile_csv
 from hydro_serving.store.refs import LATEST, ModelRef, check_alias, check_name, check_version, parse_ref
 from hydro_serving.store.signature_file import load_signature_file, signature_from_data
@@ -254,8 +254,6 @@ class ModelStore:
         if policy.pin is not None:
             parsed = parse_ref(ref) if isinstance(ref, str) else ref
             if parsed.name != policy.pin.name:
-                from hydro_serving.errors import UntrustedModelError
-
                 raise UntrustedModelError(f"the deploy pinned {policy.pin}, but the function asks for {parsed}",
                                      field="model")
             ref = ModelRef(policy.pin.name, version=policy.pin.version)
@@ -309,6 +307,8 @@ class ModelStore:
         exclusively: a failure or a crash at any point leaves no visible version, or a complete one.
         """
         check_name(name)
+        if origin not in ORIGINS:
+            raise ValidationError(f"origin must be one of {', '.join(ORIGINS)}", field="origin")
         path = Path(path)
         if not path.exists():
             raise ValidationError(f"model path {path} does not exist", field="path")

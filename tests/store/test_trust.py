@@ -137,6 +137,10 @@ def test_cli_sign_and_upload_sign(tmp_path: Path, iris_model_file: Path, keypair
     assert code == 0 and "signed m:2 with key" in out, err
     code, _, err = run_cli([*store, "sign", "m:2", "--key", str(public)], capsys)
     assert code == 1 and "not an unencrypted PEM private key" in err
+    key_id = SigningKey.load(private).key_id
+    assert f"signed by:  key {key_id}" in run_cli([*store, "show", "m:2"], capsys)[1]
+    assert run_cli([*store, "upload", str(iris_model_file), "--name", "m"], capsys)[0] == 0
+    assert "signed by:  unsigned" in run_cli([*store, "show", "m:3"], capsys)[1]
 
 
 def test_a_discovered_pickle_is_refused_unless_a_deploy_pinned_it(store: ModelStore, store_url: str,
