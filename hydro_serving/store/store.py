@@ -46,7 +46,7 @@ from hydro_serving.errors import ConfigError, Conflict, NotFound, StoreError, Un
 from hydro_serving.store.backend import Backend, MissingKey, ObjectInfo
 from hydro_serving.store.frameworks import detect_framework
 from hydro_serving.store.hashing import safe_relpath, sha256_file
-from hydro_serving.store.manifest import MANIFEST_NAME, ORIGINS, SIGNATURE_NAME, FileEntry, Manifest
+from hydro_serving.store.manifest import MANIFEST_NAME, ORIGINS, SIGNATURE_NAME, FileEntry, Manifest, check_relpath
 from hydro_serving.store.profile import profile_csv
 from hydro_serving.store.refs import LATEST, ModelRef, check_alias, check_name, check_version, parse_ref
 from hydro_serving.store.signature_file import load_signature_file, signature_from_data
@@ -316,6 +316,11 @@ class ModelStore:
         for rel, _ in files:
             if rel in RESERVED:
                 raise ValidationError(f"{path} contains '{rel}', a name the store reserves; rename it", field="path")
+            try:
+                check_relpath(rel, str(path))  # what a reader will accept: refuse it now, not after the upload
+            except StoreError as exc:
+                raise ValidationError(f"{path}: the file name {rel!r} cannot be stored ({exc.message})",
+                                      field="path") from None
         if framework is None:
             framework = detect_framework(path)
             if framework is None:
@@ -564,6 +569,8 @@ class ModelStore:
         report = DiscoveryReport(added=list(added))
         by_name: dict[str, list[ObjectInfo]] = defaultdict(list)
         for obj in self.backend.list(MODELS):
+            if obj.key.endswith("/"):
+                continue  # a "folder" marker some S3 consoles create: not a file
             parts = obj.key[len(MODELS):].split("/")
             if len(parts) < 2:
                 report.unservable.append(UnservableGroup("", [obj.key], "not inside models/<name>/"))
@@ -633,6 +640,12 @@ class ModelStore:
                         allow_unsafe: bool) -> None:
         keys = sorted(o.key for o in group)
         digest = _group_digest(group)
+        try:
+            for obj in group:
+                check_relpath(obj.key[len(root):], f"{name} (discovery)", obj.key)
+        except StoreError as exc:  # a key no version could hold ('..', '//', a reserved name): report it
+            report.unservable.append(UnservableGroup(name, keys, exc.message))
+            return
         with tempfile.TemporaryDirectory(prefix="hydro-discover-") as tmp:
             folder = Path(tmp, "model")
             for obj in group:

@@ -95,3 +95,28 @@ def test_two_scanners_at_once_publish_one_version(store_url: str, store: ModelSt
     assert added == ["shared:1"]
     assert store.versions("shared") == [1]
     assert len(store.get_manifest("shared:1").files) == 4
+
+
+@pytest.mark.s3
+def test_hostile_key_names_are_reported_and_do_not_stop_discovery(rgw_s3: dict[str, str],
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    """Keys with '..' or empty segments (legal in S3) are reported; other models are still adopted."""
+    import boto3
+    from botocore.config import Config
+
+    for key, value in rgw_s3.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"hydro-keys-{uuid.uuid4().hex[:10]}"
+    store = open_store(f"s3://{bucket}")
+    client = boto3.session.Session().client("s3", config=Config(s3={"addressing_style": "path"}))
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="models/evil/../../../escape.onnx", Body=_onnx_bytes())
+    client.put_object(Bucket=bucket, Key="models/evil2/a//b.onnx", Body=_onnx_bytes())
+    client.put_object(Bucket=bucket, Key="models/fine/", Body=b"")  # a console's folder marker
+    client.put_object(Bucket=bucket, Key="models/fine/model.onnx", Body=_onnx_bytes())
+    report = store.discover(min_age=0)
+    assert [m.ref for m in report.added] == ["fine:1"]
+    reasons = " ".join(g.reason for g in report.unservable)
+    assert "is not a relative path inside the version" in reasons
+    assert not (tmp_path.parent / "escape.onnx").exists()
