@@ -84,3 +84,13 @@ def test_discovery_off_leaves_files_alone(gateway_factory: Any, iris_onnx: Path)
     time.sleep(1.0)  # a window in which a discovery pass would have run; not a timing assertion
     assert dropped.exists()
     assert gw.admin("GET", "/system/functions")[0] == 200
+
+
+def test_a_gateway_without_the_opt_in_refuses_to_deploy_a_discovered_pickle(gateway_factory: Any,
+                                                                            iris_model_file: Path) -> None:
+    _drop("adopted", iris_model_file)
+    assert [m.ref for m in open_store().discover(allow_unsafe=True).added] == ["adopted:1"]  # opted in elsewhere
+    gw = gateway_factory("--discover-interval", "0")
+    status, out = gw.admin("POST", "/system/functions", {"service": "f", "hydro": {
+        "name": "f", "lang": "sklearn", "model": "adopted"}})
+    assert status == 403 and "created by discovery" in out["error"] and out["code"] == "untrusted_model", out
