@@ -45,10 +45,10 @@ def _model_dir(tmp_path: Path) -> Path:
     """Several small files, so a kill lands between files as well as inside one."""
     folder = tmp_path / "model"
     rng = random.Random(SEED)
-    for i in range(6):
+    for i in range(16):
         path = folder / ("model.onnx" if i == 0 else f"weights/part-{i}.bin")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(rng.randbytes(48 * 1024))
+        path.write_bytes(rng.randbytes(32 * 1024))
     return folder
 
 
@@ -57,11 +57,11 @@ def _upload_argv(url: str, folder: Path) -> list[str]:
             "--name", "m", "--framework", "onnx"]
 
 
-def _assert_consistent(store: ModelStore, tmp_path: Path) -> list[int]:
+def _assert_consistent(store: ModelStore, tmp_path: Path) -> tuple[list[int], int]:
     """Every version number used is either complete (every file verified) or invisible and removable."""
     numbers = sorted({int(o.key.split("/")[2]) for o in store.backend.list("models/m/")
                       if o.key.split("/")[2].isdigit()})
-    complete = []
+    complete, partial = [], 0
     for n in numbers:
         try:
             manifest = store.get_manifest(f"m:{n}")
@@ -70,37 +70,63 @@ def _assert_consistent(store: ModelStore, tmp_path: Path) -> list[int]:
                 store.remove("m", n)
             assert not [o.key for o in store.backend.list(f"models/m/{n}/")
                         if not o.key.endswith((".claim", ".removed"))]
+            partial += 1
             continue
         store.pull(manifest.ref, tmp_path / "pulled" / str(n))  # ... a visible one has every byte, verified
         complete.append(n)
-    return complete
+    return complete, partial
+
+
+def _next_claim(store: ModelStore) -> str:
+    numbers = [int(o.key.split("/")[2]) for o in store.backend.list("models/m/") if o.key.split("/")[2].isdigit()]
+    return f"models/m/{max(numbers, default=0) + 1}/.claim"
+
+
+def _wait_for_claim(store: ModelStore, key: str, proc: subprocess.Popen[bytes]) -> bool:
+    """Poll until the upload claimed its version (True) or the process ended (False)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if store.backend.size(key) is not None:
+            return True
+        time.sleep(0.002)
+    return False
 
 
 def test_uploads_killed_at_random_points_leave_the_store_consistent(real_store_url: str, tmp_path: Path) -> None:
+    """Half the kills at a random time after the process starts (imports, claim, files, manifest, exit),
+    half at a random time after the upload claimed its version (inside the file and manifest writes)."""
     folder = _model_dir(tmp_path)
     argv = _upload_argv(real_store_url, folder)
-    runs = []
-    for _ in range(3):  # how long is a whole upload (interpreter start included)? the median of three
+    store = open_store(real_store_url)
+    whole, phase = [], []
+    for _ in range(3):  # how long is a whole upload, and the part after its claim? the median of three
+        claim = _next_claim(store)
         started = time.monotonic()
-        subprocess.run(argv, check=True, capture_output=True, timeout=120)
-        runs.append(time.monotonic() - started)
-    full = sorted(runs)[1]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        claimed = time.monotonic() if _wait_for_claim(store, claim, proc) else None
+        assert proc.wait(120) == 0
+        whole.append(time.monotonic() - started)
+        phase.append(time.monotonic() - (claimed or started))
+    full, upload = sorted(whole)[1], sorted(phase)[1]
     rng = random.Random(SEED)
     finished = 0
-    for _ in range(KILLS):
+    for i in range(KILLS):
+        claim = _next_claim(store)
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(rng.uniform(0.5 * full, 1.05 * full))  # during imports ... after the manifest
+        if i % 2:
+            _wait_for_claim(store, claim, proc)
+            time.sleep(rng.uniform(0, 1.1) * upload)
+        else:
+            time.sleep(rng.uniform(0, 1.1) * full)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         else:
             finished += 1
         proc.wait(30)
 
-    store = open_store(real_store_url)
-    complete = _assert_consistent(store, tmp_path)
-    assert complete[:3] == [1, 2, 3] and len(complete) >= finished + 3
-    killed_mid_upload = KILLS - (len(complete) - 3)
-    assert killed_mid_upload >= 10  # the kills did land inside uploads, not only before or after them
+    complete, partial = _assert_consistent(store, tmp_path)
+    assert complete[:3] == [1, 2, 3] and len(complete) >= finished + 3, (complete, finished)
+    assert partial >= 3, (complete, partial, full, upload)  # kills did land inside uploads
     assert store.get_manifest("m").version == complete[-1]  # latest works
     out = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120)  # and uploads go on
     assert store.get_manifest("m").ref == out.stdout.strip()
