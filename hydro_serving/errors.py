@@ -88,6 +88,12 @@ class Forbidden(HydroError):
     code = "forbidden"
 
 
+class UntrustedModelError(Forbidden):
+    """A model the trust policy refuses: unsigned, signed by another key, not the pinned bytes, discovered pickle."""
+
+    code = "untrusted_model"
+
+
 class NotFound(HydroError):
     status = 404
     code = "not_found"

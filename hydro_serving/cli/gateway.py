@@ -26,14 +26,24 @@ from hydro_serving.gateway.providers import PROVIDERS
 @click.option("--discover-interval", default=60.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds between passes that turn files put into the store (HYDRO_STORE) by other tools into "
                    "model versions; 0 turns discovery off.")
+@click.option("--discover-unsafe-formats", is_flag=True,
+              help="Let discovery adopt pickle-based files (joblib, pickle); they are code that replicas run.")
+@click.option("--trusted-keys", envvar="HYDRO_TRUSTED_KEYS", default="",
+              help="Comma-separated ed25519 public keys ('ed25519:BASE64' or .pub files): only models signed by "
+                   "one of them are deployed and loaded (env HYDRO_TRUSTED_KEYS).")
 def gateway(host: str, port: int, state: Path | None, provider: str, docker_network: str | None,
-            cold_start_timeout: float, auth_functions: bool, discover_interval: float) -> None:
+            cold_start_timeout: float, auth_functions: bool, discover_interval: float,
+            discover_unsafe_formats: bool, trusted_keys: str) -> None:
     """Run the gateway: deploy, invoke and scale functions to zero."""
     # the provider is built by name (providers.get_provider) as the gateway starts, so a missing extra
     # or a bad provider setting stops it at once with a one-line error, not at the first deploy
     from hydro_serving.gateway.server import run_gateway
+    from hydro_serving.store.trust import parse_trusted_keys, trusted_keys_value
+
+    keys = trusted_keys_value(parse_trusted_keys(trusted_keys.split(","), "--trusted-keys"))
 
     config = GatewayConfig(state_dir=(state or default_state_dir()).expanduser().resolve(), host=host, port=port,
                            provider=provider, cold_start_timeout=cold_start_timeout, auth_functions=auth_functions,
-                           docker_network=docker_network, discover_interval=discover_interval)
+                           docker_network=docker_network, discover_interval=discover_interval,
+                           discover_unsafe_formats=discover_unsafe_formats, trusted_keys=keys)
     run_gateway(config)

@@ -56,6 +56,8 @@ def run(name: str, stack_file: str, port: int, host: str, workers: int, threads:
     os.environ.update(spec.environment)
     if stack.provider.store and not os.environ.get("HYDRO_STORE"):
         os.environ["HYDRO_STORE"] = stack.provider.store
+    if stack.provider.trusted_keys and not os.environ.get("HYDRO_TRUSTED_KEYS"):  # model trust (store part)
+        os.environ["HYDRO_TRUSTED_KEYS"] = ",".join(stack.provider.trusted_keys)
     with tempfile.TemporaryDirectory(prefix=f"hydro-run-{name}-") as tmp:
         spec_path = Path(tmp) / "function.json"
         spec_path.write_text(json.dumps(spec.to_dict(), indent=2))

@@ -41,6 +41,8 @@ class GatewayConfig:
     max_body: int = 64 * 1024 * 1024
     docker_network: str | None = None  # docker provider: 'host' or a network name (else HYDRO_DOCKER_NETWORK)
     discover_interval: float = 60.0  # seconds between model discovery passes over the store (0: never)
+    discover_unsafe_formats: bool = False  # discovery may adopt pickle (joblib, pickle): code from the store
+    trusted_keys: str = ""  # HYDRO_TRUSTED_KEYS, inline 'ed25519:...' entries: only models they signed load
 
     @property
     def url(self) -> str:

@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
-from hydro_serving.errors import BadRequest, Conflict, HydroError, NotFound, Unauthorized
+from hydro_serving.errors import BadRequest, Conflict, HydroError, NotFound, Unauthorized, UntrustedModelError
 from hydro_serving.gateway import auth
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.deployment import Deployment, parse_deployment
@@ -31,6 +32,8 @@ from hydro_serving.gateway.state import StateStore
 from hydro_serving.monitor.service import for_gateway
 from hydro_serving.router.client import ROUTER_KEY_ENV
 from hydro_serving.stack import FunctionSpec
+from hydro_serving.store import pin_model
+from hydro_serving.store.trust import PIN_ANNOTATION, TrustPolicy, parse_trusted_keys
 
 log = logging.getLogger("hydro.gateway")
 
@@ -81,7 +84,7 @@ class Gateway:
             self.pools[stored.name] = self._pool(deployment, stored.generation, stored.created_at)
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
         if self.config.discover_interval > 0:  # models dropped into the store by other tools become versions
-            loop = DiscoveryLoop(self.config.discover_interval)
+            loop = DiscoveryLoop(self.config.discover_interval, allow_unsafe=self.config.discover_unsafe_formats)
             self._discovery = asyncio.get_running_loop().create_task(loop.run())
         await self.monitor.start()
         log.info("gateway state %s: %d function(s) known", self.config.state_dir, len(self.pools))
@@ -130,6 +133,7 @@ class Gateway:
     async def deploy(self, data: Any, create: bool) -> tuple[FunctionPool, bool]:
         """POST (create) or PUT (update) one function; returns (pool, changed)."""
         deployment = parse_deployment(data)
+        deployment = await self._pin_model(deployment)
         self.provider.check(deployment.spec)
         async with self._admin_lock:
             name = deployment.name
@@ -157,6 +161,32 @@ class Gateway:
             self._rotate_router_key(deployment.spec, generation)
             await existing.update(deployment, generation)
             return existing, True
+
+    async def _pin_model(self, deployment: Deployment) -> Deployment:
+        """Resolve the function's store model, check it is trusted, and record ``name:version@sha256`` as its pin.
+
+        The pin (annotation ``hydro.model/pin``, shown by ``hydro describe``) reaches the replica as
+        HYDRO_MODEL_PIN, so a replica loads exactly what was resolved here, even after an alias moved.
+        """
+        spec = deployment.spec
+        annotations = {k: v for k, v in spec.annotations.items() if k != PIN_ANNOTATION}
+        if spec.model and not spec.model_is_local:
+            policy = TrustPolicy(trusted=parse_trusted_keys(self.config.trusted_keys.split(",")),
+                                 allow_discovered_pickle=self.config.discover_unsafe_formats)
+            try:
+                pin = await asyncio.get_running_loop().run_in_executor(None, pin_model, spec.model, policy)
+            except UntrustedModelError:
+                raise
+            except HydroError as exc:
+                if policy.trusted:  # trust cannot be checked: refuse rather than deploy unverified
+                    raise
+                log.warning("function %s: model %s not pinned (%s); replicas resolve it when they start",
+                            spec.name, spec.model, exc.message)
+            else:
+                annotations[PIN_ANNOTATION] = str(pin)
+        if annotations == spec.annotations:
+            return deployment
+        return Deployment(replace(spec, annotations=annotations), deployment.fields)
 
     async def _check_router(self, deployment: Deployment) -> Deployment:
         """Refuse a router whose stages are not deployed or cannot feed each other; record their signatures."""
@@ -302,6 +332,7 @@ class Gateway:
             "invocationCount": status["invocationCount"],
             "createdAt": datetime.fromtimestamp(pool.created_at, UTC).isoformat(),
             "hydro": spec.to_dict(),
+            "modelPin": spec.annotations.get(PIN_ANNOTATION),  # name:version@sha256 the deploy resolved
             "status": {k: status[k] for k in ("generation", "queued", "instances")},
         }
         if spec.limits:

@@ -265,6 +265,8 @@ class Provider:
     gateway: str | None = None
     network: str | None = None
     store: str | None = None
+    # ed25519 public keys whose signed models may load: 'ed25519:BASE64' or .pub paths (made absolute)
+    trusted_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,11 @@ class DockerProvider(Provider):
             "PYTHONUNBUFFERED": "1",
         })
         env.update(self.replica_credentials(spec.name))  # a router's key for its stages (auth: keys)
+        # model trust (store part): the deploy's pin and the gateway's trusted keys, never the function's own
+        from hydro_serving.store.trust import PIN_ENV, replica_trust_environment
+
+        env.pop(PIN_ENV, None)
+        env.update(replica_trust_environment(spec.annotations, getattr(self.config, "trusted_keys", "")))
         if not host_network:
             for key in ("HYDRO_GATEWAY_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
                 if env.get(key):
