@@ -98,6 +98,13 @@ class MethodNotAllowed(HydroError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(HydroError):
+    """The caller did not send its request (headers or body) within the server's read timeout."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class Conflict(HydroError):
     status = 409
     code = "conflict"

@@ -25,8 +25,17 @@ from hydro_serving.gateway.providers import PROVIDERS
 @click.option("--discover-interval", default=60.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds between passes that turn files put into the store (HYDRO_STORE) by other tools into "
                    "model versions; 0 turns discovery off.")
+@click.option("--max-body", default="10Mi", show_default=True,
+              help="Largest request body a function accepts unless it sets limits.body (bytes, or 10Mi, 1MB).")
+@click.option("--body-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds a caller has to send a request body (else 408 and the connection is closed).")
+@click.option("--header-timeout", default=15.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds a connection may take to send its headers, or stay idle between requests.")
+@click.option("--max-connections", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="Open client connections; a connection beyond this gets 503 and is closed.")
 def gateway(host: str, port: int, state: Path | None, provider: str, docker_network: str | None,
-            cold_start_timeout: float, auth_functions: bool, discover_interval: float) -> None:
+            cold_start_timeout: float, auth_functions: bool, discover_interval: float, max_body: str,
+            body_timeout: float, header_timeout: float, max_connections: int) -> None:
     """Run the gateway: deploy, invoke and scale functions to zero."""
     # the provider is built by name (providers.get_provider) as the gateway starts, so a missing extra
     # or a bad provider setting stops it at once with a one-line error, not at the first deploy
@@ -34,5 +43,20 @@ def gateway(host: str, port: int, state: Path | None, provider: str, docker_netw
 
     config = GatewayConfig(state_dir=(state or default_state_dir()).expanduser().resolve(), host=host, port=port,
                            provider=provider, cold_start_timeout=cold_start_timeout, auth_functions=auth_functions,
-                           docker_network=docker_network, discover_interval=discover_interval)
+                           docker_network=docker_network, discover_interval=discover_interval,
+                           max_body=_size(max_body), body_timeout=body_timeout, header_timeout=header_timeout,
+                           max_connections=max_connections)
     run_gateway(config)
+
+
+def _size(raw: str) -> int:
+    from hydro_serving.stack.model import parse_size
+
+    try:
+        value = parse_size(raw)
+    except ValueError:
+        raise click.BadParameter(f"must be a size such as 10Mi or 1048576, got {raw!r}",
+                                 param_hint="--max-body") from None
+    if value < 1:
+        raise click.BadParameter("must be at least 1 byte", param_hint="--max-body")
+    return value

@@ -25,6 +25,7 @@ from hydro_serving.gateway.discovery import DiscoveryLoop
 from hydro_serving.gateway.metrics import GatewayMetrics
 from hydro_serving.gateway.providers import Provider, get_provider
 from hydro_serving.gateway.proxy import new_session
+from hydro_serving.gateway.ratelimit import RateLimiter
 from hydro_serving.gateway.scaler import FunctionPool
 from hydro_serving.gateway.state import StateStore
 
@@ -43,6 +44,7 @@ class Gateway:
         self.credentials = auth.load_or_create(config.state_dir)
         self.provider = provider or get_provider(config.provider, config)
         self.metrics = GatewayMetrics()
+        self.rate_limiter = RateLimiter()  # token buckets of every function's rate: (issue 12)
         self.pools: dict[str, FunctionPool] = {}
         self.session: aiohttp.ClientSession | None = None
         self.started_at = time.time()
@@ -186,6 +188,7 @@ class Gateway:
         await pool.close("removed", drain=True)
         await self.provider.remove(name)
         self.metrics.forget(name)
+        self.rate_limiter.forget(name)
 
     # ---- views ------------------------------------------------------------------------------------------
 

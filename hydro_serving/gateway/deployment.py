@@ -102,7 +102,13 @@ def parse_deployment(data: Any) -> Deployment:
             where = exc.field or "hydro"
             field = where if where.startswith("hydro") else f"hydro.{where}"
             raise StackError(f"{field}: {exc.message.split(': ', 1)[-1]}", field=field) from None
-    return Deployment(_fold(spec, fields), fields)
+    spec = _fold(spec, fields)
+    try:
+        spec.body_limit  # noqa: B018 - a malformed limits.body (from the OpenFaaS field) fails the deploy, not invokes
+    except ValueError:
+        raise ValidationError(f"limits.body must be a size such as 10Mi or 1048576, got {spec.limits['body']!r}",
+                              field="limits.body") from None
+    return Deployment(spec, fields)
 
 
 def _spec_from_openfaas(service: str, data: dict[str, Any]) -> FunctionSpec:

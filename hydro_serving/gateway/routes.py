@@ -31,7 +31,11 @@ from hydro_serving.errors import (
     ValidationError,
     http_error,
 )
+from hydro_serving.gateway.admission import admit
+from hydro_serving.gateway.appkeys import GATEWAY_KEY, OPENAPI_KEY
+from hydro_serving.gateway.callers import is_internal_caller
 from hydro_serving.gateway.core import Gateway
+from hydro_serving.gateway.limits import body_limit, read_body, send_and_close
 from hydro_serving.gateway.proxy import forward_headers, replica_is_loading, response_headers, upstream_url
 from hydro_serving.gateway.scaler import FunctionPool
 
@@ -43,8 +47,6 @@ STAGE_HEADER = "X-Hydro-Stage"
 SHADOW_HEADER = "X-Hydro-Shadow"  # "true" on a shadow call: accounted apart from the stage it shadows
 MAX_FORWARD_ATTEMPTS = 5  # refused connections and "loading" answers, within the cold start timeout
 
-GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
-OPENAPI_KEY: web.AppKey[bytes] = web.AppKey("openapi", bytes)
 
 
 # ---- middleware -------------------------------------------------------------------------------------
@@ -77,7 +79,11 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         log.exception("unhandled error on %s %s", request.method, request.path)
         error = exc
     status, body, headers = http_error(error)
-    return web.json_response(body, status=status, headers=headers)
+    del error  # no cycle exception -> traceback -> this frame: a request body would wait for the GC
+    response = web.json_response(body, status=status, headers=headers)
+    if status == 408:  # a caller too slow to send its request: answer, then close (no lingering read)
+        return await send_and_close(request, response)
+    return response
 
 
 def require_admin(handler: Any) -> Any:
@@ -221,14 +227,16 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     pool = gw.pools.get(name)
     if pool is None:
         raise NotFound(f"function '{name}' is not deployed", function=name)
+    limit_headers = admit(request, gw.rate_limiter, pool)  # 429 before any replica is involved
     if request.headers.get(PREWARM_HEADER, "").lower() == "true":
         ready = pool.prewarm()
         return web.json_response({"function": name, "status": "ready" if ready else "starting"}, status=202)
     started = time.perf_counter()
     status = 500
     try:
-        body = await request.read()
+        body = await read_body(request, name, body_limit(pool.spec, gw.config.max_body), gw.config.body_timeout)
         response = await _forward(gw, pool, request, body, len(name) + 10)  # len("/function/") == 10
+        response.headers.update(limit_headers)
         status = response.status
         return response
     except HydroError as exc:
@@ -239,7 +247,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         pool.invocations += 1
         pool.metrics.invoked(status, elapsed)
         pipeline = request.headers.get(PIPELINE_HEADER)
-        if pipeline is not None:
+        if pipeline is not None and is_internal_caller(request):  # labels from trusted routers only
             shadow = request.headers.get(SHADOW_HEADER, "").lower() == "true"
             gw.metrics.observe_stage(pipeline, request.headers.get(STAGE_HEADER, ""), name, shadow, status, elapsed)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from hydro_serving.errors import NotFound, ServiceUnavailable
+from hydro_serving.errors import NotFound, ServiceUnavailable, TooManyRequests
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.deployment import Deployment
 from hydro_serving.gateway.metrics import FunctionMetrics
@@ -90,6 +90,10 @@ class FunctionPool:
             return replica, False, None
         if self.closed:
             raise NotFound(f"function '{self.name}' is not deployed", function=self.name)
+        if self.queued >= self.spec.scale.queue:  # bounded: held requests are memory and connections
+            raise TooManyRequests(f"function '{self.name}' already holds {self.queued} requests waiting for a "
+                                  "replica (scale.queue); retry later", retry_after=1, field="scale.queue",
+                                  function=self.name)
         self.queued += 1
         self.metrics.queued.inc()
         started = time.monotonic()

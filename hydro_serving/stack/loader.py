@@ -7,6 +7,7 @@ and whose message ends with the line number, so users can jump straight to the m
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -21,15 +22,18 @@ from hydro_serving.contract import ContractError, Signature
 from hydro_serving.errors import StackError, ValidationError
 from hydro_serving.stack.model import (
     DEFAULT_IDLE_SECONDS,
+    DEFAULT_QUEUE,
     DEFAULT_TIMEOUT_SECONDS,
     DNS_LABEL,
     Batching,
     FunctionSpec,
     Provider,
+    Rate,
     Scale,
     Stack,
     Stage,
     parse_duration,
+    parse_size,
 )
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
@@ -209,9 +213,22 @@ def _build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
         max=scale_raw.get("max", max(4, scale_raw.get("min", 0))),
         idle=parse_duration(scale_raw.get("idle", DEFAULT_IDLE_SECONDS)),
         concurrency=scale_raw.get("concurrency", 8),
+        queue=scale_raw.get("queue", DEFAULT_QUEUE),
     )
     if scale.max < scale.min:
         fail(("scale", "max"), f"scale.max ({scale.max}) must be at least scale.min ({scale.min})")
+    limits = _strings(raw.get("limits"))
+    if "body" in limits:
+        try:
+            limits["body"] = str(parse_size(limits["body"]))
+        except ValueError:
+            fail(("limits", "body"), f"must be a size such as 10Mi or 1048576, got {limits['body']!r}")
+    rate = None
+    if raw.get("rate") is not None:
+        rate_raw = raw["rate"]
+        rps = float(rate_raw["rps"])
+        rate = Rate(rps=rps, burst=int(rate_raw.get("burst", max(1, math.ceil(rps)))),
+                    per=rate_raw.get("per", "key"))
     signature = None
     if raw.get("signature") is not None:
         try:
@@ -250,7 +267,7 @@ def _build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
         secrets=tuple(raw.get("secrets") or ()),
         labels=_strings(raw.get("labels")),
         annotations=_strings(raw.get("annotations")),
-        limits=_strings(raw.get("limits")),
+        limits=limits,
         requests=_strings(raw.get("requests")),
         build_args=_strings(raw.get("build_args")),
         build_options=tuple(raw.get("build_options") or ()),
@@ -260,6 +277,7 @@ def _build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
         readonly_root_filesystem=bool(raw.get("readonly_root_filesystem", False)),
         model=raw.get("model"),
         scale=scale,
+        rate=rate,
         timeout=parse_duration(raw.get("timeout", DEFAULT_TIMEOUT_SECONDS)),
         batching=Batching(
             max_batch_size=batching_raw.get("max_batch_size", 1),

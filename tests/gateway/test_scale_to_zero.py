@@ -27,7 +27,8 @@ def test_cold_start_then_warm_with_headers_and_metrics(gateway: Any, echo_dir: P
     assert status == 200, body
     assert body["echo"] == {"x": 1}
     assert headers["X-Cold-Start"] == "true" and float(headers["X-Queue-Time-Ms"]) > 0
-    status, headers, body = gateway.invoke("echo", {"x": 2}, headers={"X-Hydro-Pipeline": "p", "X-Hydro-Stage": "1"})
+    router = {"X-Hydro-Pipeline": "p", "X-Hydro-Stage": "1", "Authorization": f"Bearer {gateway.token}"}
+    status, headers, body = gateway.invoke("echo", {"x": 2}, headers=router)  # stage labels: internal callers only
     assert status == 200 and headers["X-Cold-Start"] == "false" and "X-Queue-Time-Ms" not in headers
     assert gateway.metric("hydro_gateway_cold_starts_total", function="echo") == 1
     assert gateway.metric("hydro_gateway_invocations_total", function="echo", status="200") == 2
@@ -44,7 +45,7 @@ def test_cold_start_then_warm_with_headers_and_metrics(gateway: Any, echo_dir: P
 
 def test_shadow_calls_are_kept_out_of_the_stage_metrics(gateway: Any, echo_dir: Path) -> None:
     gateway.deploy(gateway.python_spec("echo", echo_dir))
-    stage = {"X-Hydro-Pipeline": "p", "X-Hydro-Stage": "2"}
+    stage = {"X-Hydro-Pipeline": "p", "X-Hydro-Stage": "2", "Authorization": f"Bearer {gateway.token}"}
     shadow = {**stage, "X-Hydro-Shadow": "true"}
     assert gateway.invoke("echo", {}, headers=stage)[0] == 200
     assert gateway.invoke("echo", {}, headers=shadow)[0] == 200
