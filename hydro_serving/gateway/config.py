@@ -42,6 +42,7 @@ class GatewayConfig:
     body_timeout: float = 30.0  # seconds a caller has to send the whole body (else 408, connection closed)
     header_timeout: float = 15.0  # seconds a connection may take to send its request line and headers / stay idle
     max_connections: int = 1024  # open client connections; beyond it a new one gets 503 and is closed
+    log_max_bytes: int = 10 * 1024 * 1024  # the gateway's and replicas' logs rotate past this size (0: never)
     docker_network: str | None = None  # docker provider: 'host' or a network name (else HYDRO_DOCKER_NETWORK)
     discover_interval: float = 60.0  # seconds between model discovery passes over the store (0: never)
 

@@ -22,6 +22,7 @@ from hydro_serving.gateway import auth
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.deployment import Deployment, parse_deployment
 from hydro_serving.gateway.discovery import DiscoveryLoop
+from hydro_serving.gateway.logrotate import rotate_loop
 from hydro_serving.gateway.metrics import GatewayMetrics
 from hydro_serving.gateway.providers import Provider, get_provider
 from hydro_serving.gateway.proxy import new_session
@@ -51,6 +52,7 @@ class Gateway:
         self._admin_lock = asyncio.Lock()
         self._reaper: asyncio.Task[None] | None = None
         self._discovery: asyncio.Task[None] | None = None
+        self._rotation: asyncio.Task[None] | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -72,11 +74,14 @@ class Gateway:
         if self.config.discover_interval > 0:  # models dropped into the store by other tools become versions
             loop = DiscoveryLoop(self.config.discover_interval)
             self._discovery = asyncio.get_running_loop().create_task(loop.run())
+        if self.config.log_max_bytes > 0:  # the gateway's and the replicas' logs rotate by size
+            self._rotation = asyncio.get_running_loop().create_task(
+                rotate_loop(self.config.state_dir, self.config.log_max_bytes))
         log.info("gateway state %s: %d function(s) known", self.config.state_dir, len(self.pools))
 
     async def stop(self) -> None:
         """Stop every replica (gracefully, then forced) and release resources."""
-        for task in (self._reaper, self._discovery):
+        for task in (self._reaper, self._discovery, self._rotation):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

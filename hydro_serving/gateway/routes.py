@@ -35,9 +35,13 @@ from hydro_serving.gateway.admission import admit
 from hydro_serving.gateway.appkeys import GATEWAY_KEY, OPENAPI_KEY
 from hydro_serving.gateway.callers import is_internal_caller
 from hydro_serving.gateway.core import Gateway
+from hydro_serving.gateway.exposure import for_caller
+from hydro_serving.gateway.guard import check_json_content_type
 from hydro_serving.gateway.limits import body_limit, read_body, send_and_close
 from hydro_serving.gateway.proxy import forward_headers, replica_is_loading, response_headers, upstream_url
+from hydro_serving.gateway.requestid import REQUEST_ID_HEADER, request_id
 from hydro_serving.gateway.scaler import FunctionPool
+from hydro_serving.jsondepth import check_json_depth
 
 log = logging.getLogger("hydro.gateway")
 
@@ -56,7 +60,9 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> HydroE
     if exc.status == 404:
         return NotFound(f"no such endpoint: {request.method} {request.path}")
     if exc.status == 405:
-        return MethodNotAllowed(f"method {request.method} is not allowed on {request.path}")
+        allowed = sorted(getattr(exc, "allowed_methods", ()))
+        return MethodNotAllowed(f"method {request.method} is not allowed on {request.path}",
+                                headers={"Allow": ", ".join(allowed)})
     if exc.status == 413:
         return PayloadTooLarge(f"request body too large for {request.path}")
     return HydroError(exc.reason or "request failed", status=exc.status)
@@ -76,9 +82,10 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception as exc:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("request %s: unhandled error on %s %s", request_id(request), request.method, request.path)
         error = exc
     status, body, headers = http_error(error)
+    body = for_caller(request, error, status, body)  # 5xx: the function and request id, the cause to the log
     del error  # no cycle exception -> traceback -> this frame: a request body would wait for the GC
     response = web.json_response(body, status=status, headers=headers)
     if status == 408:  # a caller too slow to send its request: answer, then close (no lingering read)
@@ -97,9 +104,11 @@ def require_admin(handler: Any) -> Any:
 
 
 async def _json_body(request: web.Request) -> Any:
+    check_json_content_type(request)
     raw = await request.read()
     if not raw.strip():
         raise ValidationError("the request body is empty; send a JSON object", field="(body)")
+    check_json_depth(raw, field="(body)")
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -209,7 +218,10 @@ async def system_logs(request: web.Request) -> web.StreamResponse:
             raise ValidationError("tail must be an integer", field="tail") from None
         if tail < 0:
             raise ValidationError("tail must be zero or positive", field="tail")
-    follow = request.query.get("follow", "false").lower() in ("1", "true", "yes")
+    follow_raw = request.query.get("follow", "false").lower()
+    if follow_raw not in ("1", "true", "yes", "0", "false", "no", ""):
+        raise ValidationError("follow must be true or false", field="follow")
+    follow = follow_raw in ("1", "true", "yes")
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
     async for line in gw.provider.logs(name, tail=tail, follow=follow):
@@ -266,6 +278,7 @@ async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: 
     authorization = request.headers.get("Authorization")
     drop_auth = gw.config.auth_functions or (authorization is not None and gw.credentials.matches(authorization))
     headers = forward_headers(request, drop_auth)
+    headers[REQUEST_ID_HEADER] = request_id(request)  # the replica logs the same id
     cold_any = False
     waited_total = 0.0
     refused = 0

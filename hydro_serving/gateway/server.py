@@ -115,6 +115,23 @@ async def serve(app: web.Application, config: GatewayConfig) -> None:
         await runner.cleanup()
 
 
+def quiet_malformed_requests(record: logging.LogRecord) -> bool:
+    """A logging filter for ``aiohttp.server``: a malformed request is the caller's fault, not a traceback.
+
+    aiohttp answers it 400 itself and logs the parser's exception with its traceback; a hostile caller
+    could fill the log that way. The record is kept, as one line without the traceback.
+    """
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+        record.msg = f"malformed request refused (400): {record.exc_info[1].message!r}"[:300]
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+    return True
+
+
 def run_gateway(config: GatewayConfig) -> None:
     """Serve until a signal; aiohttp's cleanup hook stops the replicas (no orphans).
 
@@ -123,6 +140,7 @@ def run_gateway(config: GatewayConfig) -> None:
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    logging.getLogger("aiohttp.server").addFilter(quiet_malformed_requests)
     tune_malloc()
     loop = new_event_loop()
     asyncio.set_event_loop(loop)

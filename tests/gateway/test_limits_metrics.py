@@ -56,7 +56,7 @@ def test_random_headers_do_not_grow_metrics(gateway: Any, echo_dir: Path) -> Non
         assert gateway.invoke("echo", {})[0] == 200
     before = _series(gateway.metrics())
     statuses = asyncio.run(_hostile_traffic(gateway.url))
-    assert statuses.get(200, 0) >= REQUESTS * 3 // 4 - 5 and set(statuses) <= {200, 404}, statuses
+    assert statuses.get(200, 0) >= REQUESTS * 3 // 4 - 5 and set(statuses) <= {200, 400, 404}, statuses
     after = _series(gateway.metrics())
     assert after == before, sorted(after - before)[:20]
     assert not any(s.startswith("hydro_pipeline_") and "{" in s for s in after)
@@ -75,7 +75,7 @@ def test_stage_labels_come_only_from_internal_callers(gateway: Any, echo_dir: Pa
 
 
 def test_a_removed_function_leaves_no_series(gateway: Any, echo_dir: Path) -> None:
-    gateway.deploy(gateway.python_spec("gone", echo_dir, rate={"rps": 1, "burst": 1, "per": "function"}))
+    gateway.deploy(gateway.python_spec("gone", echo_dir, rate={"rps": 0.01, "burst": 1, "per": "function"}))
     internal = {"X-Hydro-Pipeline": "gone", "X-Hydro-Stage": "1", "Authorization": f"Bearer {gateway.token}"}
     assert gateway.invoke("gone", {}, headers=internal)[0] == 200
     assert gateway.invoke("gone", {})[0] == 429

@@ -202,9 +202,12 @@ def test_prewarm_answers_at_once_and_starts_a_replica(gateway: Any, echo_dir: Pa
 def test_broken_function_answers_json_quoting_the_cause(gateway: Any, tmp_path: Path) -> None:
     broken = gateway.write_handler(tmp_path / "broken", "raise RuntimeError('boom at import')\n")
     gateway.deploy(gateway.python_spec("broken", broken))
-    status, _, body = gateway.invoke("broken", {})
+    status, _, body = gateway.invoke("broken", {}, headers={"Authorization": f"Bearer {gateway.token}"})
     assert status in (502, 503), body
-    assert body["function"] == "broken" and "boom at import" in body["error"]
+    assert body["function"] == "broken" and "boom at import" in body["error"]  # the operator sees the cause
+    status, _, body = gateway.invoke("broken", {})  # an anonymous caller: the function and a request id only
+    assert status in (502, 503) and body["function"] == "broken" and body["request_id"], body
+    assert "boom" not in body["error"]
     assert _replicas(gateway, "broken") == (0, 0)
 
 
