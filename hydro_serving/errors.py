@@ -161,6 +161,13 @@ class ServiceUnavailable(HydroError):
         super().__init__(message, **kw)
 
 
+class InsufficientStorage(HydroError):
+    """A disk the platform writes to (the gateway's state directory) is full; nothing was changed."""
+
+    status = 507
+    code = "insufficient_storage"
+
+
 class DeadlineExceeded(HydroError):
     status = 504
     code = "timeout"

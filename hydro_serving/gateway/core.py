@@ -188,8 +188,8 @@ class Gateway:
     async def remove(self, name: str) -> None:
         async with self._admin_lock:
             pool = self.pool(name)
+            self.state.delete(name)  # first: a full disk (507) leaves the function deployed, not half-removed
             del self.pools[name]
-            self.state.delete(name)
         await pool.close("removed", drain=True)
         await self.provider.remove(name)
         self.metrics.forget(name)

@@ -11,12 +11,13 @@ down, a deadline) stay as they are; only the classes below are generalised.
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
 from aiohttp import web
 
-from hydro_serving.errors import HydroError, StoreError, UpstreamError
+from hydro_serving.errors import HydroError, InsufficientStorage, StoreError, UpstreamError
 from hydro_serving.gateway.callers import is_internal_caller
 from hydro_serving.gateway.requestid import request_id
 
@@ -50,3 +51,11 @@ def for_caller(request: web.Request, error: BaseException, status: int, body: di
 
 def _internal(error: HydroError) -> bool:
     return isinstance(error, (StoreError, UpstreamError)) or type(error) is HydroError or error.status == 500
+
+
+def disk_full(exc: BaseException) -> InsufficientStorage | None:
+    """An ``ENOSPC`` from any write (state database, spec files, logs) as a clear 507, else None."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return InsufficientStorage("the gateway's state directory is full (no space left on its disk); free space "
+                                   "and retry", field="state")
+    return None

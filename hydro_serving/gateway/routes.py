@@ -35,7 +35,7 @@ from hydro_serving.gateway.admission import admit
 from hydro_serving.gateway.appkeys import GATEWAY_KEY, OPENAPI_KEY
 from hydro_serving.gateway.callers import is_internal_caller
 from hydro_serving.gateway.core import Gateway
-from hydro_serving.gateway.exposure import for_caller
+from hydro_serving.gateway.exposure import disk_full, for_caller
 from hydro_serving.gateway.guard import check_json_content_type
 from hydro_serving.gateway.limits import body_limit, read_body, send_and_close
 from hydro_serving.gateway.proxy import forward_headers, replica_is_loading, response_headers, upstream_url
@@ -82,8 +82,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception as exc:
-        log.exception("request %s: unhandled error on %s %s", request_id(request), request.method, request.path)
-        error = exc
+        error = disk_full(exc) or exc
+        if error is exc:
+            log.exception("request %s: unhandled error on %s %s", request_id(request), request.method, request.path)
     status, body, headers = http_error(error)
     body = for_caller(request, error, status, body)  # 5xx: the function and request id, the cause to the log
     del error  # no cycle exception -> traceback -> this frame: a request body would wait for the GC

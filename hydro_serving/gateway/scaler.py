@@ -100,7 +100,8 @@ class FunctionPool:
         deadline = started + self.config.cold_start_timeout
         try:
             while True:
-                task = self._pending_recovery() or self._ensure_start("cold")
+                recovery = self._pending_recovery()
+                task = recovery or self._ensure_start("cold")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._not_ready_in_time()
@@ -113,6 +114,12 @@ class FunctionPool:
                         raise ServiceUnavailable(f"function '{self.name}' is shutting down or was removed",
                                                  retry_after=1, function=self.name) from None
                     raise
+                except Exception:
+                    if task is not recovery:
+                        raise
+                    # the replica being waited for died while recovering (a SIGKILLed replica looks alive
+                    # for a moment): this request never reached it, so the next turn starts a fresh one
+                    continue
                 replica = self.pick()
                 if replica is not None:
                     replica.inflight += 1
