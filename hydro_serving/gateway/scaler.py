@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from hydro_serving.errors import NotFound, ServiceUnavailable, TooManyRequests
+from hydro_serving.errors import HydroError, NotFound, ServiceUnavailable, TooManyRequests
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.deployment import Deployment
 from hydro_serving.gateway.metrics import FunctionMetrics
@@ -194,6 +194,21 @@ class FunctionPool:
         self._after_ready(replica)
         return replica
 
+    def _start_error(self, replica: Replica) -> HydroError:
+        """Why a replica did not start: a 503 when its model store was unreachable (a retry may work), else 502.
+
+        The runtime's last output line names the exception class (``...StoreError: cannot reach ...``);
+        the full cause stays in the log, the caller is told the store is unavailable.
+        """
+        cause = self.provider.exit_cause(replica)
+        if "StoreError" in cause:
+            log.warning("function %s: replica %s could not load its model from the store: %s", self.name,
+                        replica.id, cause)
+            return ServiceUnavailable(f"function '{self.name}' cannot load its model: the model store is "
+                                      "unavailable; retry later", retry_after=5, function=self.name,
+                                      details={"cause": "model_store"})
+        return StartError(f"function '{self.name}' failed to start: {cause}", function=self.name)
+
     def _not_ready_in_time(self) -> ServiceUnavailable:
         timeout = self.config.cold_start_timeout
         return ServiceUnavailable(f"function '{self.name}' did not become ready within {timeout:g}s; retry later",
@@ -246,8 +261,7 @@ class FunctionPool:
                 await asyncio.shield(self._stop(replica))
             raise
         if replica.state != "starting":  # died between the last probe and now
-            raise StartError(f"function '{self.name}' failed to start: {self.provider.exit_cause(replica)}",
-                             function=self.name)
+            raise self._start_error(replica)
         replica.state = "ready"
         replica.ready_at = replica.last_used = time.monotonic()
         self._update_gauges()
@@ -276,8 +290,7 @@ class FunctionPool:
         healthy_at: float | None = None
         while True:
             if exit_task.done() or replica.state != state:
-                raise StartError(f"function '{self.name}' failed to start: {self.provider.exit_cause(replica)}",
-                                 function=self.name)
+                raise self._start_error(replica)
             if healthy_at is None:
                 if await self._probe(replica.endpoint + "/_/health") == 200:
                     healthy_at = time.monotonic()

@@ -147,3 +147,56 @@ def test_a_full_state_disk_is_a_clear_error_and_nothing_is_corrupted(small_disk:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         gw.stop()
+
+
+IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]  # a setosa and a virginica
+IRIS_SIGNATURE = {"inputs": [{"name": f"f{i}", "dtype": "float64"} for i in range(4)],
+                  "outputs": [{"name": "label", "dtype": "int64"}]}
+IRIS_RECORDS = [{f"f{i}": v for i, v in enumerate(row)} for row in IRIS_ROWS]
+
+
+def test_s3_stopped_cached_models_serve_and_uncached_cold_starts_are_503_naming_the_store(
+        gateway_factory: Any, iris_model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private moto S3 server the test can stop (the shared RGW must stay up for everyone)."""
+    from moto.server import ThreadedMotoServer
+
+    from hydro_serving.store import open_store
+    from tests.conftest import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    stopped = False
+    try:
+        for key, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+                           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(key, value)
+        for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("HYDRO_STORE", "s3://hydro-faults/models")
+        store = open_store()
+        cached = store.upload(iris_model_file, "iris", framework="sklearn")
+        uncached = store.upload(iris_model_file, "iris-other", framework="sklearn")
+        gw = gateway_factory("--discover-interval", "0", "--cold-start-timeout", "30")
+        for name, manifest in (("cached", cached), ("uncached", uncached)):
+            gw.deploy({"name": name, "lang": "sklearn", "model": manifest.ref, "signature": IRIS_SIGNATURE,
+                       "scale": {"min": 0, "max": 1, "idle": 300, "concurrency": 8}})
+        status, _, body = gw.invoke("cached", IRIS_RECORDS)  # cold start: fetched, then cached
+        assert status == 200, body
+
+        server.stop()
+        stopped = True
+        status, _, body = gw.invoke("cached", IRIS_RECORDS)  # a warm replica keeps serving
+        assert status == 200, body
+        assert gw.admin("POST", "/system/scale-function/cached", {"replicas": 0})[0] == 202
+        gw.wait_for(lambda: gw.status("cached")["replicas"] == 0, what="the cached function at zero")
+        status, headers, body = gw.invoke("cached", IRIS_RECORDS)  # a cold start from the cache
+        assert status == 200 and headers["X-Cold-Start"] == "true", body
+
+        status, _, body = gw.invoke("uncached", IRIS_RECORDS, headers={"X-Request-Id": "s3-down"})
+        assert status == 503, body
+        assert body["function"] == "uncached" and "store" in body["error"] and body["request_id"] == "s3-down"
+        assert "Traceback" not in gw.log()
+    finally:
+        if not stopped:
+            server.stop()
