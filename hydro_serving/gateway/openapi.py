@@ -8,14 +8,19 @@ _ERROR = {"$ref": "#/components/responses/Error"}
 _AUTH = [{"bearer": []}, {"basic": []}]
 _RETRY = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "required": True,
                           "description": "seconds to wait before retrying"}}
+_RATE_HEADERS = {
+    "RateLimit-Policy": {"schema": {"type": "string"}, "description": "IETF draft: '\"fn\";q=<burst>;w=<seconds>', "
+                                                                      "on functions with a rate limit"},
+    "RateLimit": {"schema": {"type": "string"}, "description": "IETF draft: '\"fn\";r=<left>;t=<seconds to full>'"},
+}
 _LIMITED = {"description": "too many requests: the function's rate limit (rate) or its cold-start queue "
                            "(scale.queue) is full",
-            "headers": _RETRY, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            "headers": {**_RETRY, **_RATE_HEADERS},
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 DNS_LABEL_PATTERN = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # the same rule as hydro_serving.stack.model
 _FUNCTION_NAME = {"type": "string", "pattern": DNS_LABEL_PATTERN, "minLength": 1, "maxLength": 63}
 # every response names its request (hydro_serving.gateway.requestid)
 _REQUEST_ID = {"X-Request-Id": {"schema": {"type": "string", "minLength": 1, "maxLength": 128}}}
-_ADMIN_ERRORS = {"400": _ERROR, "401": _ERROR, "415": _ERROR}
 
 
 def _op(summary: str, responses: dict[str, Any], *, auth: bool = False, body: str | None = None,
@@ -46,7 +51,8 @@ _STATUS = {"$ref": "#/components/schemas/FunctionStatus"}
 _PASSED = {"description": "the function's own response, passed through (any status and content type)",
            "headers": {"X-Cold-Start": {"schema": {"type": "string", "enum": ["true", "false"]}},
                        "X-Queue-Time-Ms": {"schema": {"type": "number"},
-                                           "description": "present when the request waited for a replica"}},
+                                           "description": "present when the request waited for a replica"},
+                       **_RATE_HEADERS},
            "content": {"*/*": {"schema": {}}}}
 
 _INVOKE_RESPONSES = {
@@ -122,7 +128,8 @@ def openapi_document(version: str) -> dict[str, Any]:
                                "schema": {"type": "string"}}}}, "404": _ERROR}, auth=True,
                            params=[name_query,
                                    {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                                   {"name": "follow", "in": "query", "schema": {"type": "boolean"}}]),
+                                   {"name": "follow", "in": "query", "schema": {"type": "boolean"},
+                                    "description": "true: keep streaming new lines until the client disconnects"}]),
             },
             "/function/{name}": _invoke_item([_NAME]),
             "/function/{name}/{path}": _invoke_item([_NAME, _PATH]),

@@ -14,7 +14,7 @@ from aiohttp import web
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _SANE = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")  # anything else (huge, binary, CRLF) is replaced
-_KEY = "hydro.request_id"
+_KEY: web.RequestKey[str] = web.RequestKey("hydro.request_id", str)
 
 
 def request_id(request: web.Request) -> str:
