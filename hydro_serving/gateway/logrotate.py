@@ -1,4 +1,4 @@
-"""Size-bounded logs: the gateway's own log and the replica logs under ``<state>/logs`` rotate by size.
+"""Size-bounded logs: the gateway's own log and the replica (and zygote) logs under ``<state>`` rotate by size.
 
 Why copy-and-truncate rather than renaming: these files are written through descriptors other
 processes hold (the gateway's stderr opened by whoever started it, each replica's stdout opened by the
@@ -52,7 +52,8 @@ def own_log_file() -> Path | None:
 
 def rotate_all(state_dir: Path, max_bytes: int, backups: int = DEFAULT_BACKUPS) -> list[Path]:
     """One pass: the gateway's log and every ``<state>/logs/*.log``; returns what was rotated."""
-    candidates = sorted((state_dir / "logs").glob("*.log")) if (state_dir / "logs").is_dir() else []
+    candidates = [path for folder in ("logs", "zygotes") if (state_dir / folder).is_dir()
+                  for path in sorted((state_dir / folder).glob("*.log"))]
     own = own_log_file()
     if own is not None:
         candidates.append(own)

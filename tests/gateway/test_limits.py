@@ -118,6 +118,12 @@ def test_413_body_names_the_limit_and_limits_body_is_per_function(gateway: Any, 
     assert body["code"] == "payload_too_large" and body["field"] == "limits.body" and body["function"] == "small"
     assert "1024" in body["error"]
     assert gateway.invoke("small", {"x": "a" * 100})[0] == 200
+    # a limit above the default holds end to end: the runtime takes the function's limits.body too
+    gateway.deploy(gateway.python_spec("large", echo_dir, limits={"body": "12Mi"}))
+    status, _, body = gateway.invoke("large", {"x": "b" * (11 * MiB)})
+    assert status == 200 and len(body["echo"]["x"]) == 11 * MiB
+    status, _, body = gateway.invoke("large", {"x": "b" * (13 * MiB)})
+    assert status == 413 and body["field"] == "limits.body", body
     # the deployment API refuses a malformed limit, naming it
     status, out = gateway.admin("POST", "/system/functions",
                                 {"service": "bad", "limits": {"body": "lots"},
