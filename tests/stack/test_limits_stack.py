@@ -44,3 +44,17 @@ def test_mistakes_name_the_key_and_line(extra: str, field: str) -> None:
         parse_stack(BASE.format(extra=extra))
     assert info.value.field == field, info.value.message
     assert info.value.details.get("line") == 7
+
+
+def test_limits_body_is_not_a_knative_container_resource(tmp_path) -> None:
+    """limits.body is the gateway's (and runtime's) bound, not a Kubernetes quantity a cluster would refuse."""
+    from hydro_serving.builder.knative import render_stack
+    from hydro_serving.stack import load_stack
+
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "fn" / "handler.py").write_text("def handle(p, c):\n    return p\n")
+    path = tmp_path / "stack.yml"
+    path.write_text(BASE.format(extra="    limits: {body: 20Mi, memory: 256Mi}\n"))
+    [service] = render_stack(load_stack(path, env={}), namespace="ml")
+    container = service["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {"limits": {"memory": "256Mi"}}
