@@ -172,3 +172,21 @@ def test_a_log_growing_past_its_size_is_rotated(tmp_path: Path) -> None:
         big.write_bytes(b"y" * 2000)
         rotate_all(tmp_path, max_bytes=1000, backups=2)
     assert sorted(p.name for p in logs.iterdir()) == ["fn.log", "fn.log.1", "fn.log.2"]
+
+
+def test_gateway_and_replica_logs_rotate_by_size(gateway_factory: Any, tmp_path: Path) -> None:
+    """A running gateway rotates its own log and a chatty replica's log past --log-max-size."""
+    gateway = gateway_factory("--log-max-size", "4Ki")
+    chatty = write_handler(tmp_path / "chatty", "def handle(p, c):\n    print('x' * 100, flush=True)\n    return p\n")
+    gateway.deploy(python_spec("chatty", chatty))
+    for _ in range(100):  # ~10 KB of replica output
+        assert gateway.invoke("chatty", {})[0] == 200
+    for _ in range(40):  # malformed requests the gateway logs (one line each, no traceback): its log grows
+        malformed = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\nConnection: close\r\n\r\n"
+        assert _raw(gateway, malformed)[0] == 400
+    replica_log = gateway.state_dir / "logs" / "chatty.log"
+    gateway.wait_for(lambda: replica_log.with_name("chatty.log.1").exists(), timeout=15, what="replica log rotated")
+    assert replica_log.stat().st_size < 4096 + 2048
+    gateway.wait_for(lambda: gateway.log_path.with_name(gateway.log_path.name + ".1").exists(), timeout=15,
+                     what="gateway log rotated")
+    assert gateway.invoke("chatty", {})[0] == 200  # writers keep writing to the truncated files
