@@ -12,9 +12,12 @@ hold more memory or connections than a fixed bound, whatever the function. So
 * the body is read before the request waits for a cold start, so the time a caller holds a
   connection open is bounded by the read timeout plus the (bounded, ``scale.queue``) wait.
 
-The body is read whole (up to the limit) rather than streamed to the replica: a replica that refuses
-the connection or answers "loading" never saw the request, and the gateway retries it with the same
-bytes; a streamed body could not be replayed.
+The body is read whole (up to the limit) rather than streamed to the replica, for two reasons: a
+replica that refuses the connection or answers "loading" never saw the request, and the gateway
+retries it with the same bytes (a streamed body could not be replayed); and a slow caller then ties up
+only the gateway's cheap coroutine, never one of the replica's few worker threads (nginx buffers
+request bodies by default for the same reason). What that costs is bounded: ``limit`` bytes per request,
+``scale.queue`` held requests per function, ``max_connections`` connections.
 """
 
 from __future__ import annotations
