@@ -104,6 +104,13 @@ class MethodNotAllowed(HydroError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(HydroError):
+    """The caller did not send its request (headers or body) within the server's read timeout."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class Conflict(HydroError):
     status = 409
     code = "conflict"
@@ -158,6 +165,13 @@ class ServiceUnavailable(HydroError):
         if retry_after is not None:
             kw.setdefault("headers", {"Retry-After": str(max(1, round(retry_after)))})
         super().__init__(message, **kw)
+
+
+class InsufficientStorage(HydroError):
+    """A disk the platform writes to (the gateway's state directory) is full; nothing was changed."""
+
+    status = 507
+    code = "insufficient_storage"
 
 
 class DeadlineExceeded(HydroError):

@@ -24,9 +24,11 @@ from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.deployment import Deployment, parse_deployment
 from hydro_serving.gateway.discovery import DiscoveryLoop
 from hydro_serving.gateway.keys import KeyRing, looks_like_key
+from hydro_serving.gateway.logrotate import rotate_loop
 from hydro_serving.gateway.metrics import GatewayMetrics
 from hydro_serving.gateway.providers import Provider, get_provider
 from hydro_serving.gateway.proxy import new_session
+from hydro_serving.gateway.ratelimit import RateLimiter
 from hydro_serving.gateway.scaler import FunctionPool
 from hydro_serving.gateway.state import StateStore
 from hydro_serving.monitor.service import for_gateway
@@ -54,6 +56,7 @@ class Gateway:
         self._router_keys: dict[str, tuple[str, str, int]] = {}  # router -> (key name, token, generation)
         self._retired_keys: list[tuple[str, str, int]] = []  # (router, key name, newest generation holding it)
         self.metrics = GatewayMetrics()
+        self.rate_limiter = RateLimiter()  # token buckets of every function's rate: (issue 12)
         self.pools: dict[str, FunctionPool] = {}
         self.session: aiohttp.ClientSession | None = None
         self.started_at = time.time()
@@ -62,6 +65,7 @@ class Gateway:
         self._discovery: asyncio.Task[None] | None = None
         # payload sampling, drift windows, feedback (hydro_serving.monitor); its own SQLite file
         self.monitor = for_gateway(config.state_dir, self.metrics.registry)
+        self._rotation: asyncio.Task[None] | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -87,11 +91,14 @@ class Gateway:
             loop = DiscoveryLoop(self.config.discover_interval, allow_unsafe=self.config.discover_unsafe_formats)
             self._discovery = asyncio.get_running_loop().create_task(loop.run())
         await self.monitor.start()
+        if self.config.log_max_bytes > 0:  # the gateway's and the replicas' logs rotate by size
+            self._rotation = asyncio.get_running_loop().create_task(
+                rotate_loop(self.config.state_dir, self.config.log_max_bytes))
         log.info("gateway state %s: %d function(s) known", self.config.state_dir, len(self.pools))
 
     async def stop(self) -> None:
         """Stop every replica (gracefully, then forced) and release resources."""
-        for task in (self._reaper, self._discovery):
+        for task in (self._reaper, self._discovery, self._rotation):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -229,12 +236,13 @@ class Gateway:
     async def remove(self, name: str) -> None:
         async with self._admin_lock:
             pool = self.pool(name)
+            self.state.delete(name)  # first: a full disk (507) leaves the function deployed, not half-removed
             del self.pools[name]
-            self.state.delete(name)
         await pool.close("removed", drain=True)
         self._revoke_router_keys(name)
         await self.provider.remove(name)
         self.metrics.forget(name)
+        self.rate_limiter.forget(name)
 
     # ---- who may call what ----------------------------------------------------------------------------
 
