@@ -145,7 +145,11 @@ def test_gateway_reports_a_broken_isolated_environment(gateway: Any, tmp_path: P
     folder = function_dir(tmp_path, "broken-env", "this-package-does-not-exist-hydro==0.0.1")
     gateway.deploy({"name": "broken-env", "lang": "python3", "handler": str(folder),
                     "environment": {"HYDRO_ISOLATE": "1"}})
-    status, _, body = gateway.invoke("broken-env", {}, timeout=300)
+    admin = {"Authorization": f"Bearer {gateway.token}"}
+    status, _, body = gateway.invoke("broken-env", {}, timeout=300, headers=admin)
     assert status in (502, 503), body
     assert body["function"] == "broken-env"
-    assert "this-package-does-not-exist-hydro" in body["error"]
+    assert "this-package-does-not-exist-hydro" in body["error"]  # the operator reads the cause
+    status, _, body = gateway.invoke("broken-env", {}, timeout=300)
+    assert status in (502, 503) and body["function"] == "broken-env"
+    assert "this-package-does-not-exist-hydro" not in body["error"] and body["request_id"] in body["error"]
