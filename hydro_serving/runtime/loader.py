@@ -56,13 +56,14 @@ def resolve_model(spec: FunctionSpec) -> tuple[Path | None, FunctionSpec]:
             raise ConfigError(f"model path {path} does not exist (function '{spec.name}')", field="model",
                               function=spec.name)
         return path.resolve(), spec
-    from hydro_serving.store import fetch_model, open_store  # lazy: boto3 only when a store is used
+    from hydro_serving.store import fetch_model, manifest_of, open_store  # lazy: boto3 only when a store is used
 
-    if spec.signature is None:
-        manifest = open_store().get_manifest(spec.model)
+    tree = Path(fetch_model(spec.model))
+    if spec.signature is None:  # the manifest cached beside the files: a sandboxed replica may not reach the store
+        manifest = manifest_of(tree) or open_store().get_manifest(spec.model)
         if manifest.signature is not None:
             spec = replace(spec, signature=manifest.signature)
-    return Path(fetch_model(spec.model)), spec
+    return tree, spec
 
 
 def import_entrypoint(template: Template) -> Any:

@@ -24,6 +24,7 @@ from gunicorn.app.base import BaseApplication
 
 from hydro_serving.builder.templates import Template, get_template
 from hydro_serving.errors import ConfigError
+from hydro_serving.replica.process import die_with_parent
 from hydro_serving.runtime.config import RuntimeConfig
 from hydro_serving.runtime.metrics import enable_multiprocess
 from hydro_serving.runtime.service import WorkerBarrier
@@ -94,8 +95,6 @@ def _post_fork(server: Any, worker: Any) -> None:
     Otherwise a worker notices a dead arbiter only at its next loop turn (about a second), and a
     killed supervisor chain (gateway -> zygote -> arbiter) would briefly leave orphans holding the port.
     """
-    from hydro_serving.runtime.zygote import die_with_parent
-
     die_with_parent(server.pid)
 
 
@@ -156,6 +155,10 @@ class RuntimeServer(BaseApplication):
             # gunicorn >= 23 opens a control socket at one fixed path per user; many replicas on one
             # machine would fight over it, and nothing here uses it
             "control_socket_disable": True,
+            # gunicorn's defaults are the euid/egid when gunicorn was imported: in a zygote (the gateway's
+            # user) that is not the sandboxed replica's, and its worker files would be chowned to it
+            "user": os.geteuid(),
+            "group": os.getegid(),
             "worker_exit": _worker_exit,
             "post_fork": post_fork,
             "child_exit": child_exit,

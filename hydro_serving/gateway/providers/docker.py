@@ -141,7 +141,7 @@ class DockerProvider(Provider):
                               field="HYDRO_DOCKER_NETWORK")
         self.gateway_label = gateway_label(config.state_dir)
         self.logs_dir = config.state_dir / "logs"
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
