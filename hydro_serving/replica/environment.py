@@ -92,6 +92,7 @@ def replica_environment(
     store: str | None = None,
     store_credentials: Mapping[str, str] | None = None,
     platform: Mapping[str, str] | None = None,
+    base: bool = True,
 ) -> dict[str, str]:
     """Every variable a replica of ``spec`` (a FunctionSpec) starts with, and nothing else.
 
@@ -101,9 +102,10 @@ def replica_environment(
     ``store_credentials`` default to :func:`replica_store_credentials` of ``operator`` (pass ``{}``
     when credentials reach the replica another way, e.g. a Kubernetes Secret). ``platform`` is what
     the provider and the other parts add (function name, gateway URL, secrets dir, model pin, keys).
+    ``base=False`` for an image, whose own ``ENV`` (``PATH``, ``HOME``, ...) is the base.
     """
     operator = {} if operator is None else operator
-    env = base_environment(operator, home, tmpdir)
+    env = base_environment(operator, home, tmpdir) if base else {"PYTHONUNBUFFERED": "1"}
     env.update({k: operator[k] for k in contract.RUNTIME_LIMIT_ENVS if operator.get(k)})
     if uses_store(spec):
         store = store or operator.get(contract.STORE_ENV)
@@ -119,5 +121,6 @@ def replica_environment(
 
 
 def function_view(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` without the provider-specific keys: what must be equal on every provider."""
-    return {k: v for k, v in env.items() if k not in PROVIDER_KEYS}
+    """``env`` without the provider-specific keys and the base (an image brings its own ``PATH``):
+    what must be equal on every provider."""
+    return {k: v for k, v in env.items() if k not in PROVIDER_KEYS and k not in BASE_KEYS}
