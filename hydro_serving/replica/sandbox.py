@@ -49,6 +49,7 @@ MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+KEPT_FLAGS = 2 | 4 | 8 | 1024 | 2048 | 4096  # statvfs's nosuid, nodev, noexec, noatime, nodiratime, relatime
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_DUMPABLE = 4
 O_PATH = getattr(os, "O_PATH", 0o10000000)
@@ -233,8 +234,9 @@ def enter(plan: Plan) -> None:
                 if not os.path.exists(path):
                     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
             _mount(libc, f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
-            if not writable:
-                _mount(libc, None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID, None)
+            if not writable:  # keep the flags the source had (a user namespace may not drop locked ones)
+                kept = os.statvfs(path).f_flag & KEPT_FLAGS
+                _mount(libc, None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | kept, None)
     finally:
         for fd in sources.values():
             os.close(fd)
@@ -247,4 +249,7 @@ def enter(plan: Plan) -> None:
         # breaks /proc/self/fd readers); an exec would reset it, so do what an exec would
         libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
     else:
+        # same uid as the gateway and the other replicas: no /proc/<pid>/{environ,mem} of this one for them,
+        # and no capability left in its namespace
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
         _drop_capabilities(libc)

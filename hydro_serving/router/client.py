@@ -18,9 +18,11 @@ import urllib3
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
+from hydro_serving.replica import contract
+
 log = logging.getLogger(__name__)
 
-PREWARM_HEADER = "X-Hydro-Prewarm"
+PREWARM_HEADER = contract.PREWARM_HEADER
 
 
 class StageCallError(Exception):

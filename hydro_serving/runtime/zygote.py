@@ -195,6 +195,8 @@ class Zygote:
             die_with_parent(parent)
             with open(request["env_file"], "rb") as fh:  # before the sandbox: the replica's user cannot read it
                 env = json.loads(fh.read())
+            with contextlib.suppress(OSError):  # read once, by this child only
+                os.unlink(request["env_file"])
             set_process_name(f"hydro:{env.get('HYDRO_FUNCTION_NAME', 'replica')}")
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGTERM):

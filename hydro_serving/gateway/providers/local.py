@@ -365,7 +365,7 @@ class LocalProvider(Provider):
             log.flush()
             replica.info["log_offset"] = log.tell()
             proc = await self.spawner.spawn(spec.lang, argv, env, cwd, log_path, plan,
-                                            self.function_dir(spec.name) / "replica-env.json")
+                                            self.function_dir(spec.name) / f"replica-env-{replica.id}.json")
             try:
                 proc = proc or await asyncio.create_subprocess_exec(
                     *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
