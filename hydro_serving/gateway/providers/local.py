@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -206,12 +207,12 @@ class LocalProvider(Provider):
             log.error("building a function's virtual environment failed: %s", task.exception())
 
     async def remove(self, name: str) -> None:
+        """Forget the function's folder: spec, secrets copies, its home and model cache (rmtree never
+        follows a link the replica may have planted in its home)."""
         secrets.remove_materialized(self.secrets_path(name))
-        path = self.spec_path(name)
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        with contextlib.suppress(OSError):
-            path.parent.rmdir()
+            self.spec_path(name).unlink()
+        await asyncio.to_thread(shutil.rmtree, self.function_dir(name), True)
 
     # ---- the sandbox -------------------------------------------------------------------------------
 

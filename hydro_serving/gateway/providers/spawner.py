@@ -339,6 +339,8 @@ class ZygoteSpawner:
         except (OSError, ConnectionError, TimeoutError, ValueError) as exc:
             log.warning("zygote of template '%s' could not start a replica (%s); starting a plain process",
                         template, exc)
+            with contextlib.suppress(OSError):  # the plain process gets its environment directly
+                env_path.unlink()
             if zygote is not None and not zygote.alive:  # died before answering: do not crash-loop it
                 self._failed_until[zygote.key] = time.monotonic() + RETRY_AFTER
             return None
