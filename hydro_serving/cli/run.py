@@ -1,10 +1,11 @@
 """``hydro run NAME``: serve one function from stack.yml in the foreground, through the real runtime server.
 
 The same server, template, limits and environment as a deployed replica, so "works on my laptop"
-means the same thing as "works behind the gateway": the process's environment is replaced by
+means the same thing as "works behind the gateway": every variable of
 :func:`~hydro_serving.replica.environment.replica_environment` (what the function declares, the
-base, the store settings), with the user's own store credentials (this is the user's process, not
-a stranger's). Only the model comes from a local path when stack.yml says so.
+store settings, the platform's) is set with the same value, over the user's own environment (this
+is the user's process, not a stranger's: their shell's variables and store credentials stay
+visible). Only the model comes from a local path when stack.yml says so.
 """
 
 from __future__ import annotations
@@ -21,23 +22,15 @@ import click
 from hydro_serving.replica import contract
 from hydro_serving.replica.environment import replica_environment
 
-# the user's own settings a local run keeps (where their cache, templates, store profile and, for a
-# router, their gateway are): this is their process, not a stranger's
-USER_SETTINGS = ("HYDRO_HOME", "HYDRO_CACHE", "HYDRO_TEMPLATES", "PYTHONPATH", "VIRTUAL_ENV", "AWS_PROFILE",
-                 "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", contract.GATEWAY_URL_ENV,
-                 contract.HYDRO_STAGE_URL_TEMPLATE)
-
 
 def run_environment(spec: Any, stack_store: str | None, spec_path: Path,
                     operator: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment ``hydro run`` serves ``spec`` with: the replica's, the user's HOME and credentials."""
+    """What ``hydro run`` sets for ``spec``: the replica's environment, with the user's HOME and own credentials."""
     operator = dict(os.environ if operator is None else operator)
     credentials = {k: operator[k] for k in contract.REPLICA_CREDENTIAL_ENVS if operator.get(k)}
-    passthrough = {k: operator[k] for k in USER_SETTINGS if operator.get(k)}
-    env = replica_environment(spec, operator=operator, home=operator.get("HOME"), tmpdir=operator.get("TMPDIR"),
+    return replica_environment(spec, operator=operator, home=operator.get("HOME"), tmpdir=operator.get("TMPDIR"),
                               store=operator.get(contract.STORE_ENV) or stack_store,
                               store_credentials=credentials, platform={contract.FUNCTION_SPEC_ENV: str(spec_path)})
-    return {**passthrough, **env}
 
 
 @click.command("run")
@@ -58,9 +51,7 @@ def run(name: str, stack_file: str, port: int, host: str, workers: int, threads:
     with tempfile.TemporaryDirectory(prefix=f"hydro-run-{name}-") as tmp:
         spec_path = Path(tmp) / "function.json"
         spec_path.write_text(json.dumps(spec.to_dict(), indent=2))
-        env = run_environment(spec, stack.provider.store, spec_path)
-        os.environ.clear()
-        os.environ.update(env)
+        os.environ.update(run_environment(spec, stack.provider.store, spec_path))
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{port}"
         click.echo(f"Serving function '{name}' (lang {spec.lang}) at {url}/  "

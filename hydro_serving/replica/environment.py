@@ -5,8 +5,9 @@ A replica is a stranger to the gateway: it never inherits the gateway's environm
 ``HYDRO_TOKEN``, the gateway's own ``AWS_SECRET_ACCESS_KEY``, ...). What it gets, in this order
 (a later layer wins):
 
-1. a minimal base (:data:`BASE_KEYS` copied from the operator's environment when set, then
-   ``HOME``/``TMPDIR`` given by the provider, ``PYTHONUNBUFFERED=1``);
+1. a minimal base (:data:`BASE_KEYS` and the host's native-library tuning, :data:`HOST_TUNING`,
+   copied from the operator's environment when set, then ``HOME``/``TMPDIR`` given by the
+   provider, ``PYTHONUNBUFFERED=1``);
 2. runtime limits the operator set for every replica (:data:`~.contract.RUNTIME_LIMIT_ENVS`);
 3. the store, only for a function that loads a model from it: ``HYDRO_STORE``, the endpoint and
    region settings, and read-only credentials only when the operator provides them as
@@ -20,6 +21,7 @@ A replica is a stranger to the gateway: it never inherits the gateway's environm
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,9 +44,17 @@ PROVIDER_KEYS = frozenset({
 })
 
 
+# the host's tuning of native libraries (BLAS kernels, thread pools, allocator, library path): never
+# secret, and a replica on this host needs the same (e.g. OPENBLAS_CORETYPE where detection fails)
+HOST_TUNING = re.compile(r"^(OPENBLAS_\w+|GOTO\w+|MKL_\w+|OMP_\w+|KMP_\w+|\w*_NUM_THREADS|MALLOC_\w+|NVPL_\w+"
+                         r"|LD_LIBRARY_PATH)$")
+
+
 def base_environment(operator: Mapping[str, str], home: str | None = None, tmpdir: str | None = None) -> dict[str, str]:
-    """``PATH``, locale and time zone from ``operator``, plus the replica's own ``HOME``/``TMPDIR``."""
+    """``PATH``, locale, time zone and the host's native-library tuning (:data:`HOST_TUNING`) from
+    ``operator``, plus the replica's own ``HOME``/``TMPDIR``."""
     env = {key: operator[key] for key in BASE_KEYS if operator.get(key)}
+    env.update({key: value for key, value in operator.items() if HOST_TUNING.match(key) and value})
     env.setdefault("PATH", DEFAULT_PATH)
     env.setdefault("LANG", "C.UTF-8")
     if home:
@@ -123,4 +133,4 @@ def replica_environment(
 def function_view(env: Mapping[str, str]) -> dict[str, str]:
     """``env`` without the provider-specific keys and the base (an image brings its own ``PATH``):
     what must be equal on every provider."""
-    return {k: v for k, v in env.items() if k not in PROVIDER_KEYS and k not in BASE_KEYS}
+    return {k: v for k, v in env.items() if k not in PROVIDER_KEYS and k not in BASE_KEYS and not HOST_TUNING.match(k)}

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from hydro_serving.gateway.secrets import write_secret
-from hydro_serving.replica.environment import BASE_KEYS
+from hydro_serving.replica.environment import BASE_KEYS, HOST_TUNING
 from hydro_serving.replica.sandbox import sandbox_mode
 
 GATEWAY_SECRETS = {"AWS_SECRET_ACCESS_KEY": "gateway-aws-secret-value", "AWS_ACCESS_KEY_ID": "gateway-aws-key-id",
@@ -126,7 +126,8 @@ def test_hostile_function_reaches_nothing_but_its_own(gateway_factory: Any, monk
     platform = {"HYDRO_FUNCTION_NAME", "HYDRO_GATEWAY_URL", "HYDRO_FUNCTION_SPEC", "HYDRO_SECRETS_DIR", "HOME",
                 "TMPDIR", "PYTHONUNBUFFERED", "PYTHONPATH", "HYDRO_TEMPLATES",
                 "SERVER_SOFTWARE"}  # the last one set by the runtime's own server (gunicorn)
-    assert set(env) - set(declared) <= platform | set(BASE_KEYS), sorted(set(env) - set(declared))
+    tuning = {k for k in os.environ if HOST_TUNING.match(k)}  # the host's BLAS/thread tuning (documented base)
+    assert set(env) - set(declared) <= platform | set(BASE_KEYS) | tuning, sorted(set(env) - set(declared))
     assert body["self_environ"]["ok"], body["self_environ"]
     everything = json.dumps(env) + body["self_environ"]["got"]
     for key, value in GATEWAY_SECRETS.items():
@@ -184,3 +185,40 @@ def test_state_directory_is_private(gateway: Any, tmp_path: Path) -> None:
                 assert mode & 0o007 == 0 or "model-cache" in rel.parts, f"{rel} is {oct(mode)}"
             checked += 1
     assert checked > 8
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("replica_credentials", [False, True], ids=["gateway-prefetch", "read-only-replica-keys"])
+def test_store_model_on_private_s3(gateway_factory: Any, rgw_s3: dict[str, str], iris_model_file: Path,
+                                   monkeypatch: pytest.MonkeyPatch, replica_credentials: bool) -> None:
+    """A `latest` model on a private S3 serves; a replica holds store keys only when the operator gives it some."""
+    import uuid
+
+    from hydro_serving.store import open_store
+
+    for key, value in rgw_s3.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.setenv("HYDRO_STORE", f"s3://sandbox-{uuid.uuid4().hex[:10]}/m")
+    if replica_credentials:  # RGW's one user stands in for a read-only one here
+        monkeypatch.setenv("HYDRO_REPLICA_AWS_ACCESS_KEY_ID", rgw_s3["AWS_ACCESS_KEY_ID"])
+        monkeypatch.setenv("HYDRO_REPLICA_AWS_SECRET_ACCESS_KEY", rgw_s3["AWS_SECRET_ACCESS_KEY"])
+    open_store().upload(iris_model_file, "iris", framework="sklearn")
+    monkeypatch.setenv("HYDRO_ZYGOTE", "0")  # a fresh process: its /proc/<pid>/environ is the environment it got
+    gw = gateway_factory()
+    gw.deploy({"name": "iris", "lang": "sklearn", "model": "iris"})  # the alias latest, resolved at each start
+    status, _, body = gw.invoke("iris", [[5.1, 3.5, 1.4, 0.2]])
+    assert status == 200 and body == [0], body
+    deployed = json.loads((gw.state_dir / "functions" / "iris" / "spec.json").read_text())
+    assert deployed["model"] == "iris"
+    pid = gw.replica_pids("iris")[0]
+    raw = Path(f"/proc/{pid}/environ").read_text()  # the test runs as root: it may look
+    replica_env = dict(line.split("=", 1) for line in raw.split("\0") if "=" in line)
+    assert replica_env["HYDRO_STORE"] == os.environ["HYDRO_STORE"]
+    if replica_credentials:
+        assert replica_env["AWS_ACCESS_KEY_ID"] == rgw_s3["AWS_ACCESS_KEY_ID"]
+        assert replica_env["HYDRO_CACHE"].endswith("/home/cache")
+    else:  # the gateway fetched it: the replica has no key, and reads the version the gateway resolved
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(replica_env)
+        assert replica_env["HYDRO_CACHE"].endswith("/model-cache")
+        assert json.loads(Path(replica_env["HYDRO_FUNCTION_SPEC"]).read_text())["model"] == "iris:1"
