@@ -52,8 +52,11 @@ def environments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gateway_env: d
     spec = stack.function("iris").resolved(stack.root)
     config = GatewayConfig(state_dir=tmp_path / "state", port=18080)
     write_secret(config.state_dir, "api-key", b"k")
-    local = LocalProvider(config)._environment(spec, local_secrets := tmp_path / "state" / "secrets-copy")
-    docker = DockerProvider(config, network="host")._environment(spec, 45678)
+    local_provider, docker_provider = LocalProvider(config), DockerProvider(config, network="host")
+    for provider in (local_provider, docker_provider):  # as the gateway hooks in its platform variables
+        provider.platform_env = lambda spec: {"HYDRO_MODEL_PIN": f"{spec.model}@sha256:ab"}
+    local = local_provider._environment(spec, local_secrets := tmp_path / "state" / "secrets-copy")
+    docker = docker_provider._environment(spec, 45678)
     service = render_service(stack.function("iris"), stack, store_endpoint="http://127.0.0.1:7480")
     container = service["spec"]["template"]["spec"]["containers"][0]
     knative = {item["name"]: item["value"] for item in container["env"]}
@@ -64,6 +67,8 @@ def environments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gateway_env: d
 
 def test_every_provider_gives_the_same_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     envs = environments(tmp_path, monkeypatch, GATEWAY_ENV)
+    for name in ("local", "docker"):  # what the gateway adds reaches its replicas
+        assert envs[name].pop("HYDRO_MODEL_PIN") == "iris:3@sha256:ab"
     views = {name: function_view(envs[name]) for name in ("local", "docker", "knative", "run")}
     expected = {"GREETING": "hello", "HYDRO_MAX_INFLIGHT": "7", "FROM_FILE": "1", "QUOTED": "a b",
                 "HYDRO_FUNCTION_NAME": "iris", "HYDRO_STORE": "s3://models/prod",

@@ -31,7 +31,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -134,6 +134,9 @@ class LocalProvider(Provider):
             log.warning("%s=off: replicas run unsandboxed, as the gateway's user", contract.SANDBOX_ENV)
         elif self.sandbox == sandbox.USERNS:
             make_undumpable()  # same uid as the replicas: keep them out of /proc/<gateway>/environ
+        # what other parts add to a replica's environment (model pin, trusted keys, a router's own key):
+        # the gateway sets it; its values win over the function's own (see replica_environment)
+        self.platform_env: Callable[[FunctionSpec], Mapping[str, str]] | None = None
         self._procs: dict[str, asyncio.subprocess.Process | ZygoteChild] = {}
         self.spawner = ZygoteSpawner(config.state_dir / "zygotes")  # pre-imported templates (HYDRO_ZYGOTE=0: off)
         self._venv_builds: set[asyncio.Task[str]] = set()
@@ -319,6 +322,7 @@ class LocalProvider(Provider):
                      model_cache: Path | None = None, spec_path: Path | None = None) -> dict[str, str]:
         home = self.home_path(spec.name)
         platform = {
+            **(self.platform_env(spec) if self.platform_env is not None else {}),
             contract.GATEWAY_URL_ENV: self.config.url,
             contract.FUNCTION_SPEC_ENV: str(spec_path or self.spec_path(spec.name)),
         }
