@@ -153,8 +153,11 @@ def make_plan(mode: str, *, uid: int = -1, gid: int = -1, hidden: Iterable[str] 
     in ``uid`` mode so is the topmost folder on the way to a needed path that ``uid`` cannot traverse."""
     if mode == OFF:
         return Plan(OFF)
-    binds = [(os.path.realpath(p), False) for p in readable if os.path.exists(p)]
-    binds += [(os.path.realpath(p), True) for p in writable]
+    binds: list[tuple[str, bool]] = []
+    for paths, rw in ((readable, False), (writable, True)):
+        for p in paths:
+            if rw or os.path.exists(p):  # at the path the replica is told, and where a link there leads
+                binds += [(os.path.abspath(p), rw), (os.path.realpath(p), rw)]
     cover = {os.path.realpath(h) for h in hidden if os.path.isdir(h)}
     if mode == UID:
         for path, _ in binds:
@@ -164,7 +167,7 @@ def make_plan(mode: str, *, uid: int = -1, gid: int = -1, hidden: Iterable[str] 
                     break
     tops = sorted(c for c in cover if not any(o != c and _inside(c, o) for o in cover))
     # bind back only what a cover hides; a path inside another bound path comes with it
-    kept = sorted({(p, w) for p, w in binds if any(_inside(p, c) for c in tops)}, key=lambda b: (len(b[0]), b))
+    kept = sorted({(p, w) for p, w in binds if any(_inside(p, c) for c in tops)}, key=lambda b: (len(b[0]), b[0], b[1]))
     final: list[tuple[str, bool]] = []
     for path, writable_ in kept:
         if not any(_inside(path, other) and (w or not writable_) for other, w in final):
@@ -211,7 +214,8 @@ def enter(plan: Plan) -> None:
     libc = _libc()
     uid, gid = os.getuid(), os.getgid()
     if plan.mode == USERNS:
-        _check(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(user, mount)")
+        _check(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(user, mount) (this system may forbid "
+               f"unprivileged user namespaces: allow them, run the gateway as root, or {contract.SANDBOX_ENV}=off)")
         _write("/proc/self/setgroups", "deny")
         _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
         _write("/proc/self/gid_map", f"{gid} {gid} 1\n")

@@ -36,6 +36,14 @@ def test_uid_mode_covers_what_the_uid_cannot_traverse_and_binds_back_what_it_nee
     assert Plan.from_dict(plan.to_dict()) == plan
 
 
+def test_a_link_is_bound_at_its_path_and_at_its_target(tmp_path: Path) -> None:
+    (tmp_path / "hidden" / "real").mkdir(parents=True)
+    (tmp_path / "hidden" / "link").symlink_to(tmp_path / "hidden" / "real")
+    plan = make_plan(USERNS, hidden=[str(tmp_path / "hidden")], readable=[str(tmp_path / "hidden" / "link")])
+    hidden = tmp_path / "hidden"
+    assert sorted(plan.binds) == [(str(hidden / "link"), False), (str(hidden / "real"), False)]
+
+
 def test_a_cover_inside_another_is_one_cover(tmp_path: Path) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
     plan = make_plan(USERNS, hidden=[str(tmp_path / "a"), str(tmp_path / "a" / "b")])
