@@ -222,3 +222,17 @@ def test_store_model_on_private_s3(gateway_factory: Any, rgw_s3: dict[str, str],
         assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(replica_env)
         assert replica_env["HYDRO_CACHE"].endswith("/model-cache")
         assert json.loads(Path(replica_env["HYDRO_FUNCTION_SPEC"]).read_text())["model"] == "iris:1"
+
+
+def test_malformed_environment_file_refuses_the_deploy(shared_gateway: Any, tmp_path: Path) -> None:
+    """One strict parser: a bad line is a 400 naming the field, the file and the line; nothing starts."""
+    gw = shared_gateway
+    folder = gw.write_handler(tmp_path / "envbad")
+    env_file = tmp_path / "bad.env"
+    env_file.write_text("GOOD=1\nexport PASSWORD='unbalanced\n")
+    body = {"service": "envbad", "hydro": gw.python_spec("envbad", folder, environment_file=[str(env_file)])}
+    status, out = gw.admin("POST", "/system/functions", body)
+    assert status == 400, out
+    assert out["field"] == "hydro.environment_file[0]" and f"{env_file} line 2" in out["error"]
+    assert "Traceback" not in json.dumps(out)
+    assert gw.admin("GET", "/system/function/envbad")[0] == 404
