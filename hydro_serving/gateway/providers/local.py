@@ -371,6 +371,8 @@ class LocalProvider(Provider):
             replica.info["log_offset"] = log.tell()
             proc = await self.spawner.spawn(spec.lang, argv, env, cwd, log_path, plan,
                                             self.function_dir(spec.name) / f"replica-env-{replica.id}.json")
+            if proc is None and self.sandbox == sandbox.USERNS:  # same uid as its neighbours: start undumpable
+                argv = [argv[0], "-m", "hydro_serving.replica.launch", *argv[2:]]
             try:
                 proc = proc or await asyncio.create_subprocess_exec(
                     *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
