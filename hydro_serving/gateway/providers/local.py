@@ -29,6 +29,7 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -92,7 +93,11 @@ def _preexec(plan: sandbox.Plan):  # type: ignore[no-untyped-def]
     parent = os.getpid()
 
     def run() -> None:
-        sandbox.enter(plan)
+        try:
+            sandbox.enter(plan)
+        except OSError as exc:  # the parent only learns "preexec_fn failed": say why in the function's log
+            os.write(2, f"error: {exc.strerror or exc}\n".encode())
+            raise
         die_with_parent(parent)  # after the uid change, which clears the death signal
     return run
 
@@ -360,6 +365,8 @@ class LocalProvider(Provider):
         except HydroError as exc:
             raise ReplicaStartError(f"cannot prepare the environment of '{spec.name}': {exc.message}",
                                     function=spec.name) from None
+        except OSError as exc:  # the gateway's own fetch of the model into the function's cache
+            raise ReplicaStartError(f"cannot fetch the model of '{spec.name}': {exc}", function=spec.name) from None
         plan = self._plan(spec, python)
         argv = [python, "-m", "hydro_serving.runtime", "--spec", str(spec_path),
                 "--port", str(port), "--host", "127.0.0.1"]
@@ -379,8 +386,10 @@ class LocalProvider(Provider):
                     env=env, cwd=cwd, start_new_session=True,
                     preexec_fn=_preexec(plan) if sys.platform.startswith("linux") else None,
                 )
-            except (OSError, sandbox.SandboxError, ValueError) as exc:
-                raise ReplicaStartError(f"cannot start a replica of '{spec.name}': {exc}",
+            except (OSError, subprocess.SubprocessError, ValueError) as exc:  # preexec failures: SubprocessError
+                cause = last_error_line(self.exit_cause_text(spec.name)) if isinstance(
+                    exc, subprocess.SubprocessError) else ""
+                raise ReplicaStartError(f"cannot start a replica of '{spec.name}': {cause or exc}",
                                         function=spec.name) from None
         replica.pid = proc.pid
         replica.info.update({"pgid": proc.pid, "port": port, "log": str(log_path)})
@@ -417,6 +426,15 @@ class LocalProvider(Provider):
         if proc is None:
             return None
         return await proc.wait()
+
+    def exit_cause_text(self, name: str) -> str:
+        """The end of the function's log, where a replica that could not start said why."""
+        try:
+            with open(self.log_path(name), "rb") as fh:
+                fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def exit_cause(self, replica: Replica) -> str:
         path = self.log_path(replica.function)
