@@ -79,7 +79,17 @@ def batching_matches_flask(cases: dict[str, Any]) -> dict[str, Any]:
     return _goal(goal, on["ratio"]["rps"] >= 1.0, f"{on['rps']:.0f} req/s = {on['ratio']['rps']:.2f}x Flask")
 
 
-JUDGES = (gateway_hop, pipeline_share, cold_start, ahead_of_peers, batching_matches_flask)
+def monitoring_overhead(cases: dict[str, Any]) -> dict[str, Any]:
+    goal = "payload sampling at 1.0 adds <= 0.1 ms p50 to the invocation path"
+    case = cases.get("monitor")
+    if not case or case.get("status") != "ok":
+        return _goal(goal, None, "monitor case not run")
+    hot = case["hot_path_us"]["sample 1.0"]["p50_us"]
+    return _goal(goal, hot <= 100.0, f"gateway tap+offer {hot:.1f} us p50 per request; demo pipeline p50 "
+                                     f"{case['added_p50_ms']:+.2f} ms with every stage sampled")
+
+
+JUDGES = (gateway_hop, pipeline_share, cold_start, ahead_of_peers, batching_matches_flask, monitoring_overhead)
 
 
 def judge(cases: dict[str, Any]) -> list[dict[str, Any]]:

@@ -19,6 +19,45 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_TOOLS = Path(os.environ.get("HYDRO_SHARED_TOOLS", REPO.parent / "shared" / "tools"))
 
 
+# Tests that start real processes (a runtime server, a gateway, the hydro CLI or another interpreter)
+# take seconds each. They get the ``process`` marker here so the quick loop
+# (``-m "not process and not slow and not docker and not heavy and not s3"``: unit and in-process tests)
+# leaves them out: every test that uses a real-gateway fixture of tests/gateway_fixtures.py, and every
+# test of the modules below, which start their processes themselves. A new module that starts processes
+# without those fixtures adds itself here (or sets ``pytestmark = pytest.mark.process``).
+PROCESS_FIXTURES = frozenset({"gateway", "gateway_factory", "shared_gateway"})
+PROCESS_MODULES = frozenset({
+    "tests/builder/test_cli.py",
+    "tests/coldstart/test_zygote.py",
+    "tests/gateway/test_api.py",
+    "tests/gateway/test_cli.py",
+    "tests/gateway/test_discovery.py",
+    "tests/gateway/test_secrets.py",
+    "tests/router/test_router_runtime.py",
+    "tests/runtime/test_batching.py",
+    "tests/runtime/test_handler_lifecycle.py",
+    "tests/runtime/test_onnx.py",
+    "tests/runtime/test_python3.py",
+    "tests/runtime/test_sklearn.py",
+    "tests/store/test_cache_offline.py",
+    "tests/store/test_cli.py",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests that start real processes ``process`` (a renamed module must not slip out)."""
+    missing = sorted(m for m in PROCESS_MODULES if not (REPO / m).is_file())
+    if missing:
+        raise pytest.UsageError(f"tests/conftest.py PROCESS_MODULES names missing files: {', '.join(missing)}")
+    for item in items:
+        try:
+            module = item.path.relative_to(REPO).as_posix()
+        except ValueError:
+            module = ""
+        if module in PROCESS_MODULES or not PROCESS_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.process)
+
+
 def unavailable(reason: str) -> None:
     """A real server or file a test needs is missing: skip on a developer's machine, FAIL in CI.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -20,18 +21,29 @@ from hydro_serving.errors import ValidationError
 
 FIELDS = ("Title1", "ItemSpecifics1", "Title2", "ItemSpecifics2")
 _MODULE = "hydro_pm_features"
+_LOADING = threading.Lock()
+_loaded: list[ModuleType] = []  # set once features.py has run to the end
 
 
 def _features() -> ModuleType:
-    """The sibling ``features.py``, imported once per process under a name no one else uses."""
-    module = sys.modules.get(_MODULE)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(_MODULE, Path(__file__).with_name("features.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[_MODULE] = module
-        spec.loader.exec_module(module)
-    return module
+    """The sibling ``features.py``, imported once per process under a name no one else uses.
+
+    Under a lock: the first requests of a cold replica arrive together, and a thread that found the
+    module in ``sys.modules`` while another was still executing it saw no ``pair_features`` yet.
+    """
+    if _loaded:
+        return _loaded[0]
+    with _LOADING:
+        if not _loaded:
+            module = sys.modules.get(_MODULE)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(_MODULE, Path(__file__).with_name("features.py"))
+                assert spec is not None and spec.loader is not None
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[_MODULE] = module  # before running it, as an import does (dataclasses look it up)
+                spec.loader.exec_module(module)
+            _loaded.append(module)
+    return _loaded[0]
 
 
 def _records(payload: Any) -> list[tuple[str, Mapping[str, Any]]]:

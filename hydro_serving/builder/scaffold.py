@@ -16,10 +16,10 @@ from pathlib import Path
 import yaml
 
 from hydro_serving.builder.scope import copy_in_scope
-from hydro_serving.builder.templates import Template, get_template
 from hydro_serving.errors import Conflict, StackError, ValidationError
 from hydro_serving.stack.loader import parse_stack
 from hydro_serving.stack.model import DNS_LABEL
+from hydro_serving.templates import Template, get_template
 
 NEW_STACK = """\
 version: 1.0

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import click
 
+from hydro_serving.errors import ConfigError
+from hydro_serving.stack import load_stack
+from hydro_serving.templates import scan_templates
+
 STACK_OPTION = click.option("-f", "--yaml", "stack_file", default="stack.yml", show_default=True,
                             type=click.Path(dir_okay=False, path_type=Path), help="The stack file.")
 FILTER_OPTION = click.option("--filter", "filters", multiple=True, metavar="NAME",
@@ -56,8 +60,6 @@ def build(stack_file: Path, filters: tuple[str, ...], shrinkwrap: bool, base_ima
           push_after: bool, network: str | None, no_cache: bool, output: Path | None) -> None:
     """Write a build context per function and build its image through the Docker Engine API."""
     from hydro_serving.builder.context import build_contexts
-    from hydro_serving.stack import load_stack
-
     stack = load_stack(stack_file)
     for spec in stack.select(list(filters) or None):
         if spec.skip_build:
@@ -90,8 +92,6 @@ def push(stack_file: Path, filters: tuple[str, ...]) -> None:
     """Push the functions' images (built by 'hydro build') to their registries."""
     from hydro_serving.builder.context import default_image
     from hydro_serving.builder.images import push_images
-    from hydro_serving.stack import load_stack
-
     stack = load_stack(stack_file)
     images = [default_image(spec) for spec in stack.select(list(filters) or None) if not spec.skip_build]
     push_images(images, echo=lambda line: click.echo(line))
@@ -100,8 +100,6 @@ def push(stack_file: Path, filters: tuple[str, ...]) -> None:
 @click.command()
 def templates() -> None:
     """List the runtime templates: name, kind and description."""
-    from hydro_serving.builder.templates import scan_templates
-
     found, errors = scan_templates()
     if not found and not errors:
         click.echo("no templates found (set HYDRO_TEMPLATES to a folder of templates)")
@@ -111,6 +109,4 @@ def templates() -> None:
         description = " ".join(tpl.description.split())
         click.echo(f"{tpl.name:<{width}}  {tpl.kind:<8}  {description}".rstrip())
     if errors:
-        from hydro_serving.errors import ConfigError
-
         raise ConfigError("broken template: " + "; broken template: ".join(e.message for e in errors))

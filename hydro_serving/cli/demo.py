@@ -38,10 +38,10 @@ def _line(label: str, text: str) -> None:
 def demo(gateway_url: str | None, store_url: str | None, stack_file: Path | None, state: Path | None,
          retrain: bool) -> None:
     """Train, upload and deploy the product-matching demo, then show how to call it."""
+    from hydro_serving.cli.credentials import require_token, resolve_target
     from hydro_serving.demo.paths import repo_root
     from hydro_serving.demo.provision import check_answer, ensure_models, pipeline_name, with_store
-    from hydro_serving.gateway.auth import client_token
-    from hydro_serving.gateway.client import GatewayClient, ensure_local_gateway, error_from, resolve_gateway_url
+    from hydro_serving.gateway.client import GatewayClient, ensure_local_gateway, error_from
     from hydro_serving.gateway.config import default_state_dir
     from hydro_serving.stack import load_stack
     from hydro_serving.store import open_store
@@ -60,15 +60,15 @@ def demo(gateway_url: str | None, store_url: str | None, stack_file: Path | None
     if report.reused:
         _line("models", f"using {', '.join(report.reused)} from the store (--retrain to train again)")
 
-    url = resolve_gateway_url(gateway_url, stack)
+    target = resolve_target(gateway_url, stack)
     state_dir = (state or default_state_dir()).expanduser().resolve()
-    url, started = ensure_local_gateway(url, state_dir)
+    url, started = ensure_local_gateway(target.url, state_dir)
     if started:
         _line("gateway", f"started at {url} (log {state_dir / 'gateway.log'}; stop it with "
                          f"kill $(cat {state_dir / 'gateway.pid'}))")
     else:
         _line("gateway", f"{url} is up")
-    client = GatewayClient(url, client_token(state_dir))
+    client = GatewayClient(url, require_token(target, state_dir))
     deployed = client.deploy_stack(with_store(stack, store.url))
     _line("deploy", ", ".join(f"{name} ({action})" for name, action in deployed))
 
@@ -77,7 +77,8 @@ def demo(gateway_url: str | None, store_url: str | None, stack_file: Path | None
     body = request_file.read_bytes()
     _line("check", f"POST /function/{pipeline} with the original demo's request (a cold start the first time) ...")
     began = time.monotonic()
-    response = client.invoke(pipeline, body, timeout=180.0)
+    # the admin token of this very gateway (never forwarded), so the check passes under --auth-functions too
+    response = client.invoke(pipeline, body, timeout=180.0, authorization=f"Bearer {client.token}")
     seconds = time.monotonic() - began
     if not response.ok:
         raise error_from(response, f"{url}/function/{pipeline}")

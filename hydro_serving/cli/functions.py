@@ -1,8 +1,9 @@
 """``hydro deploy|up|list|describe|invoke|remove|logs``: thin commands over :class:`GatewayClient`.
 
 The gateway URL comes from ``--gateway``, then the stack file's ``provider.gateway``, then
-``HYDRO_GATEWAY``; credentials from ``HYDRO_TOKEN``, else the state directory (``--state`` /
-``HYDRO_STATE`` / the default the gateway uses too).
+``HYDRO_GATEWAY``. The admin token is sent only to the gateway it belongs to
+(:mod:`hydro_serving.cli.credentials`): a stack file naming another gateway gets an error, not
+the token; ``hydro invoke`` sends no credential unless asked (``--auth`` or ``--key``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 
 import click
 
+from hydro_serving.cli.credentials import require_token, resolve_target
 from hydro_serving.errors import StackError
-from hydro_serving.gateway.auth import client_token
-from hydro_serving.gateway.client import GatewayClient, ensure_local_gateway, resolve_gateway_url
+from hydro_serving.gateway.client import GatewayClient, ensure_local_gateway
 from hydro_serving.gateway.config import default_state_dir
 from hydro_serving.stack import Stack, load_stack
 
@@ -62,8 +63,11 @@ def _stack(stack_file: Path | None, required: bool) -> Stack | None:
         return None  # a broken stack.yml in the folder must not stop 'hydro list'
 
 
-def _client(gateway_url: str | None, state: Path | None, stack: Stack | None) -> GatewayClient:
-    return GatewayClient(resolve_gateway_url(gateway_url, stack), client_token(state))
+def admin_client(gateway_url: str | None, state: Path | None, stack: Stack | None) -> GatewayClient:
+    """A client holding the admin token that belongs to the target gateway (an error when there is none)."""
+    target = resolve_target(gateway_url, stack)
+    return GatewayClient(target.url, require_token(target, state))
+
 
 
 def _build_contexts(stack: Stack, names: list[str] | None) -> bool:
@@ -97,14 +101,14 @@ def deploy(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str |
         _deploy_knative(stack, list(filters), namespace, image_prefix, store_url, store_endpoint, store_secret,
                         wait_timeout)
         return
-    client = _client(gateway_url, state, stack)
+    client = admin_client(gateway_url, state, stack)
     _print_deployed(client.deploy_stack(stack, list(filters)), client.url)
 
 
 def _deploy_knative(stack: Stack, names: list[str], namespace: str, image_prefix: str | None,
                     store_url: str | None, store_endpoint: str | None, store_secret: str | None,
                     wait_timeout: float) -> None:
-    from hydro_serving.gateway.providers.knative import deploy_knative
+    from hydro_serving.deploy.knative import deploy_knative
 
     results = deploy_knative(stack, names or None, namespace, image_prefix=image_prefix, store_secret=store_secret,
                              store=store_url, store_endpoint=store_endpoint, timeout=wait_timeout)
@@ -141,13 +145,13 @@ def up(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str | Non
     contexts = _build_contexts(stack, names) if not no_build else None
     if contexts:
         click.echo("built contexts under build/")
-    url = resolve_gateway_url(gateway_url, stack)
+    target = resolve_target(gateway_url, stack)
     state_dir = (state or default_state_dir()).expanduser().resolve()
-    url, started = ensure_local_gateway(url, state_dir)
+    url, started = ensure_local_gateway(target.url, state_dir)
     if started:
         click.echo(f"started a local gateway at {url} (state {state_dir}, log {state_dir / 'gateway.log'}); "
                    "stop it with: kill $(cat " + str(state_dir / "gateway.pid") + ")")
-    client = GatewayClient(url, client_token(state_dir))
+    client = GatewayClient(url, require_token(target, state_dir))
     if contexts and client.info().get("provider", {}).get("orchestration") == "docker":
         _build_images(stack, names, push=False)
     _print_deployed(client.deploy_stack(stack, names), client.url)
@@ -171,7 +175,7 @@ def list_functions(stack_file: Path | None, gateway_url: str | None, state: Path
                    provider: str, namespace: str) -> None:
     """List deployed functions with replicas and invocation counts."""
     if provider == "knative":
-        from hydro_serving.gateway.providers.knative import list_knative
+        from hydro_serving.deploy.knative import list_knative
 
         services = list_knative(namespace)
         if as_json:
@@ -183,7 +187,7 @@ def list_functions(stack_file: Path | None, gateway_url: str | None, state: Path
             ready = "yes" if svc.get("ready") else "no"
             click.echo(f"{svc['name']:30} {ready:6} {replicas:>8}  {svc.get('url') or ''}")
         return
-    functions = _client(gateway_url, state, _stack(stack_file, required=False)).list_functions()
+    functions = admin_client(gateway_url, state, _stack(stack_file, required=False)).list_functions()
     if as_json:
         click.echo(json.dumps(functions, indent=2))
         return
@@ -205,11 +209,11 @@ def describe(name: str, stack_file: Path | None, gateway_url: str | None, state:
              namespace: str) -> None:
     """Show one function's deployment and replicas (JSON)."""
     if provider == "knative":
-        from hydro_serving.gateway.providers.knative import describe_knative
+        from hydro_serving.deploy.knative import describe_knative
 
         click.echo(json.dumps(describe_knative(name, namespace), indent=2, default=str))
         return
-    status = _client(gateway_url, state, _stack(stack_file, required=False)).describe(name)
+    status = admin_client(gateway_url, state, _stack(stack_file, required=False)).describe(name)
     click.echo(json.dumps(status, indent=2))
 
 
@@ -220,15 +224,20 @@ def describe(name: str, stack_file: Path | None, gateway_url: str | None, state:
 @click.option("-X", "--method", default="POST", show_default=True)
 @click.option("-H", "--header", "headers", multiple=True, help="Extra header 'Name: value' (repeatable).")
 @click.option("-v", "--verbose", is_flag=True, help="Print the status and headers to stderr.")
+@click.option("--key", "api_key", default=None, help="Send this API key (hydro key create) as the credential.")
+@click.option("--auth", "use_admin", is_flag=True, help="Send the admin token of this gateway (only if the CLI "
+              "holds one for it).")
 @file_option
 @gateway_option
 @state_option
 def invoke(name: str, data: str | None, path: str, method: str, headers: tuple[str, ...], verbose: bool,
-           stack_file: Path | None, gateway_url: str | None, state: Path | None) -> None:
+           api_key: str | None, use_admin: bool, stack_file: Path | None, gateway_url: str | None,
+           state: Path | None) -> None:
     """Invoke a function; exits non-zero when it answers with an error status.
 
-    Sends the gateway token when one is found (HYDRO_TOKEN or the state directory), so a gateway
-    run with --auth-functions accepts the call; the gateway never passes that token to the function.
+    No credential is sent unless asked: --key KEY for a function that needs a key (a gateway run
+    with --auth-functions, or auth: key), --auth for the admin token. The gateway never passes
+    either to the function.
     """
     body = data.encode() if data is not None else (b"" if sys.stdin.isatty() else sys.stdin.buffer.read())
     extra: dict[str, str] = {}
@@ -237,8 +246,15 @@ def invoke(name: str, data: str | None, path: str, method: str, headers: tuple[s
         if not sep or not key.strip():
             raise click.BadParameter(f"'{header}' is not 'Name: value'", param_hint="--header")
         extra[key.strip()] = value.strip()
-    client = _client(gateway_url, state, _stack(stack_file, required=False))
-    response = client.invoke(name, body, path=path, method=method.upper(), headers=extra)
+    if api_key is not None and use_admin:
+        raise click.UsageError("give --key or --auth, not both")
+    target = resolve_target(gateway_url, _stack(stack_file, required=False))
+    authorization = f"Bearer {api_key.strip()}" if api_key is not None else None
+    if use_admin:
+        authorization = f"Bearer {require_token(target, state)}"
+    client = GatewayClient(target.url)
+    response = client.invoke(name, body, path=path, method=method.upper(), headers=extra,
+                             authorization=authorization)
     if verbose:
         click.echo(f"HTTP {response.status}", err=True)
         for key, value in response.headers.items():
@@ -262,12 +278,12 @@ def remove(name: str, stack_file: Path | None, gateway_url: str | None, state: P
            namespace: str) -> None:
     """Remove a function (its in-flight requests finish first)."""
     if provider == "knative":
-        from hydro_serving.gateway.providers.knative import remove_knative
+        from hydro_serving.deploy.knative import remove_knative
 
         remove_knative([name], namespace)
         click.echo(f"removed {name}")
         return
-    _client(gateway_url, state, _stack(stack_file, required=False)).remove(name)
+    admin_client(gateway_url, state, _stack(stack_file, required=False)).remove(name)
     click.echo(f"removed {name}")
 
 
@@ -281,7 +297,7 @@ def remove(name: str, stack_file: Path | None, gateway_url: str | None, state: P
 def logs(name: str, follow: bool, tail: int | None, stack_file: Path | None, gateway_url: str | None,
          state: Path | None) -> None:
     """Print a function's replica logs."""
-    client = _client(gateway_url, state, _stack(stack_file, required=False))
+    client = admin_client(gateway_url, state, _stack(stack_file, required=False))
     for line in client.logs(name, tail=tail, follow=follow):
         click.echo(line)
 

@@ -21,7 +21,8 @@ from hydro_serving.gateway.providers import PROVIDERS
               "(else HYDRO_DOCKER_NETWORK).")
 @click.option("--cold-start-timeout", default=DEFAULT_COLD_START_TIMEOUT, show_default=True,
               type=click.FloatRange(min=0.1), help="Seconds a request may wait for a replica to become ready.")
-@click.option("--auth-functions", is_flag=True, help="Require the admin credentials on /function/* too.")
+@click.option("--auth-functions", is_flag=True, help="Require a credential on /function/* too: an API key "
+              "scoped to the function (hydro key create) or the admin token.")
 @click.option("--discover-interval", default=60.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds between passes that turn files put into the store (HYDRO_STORE) by other tools into "
                    "model versions; 0 turns discovery off.")

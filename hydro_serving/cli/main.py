@@ -35,6 +35,15 @@ COMMANDS: dict[str, str] = {
     "remove": "hydro_serving.cli.functions:remove",
     "logs": "hydro_serving.cli.functions:logs",
     "secret": "hydro_serving.cli.functions:secret",
+    # credentials: logins per gateway, API keys for functions
+    "login": "hydro_serving.cli.login:login",
+    "logout": "hydro_serving.cli.login:logout",
+    "key": "hydro_serving.cli.apikeys:key",
+    # Kafka streaming pipelines
+    "stream": "hydro_serving.cli.stream:stream",
+    # monitoring
+    "monitor": "hydro_serving.cli.monitor:monitor",
+    "feedback": "hydro_serving.cli.monitor:feedback",
     # the demo
     "demo": "hydro_serving.cli.demo:demo",
 }

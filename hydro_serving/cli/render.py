@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from hydro_serving.stack import load_stack
+
 
 @click.group()
 def render() -> None:
@@ -42,8 +44,6 @@ def knative(stack_file: str, out_dir: str | None, namespace: str, image_prefix: 
             crd: str | None) -> None:
     """One serving.knative.dev/v1 Service per function (and router)."""
     from hydro_serving.builder.knative import KnativeValidator, render_stack, to_yaml, write_manifests
-    from hydro_serving.stack import load_stack
-
     stack = load_stack(stack_file)
     manifests = render_stack(stack, names, namespace=namespace, image_prefix=image_prefix, store=store,
                              store_endpoint=store_endpoint, store_secret=None if no_store_secret else store_secret)

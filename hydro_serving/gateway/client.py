@@ -2,12 +2,14 @@
 
 It speaks plain HTTP with the standard library (proxies ignored: the gateway is usually local)
 and turns error bodies back into :class:`HydroError` so the CLI prints the gateway's own message.
+Its token goes on admin calls only; an invocation carries a credential only when the caller
+passes one (``authorization=``). Which token belongs to which gateway is decided before a client
+is built (:mod:`hydro_serving.cli.credentials`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -20,17 +22,11 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlparse
 
 from hydro_serving.errors import ConfigError, HydroError
-from hydro_serving.gateway.config import DEFAULT_GATEWAY_URL, default_state_dir
+from hydro_serving.gateway.config import default_state_dir
 from hydro_serving.stack import FunctionSpec, Stack
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-def resolve_gateway_url(flag: str | None, stack: Stack | None = None) -> str:
-    """``--gateway``, then the stack's ``provider.gateway``, then ``HYDRO_GATEWAY``, then the default."""
-    url = flag or (stack.provider.gateway if stack is not None else None) or os.environ.get("HYDRO_GATEWAY")
-    return (url or DEFAULT_GATEWAY_URL).rstrip("/")
 
 
 @dataclass
@@ -91,7 +87,7 @@ class GatewayClient:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         response = self.request(method, path, body, headers, admin=True)
         if response.status == 401:
-            hint = "" if self.token else " (no token: set HYDRO_TOKEN or --state/HYDRO_STATE to the gateway's state)"
+            hint = "" if self.token else f" (no token: log in with 'hydro login {self.url}')"
             raise HydroError(f"the gateway at {self.url} refused the credentials{hint}", status=401)
         if not response.ok and not (ok_404 and response.status == 404):
             raise error_from(response, self.url + path)
@@ -139,19 +135,32 @@ class GatewayClient:
         return self._admin("POST", f"/system/scale-function/{quote(name)}", {"replicas": replicas}).json()
 
     def invoke(self, name: str, data: bytes = b"", path: str = "", method: str = "POST",
-               headers: dict[str, str] | None = None, timeout: float | None = None) -> Response:
+               headers: dict[str, str] | None = None, timeout: float | None = None,
+               authorization: str | None = None) -> Response:
         """Invoke a function; the response is returned whatever its status (the caller decides).
 
-        The token (when this client has one) goes along for gateways run with ``--auth-functions``;
-        a gateway never forwards its admin credentials to the function. An ``Authorization``
-        header the caller passes wins (it may be meant for the function itself).
+        No credential goes along unless ``authorization`` is given (``Bearer <key>``, or the admin
+        token for ``hydro invoke --auth``): the gateway never forwards either to the function. An
+        ``Authorization`` header the caller passes in ``headers`` wins (it may be meant for the function).
         """
         suffix = "/" + path.lstrip("/") if path else ""
         all_headers = {"Content-Type": "application/json", **(headers or {})}
-        if self.token and not any(key.lower() == "authorization" for key in all_headers):
-            all_headers["Authorization"] = f"Bearer {self.token}"
+        if authorization and not any(key.lower() == "authorization" for key in all_headers):
+            all_headers["Authorization"] = authorization
         return self.request(method, f"/function/{quote(name)}{suffix}", data if method != "GET" else None,
                             all_headers, timeout=timeout)
+
+    def keys(self) -> list[dict[str, Any]]:
+        return self._admin("GET", "/system/keys").json()
+
+    def create_key(self, name: str, functions: list[str], expires: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "functions": functions}
+        if expires is not None:
+            body["expires"] = expires
+        return self._admin("POST", "/system/keys", body).json()
+
+    def revoke_key(self, name: str) -> dict[str, Any]:
+        return self._admin("DELETE", f"/system/keys/{quote(name, safe='')}").json()
 
     def logs(self, name: str, tail: int | None = None, follow: bool = False) -> Iterator[str]:
         query = {"name": name, **({"tail": str(tail)} if tail is not None else {}),

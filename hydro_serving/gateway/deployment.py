@@ -14,6 +14,7 @@ from typing import Any
 from hydro_serving.errors import StackError, ValidationError
 from hydro_serving.stack import FunctionSpec
 from hydro_serving.stack.model import DNS_LABEL
+from hydro_serving.stack.options import check_options
 
 STRING_MAPS = ("envVars", "labels", "annotations", "limits", "requests")
 STRING_LISTS = ("secrets", "constraints")
@@ -102,7 +103,9 @@ def parse_deployment(data: Any) -> Deployment:
             where = exc.field or "hydro"
             field = where if where.startswith("hydro") else f"hydro.{where}"
             raise StackError(f"{field}: {exc.message.split(': ', 1)[-1]}", field=field) from None
-    return Deployment(_fold(spec, fields), fields)
+    spec = _fold(spec, fields)
+    check_options(spec)  # a misspelt option is this request's 400, not a failed cold start later
+    return Deployment(spec, fields)
 
 
 def _spec_from_openfaas(service: str, data: dict[str, Any]) -> FunctionSpec:

@@ -36,8 +36,16 @@ _INVOKE_RESPONSES = {
     "200": {"description": "the function's response, passed through",
             "headers": {"X-Cold-Start": {"schema": {"type": "string", "enum": ["true", "false"]}},
                         "X-Queue-Time-Ms": {"schema": {"type": "number"},
-                                            "description": "present when the request waited for a replica"}}},
+                                            "description": "present when the request waited for a replica"},
+                        "X-Request-Id": {"schema": {"type": "string"},
+                                         "description": "the caller's X-Request-Id, else the trace id; what "
+                                                        "POST /system/feedback/{name} joins labels on"}}},
     "202": _json({"type": "object"}, "prewarm accepted (header X-Hydro-Prewarm: true)"),
+    "400": _json({"$ref": "#/components/schemas/Error"}, "malformed Authorization header (several, non-ASCII, "
+                 "too long)"),
+    "401": _json({"$ref": "#/components/schemas/Error"}, "a protected function (--auth-functions, or auth: key) "
+                 "called without a valid key or admin token; or an expired, revoked or unknown key"),
+    "403": _json({"$ref": "#/components/schemas/Error"}, "a valid key that is not scoped to this function"),
     "404": _ERROR, "502": _ERROR, "503": _ERROR, "504": _ERROR,
 }
 
@@ -45,9 +53,20 @@ _INVOKE_RESPONSES = {
 def _invoke_item(params: list[dict[str, Any]]) -> dict[str, Any]:
     item: dict[str, Any] = {}
     for method in ("get", "post", "put", "patch", "delete", "head", "options"):
-        item[method] = _op(f"Invoke the function ({method.upper()} forwarded as is); held while a replica "
-                           "starts from zero", _INVOKE_RESPONSES, params=params, tags=("functions",))
+        op = _op(f"Invoke the function ({method.upper()} forwarded as is); held while a replica starts from zero. "
+                 "Protected functions take a key scoped to them or the admin credentials; the gateway never "
+                 "forwards its credentials or keys to the function", _INVOKE_RESPONSES, params=params,
+                 tags=("functions",))
+        op["security"] = [{}, {"bearer": []}, {"basic": []}]
+        item[method] = op
     return item
+
+
+def _monitoring_paths() -> dict[str, Any]:
+    """``/system/monitoring/...`` and ``/system/feedback/...`` (hydro_serving.monitor.api documents its own)."""
+    from hydro_serving.monitor.api import openapi_paths
+
+    return openapi_paths()
 
 
 def openapi_document(version: str) -> dict[str, Any]:
@@ -92,8 +111,27 @@ def openapi_document(version: str) -> dict[str, Any]:
                                    {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                                    {"name": "follow", "in": "query", "schema": {"type": "boolean"}}]),
             },
+            "/system/keys": {
+                "get": _op("List API keys (never their secrets); routers' internal keys are marked internal",
+                           {"200": _json({"type": "array", "items": {"$ref": "#/components/schemas/ApiKey"}})},
+                           auth=True, tags=("keys",)),
+                "post": _op("Create an API key scoped to functions; the answer's 'key' is shown only this once",
+                            {"201": _json({"allOf": [{"$ref": "#/components/schemas/ApiKey"},
+                                                     {"type": "object", "required": ["key"],
+                                                      "properties": {"key": {"type": "string"}}}]}),
+                             "400": _ERROR, "409": _ERROR},
+                            auth=True, body="#/components/schemas/CreateKeyRequest", tags=("keys",)),
+            },
+            "/system/keys/{name}": {
+                "delete": _op("Revoke an API key (callers holding it get 401 'revoked')",
+                              {"200": _json({"$ref": "#/components/schemas/ApiKey"}), "400": _ERROR, "404": _ERROR},
+                              auth=True, tags=("keys",),
+                              params=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+                                       "description": "key name"}]),
+            },
             "/function/{name}": _invoke_item([_NAME]),
             "/function/{name}/{path}": _invoke_item([_NAME, _PATH]),
+            **_monitoring_paths(),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
@@ -125,6 +163,20 @@ def openapi_document(version: str) -> dict[str, Any]:
                     "hydro": {"type": "object"}, "status": {"type": "object"}}},
                 "DeleteFunctionRequest": {"type": "object", "required": ["functionName"],
                                           "properties": {"functionName": {"type": "string"}}},
+                "ApiKey": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "id": {"type": "string"},
+                    "functions": {"type": "array", "items": {"type": "string"}},
+                    "createdAt": {"type": "string"}, "expiresAt": {"type": "string", "nullable": True},
+                    "revokedAt": {"type": "string", "nullable": True},
+                    "status": {"type": "string", "enum": ["active", "expired", "revoked"]},
+                    "internal": {"type": "boolean"}}},
+                "CreateKeyRequest": {"type": "object", "required": ["name", "functions"], "additionalProperties": False,
+                                     "properties": {
+                                         "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"},
+                                         "functions": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                                         "expires": {"oneOf": [{"type": "string", "pattern": "^[0-9]+[smhdw]?$"},
+                                                               {"type": "integer", "minimum": 1}],
+                                                     "description": "lifetime: 30d, 12h, 15m, 2w or seconds"}}},
                 "ScaleServiceRequest": {"type": "object", "required": ["replicas"],
                                         "properties": {"replicas": {"type": "integer", "minimum": 0}}},
             },

@@ -433,7 +433,9 @@ class FunctionPool:
     def _active_count(self) -> int:
         """Ready (or recovering) replicas of the current generation plus starts under way (one replica each)."""
         ready = sum(1 for r in self.replicas if r.state in ("ready", "recovering") and r.generation == self.generation)
-        return ready + sum(1 for g in self._starts.values() if g == self.generation)
+        # a start whose task is done already has its replica in ``replicas``: its done-callback, which
+        # forgets it, runs one loop turn later, and counting it in between would count that replica twice
+        return ready + sum(1 for task, g in self._starts.items() if g == self.generation and not task.done())
 
     def scale_to(self, replicas: int) -> int:
         """``POST /system/scale-function``: start or drain replicas now (idle reaping still applies later)."""

@@ -1,7 +1,7 @@
-"""Deployed functions kept in SQLite, so a restarted gateway knows every function (at zero replicas).
+"""Deployed functions and API keys kept in SQLite, so a restarted gateway knows both.
 
-Only the admin API writes here (deploy, update, remove); the request path never touches the
-database, it reads the in-memory pools built from it at start.
+Only the admin API writes here (deploy, update, remove, keys); the request path never touches the
+database, it reads the in-memory pools and key ring built from it at start.
 
 The state directory is the gateway's alone: it is made 0700 and the database 0600 (SQLite gives
 its ``-wal``/``-shm`` files the database's mode), so no other user, and no sandboxed replica, reads it.
@@ -27,6 +27,21 @@ CREATE TABLE IF NOT EXISTS functions (
     updated_at  REAL NOT NULL
 )
 """
+
+# API keys: only the sha256 of each secret is kept (``digest``), never the secret itself
+KEYS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    digest      TEXT NOT NULL,
+    functions   TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    expires_at  REAL,
+    revoked_at  REAL,
+    internal    INTEGER NOT NULL DEFAULT 0
+)
+"""
+KEY_COLUMNS = "id, name, digest, functions, created_at, expires_at, revoked_at, internal"
 
 
 def make_private_dir(path: Path) -> None:
@@ -57,6 +72,7 @@ class StateStore:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(SCHEMA)
+        self._db.execute(KEYS_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
@@ -86,3 +102,25 @@ class StateStore:
 
     def delete(self, name: str) -> bool:
         return self._db.execute("DELETE FROM functions WHERE name = ?", (name,)).rowcount > 0
+
+    # ---- API keys (rows as tuples in KEY_COLUMNS order; hydro_serving.gateway.keys gives them meaning) ----
+
+    def all_keys(self) -> list[tuple[Any, ...]]:
+        return self._db.execute(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY name").fetchall()
+
+    def put_key(self, row: tuple[Any, ...]) -> None:
+        """Insert a key, replacing an inactive one of the same name (the caller checked it is inactive)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("DELETE FROM api_keys WHERE name = ?", (row[1],))
+            self._db.execute(f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def revoke_key(self, key_id: str, when: float) -> None:
+        self._db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (when, key_id))
+
+    def delete_key(self, key_id: str) -> None:
+        self._db.execute("DELETE FROM api_keys WHERE id = ?", (key_id,))

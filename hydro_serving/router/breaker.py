@@ -3,7 +3,11 @@
 While a stage is down, every pipeline request would otherwise wait for a connect error or a
 timeout; an open breaker answers 503 at once instead, and lets one trial request through after a
 cool-down (half-open) to find out whether the stage is back. Only failures that say "the stage is
-broken" count: 5xx, lost connections, timeouts. A 4xx is the caller's input, not the stage's health.
+broken" count: lost connections, refused connections, 502/503/504 and other 5xx, and timeouts when the
+stage had its full budget. What a caller controls never counts, so that no caller can switch a stage
+off for the others: a 4xx (the caller's input), a 500 ``handler_error`` (the handler raised on this
+input: the stage is up and answered), and a timeout or 504 after the caller shortened the deadline
+with ``X-Timeout`` below the stage's own ``timeout`` (or the router's, for a stage without one).
 """
 
 from __future__ import annotations
@@ -90,6 +94,11 @@ class CircuitBreaker:
         with self._lock:
             self._state = CLOSED
             self._failures = 0
+            self._probe_in_flight = False
+
+    def release(self) -> None:
+        """The call proved nothing either way (the caller cut it short): free a half-open probe slot."""
+        with self._lock:
             self._probe_in_flight = False
 
     def record_failure(self) -> None:

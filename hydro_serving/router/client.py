@@ -5,11 +5,16 @@ Only a connection that was never established (refused, or connect timed out) is 
 bounded exponential backoff and never past the deadline: the stage has seen nothing, so the retry
 cannot run a prediction twice. A read timeout, a connection lost mid-request or a garbled
 response is final, because the stage may already have done the work.
+
+Every stage call and prewarm carries the router's own key (``HYDRO_ROUTER_KEY``, minted by the
+gateway at deploy and scoped to this router's stages) as ``Authorization: Bearer``, in place of
+any Authorization header of the caller: the caller's credential stops at the pipeline's door.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +28,7 @@ from hydro_serving.replica import contract
 log = logging.getLogger(__name__)
 
 PREWARM_HEADER = contract.PREWARM_HEADER
+ROUTER_KEY_ENV = contract.ROUTER_KEY_ENV  # the router's key for its stages, set by the gateway in the replica's env
 
 
 class StageCallError(Exception):
@@ -94,8 +100,11 @@ class StageClient:
         connect_timeout: float = 2.0,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        key: str | None = None,
     ) -> None:
         self.gateway_url = gateway_url.rstrip("/")
+        # read once when the router loads (never at import); None: a gateway without keys (or Knative)
+        self.key = key if key is not None else (os.environ.get(ROUTER_KEY_ENV, "").strip() or None)
         self.url_template = url_template
         self.connect_timeout = connect_timeout
         self.retry = retry or RetryPolicy()
@@ -110,6 +119,14 @@ class StageClient:
     def can_prewarm(self) -> bool:
         """Only a gateway understands ``X-Hydro-Prewarm``; a bare Knative Service would run the request."""
         return self.url_template is None
+
+    def _headers(self, headers: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The stage call's headers: the caller's Authorization never, the router's key when it has one."""
+        out = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        out.update(extra or {})
+        if self.key is not None:
+            out["Authorization"] = f"Bearer {self.key}"
+        return out
 
     def url(self, function: str) -> str:
         if self.url_template is not None:
@@ -141,6 +158,7 @@ class StageClient:
         """
         started = time.monotonic()
         attempt = 0
+        sent = self._headers(headers)
         while True:
             left = timeout()
             if left <= 0:
@@ -152,7 +170,7 @@ class StageClient:
                     "POST",
                     path,
                     body=body,
-                    headers=headers,
+                    headers=sent,
                     timeout=urllib3.Timeout(connect=min(self.connect_timeout, left), read=left),
                     retries=False,
                     redirect=False,
@@ -186,7 +204,7 @@ class StageClient:
                 "POST",
                 self.url(function),
                 body=b"",
-                headers={**headers, PREWARM_HEADER: "true"},
+                headers=self._headers(headers, {PREWARM_HEADER: "true"}),
                 timeout=urllib3.Timeout(connect=min(self.connect_timeout, timeout), read=timeout),
                 retries=False,
                 redirect=False,

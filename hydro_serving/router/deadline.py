@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from hydro_serving.errors import ValidationError
 
 TIMEOUT_HEADER = "x-timeout"
+_CLOCK_SLACK = 1.0  # seconds between the runtime fixing its deadline and the router fixing its own, at most
 
 
 def parse_timeout_header(headers: Mapping[str, str]) -> float | None:
@@ -39,6 +40,9 @@ class Deadline:
     at: float
     margin: float = 0.0
     clock: Callable[[], float] = time.monotonic
+    # True when the caller's X-Timeout (or an upstream deadline) is shorter than the router's own timeout:
+    # a stage that then runs out of time has not shown it is slow, so its breaker must not hear of it.
+    caller_shortened: bool = False
 
     @classmethod
     def start(
@@ -50,12 +54,16 @@ class Deadline:
         clock: Callable[[], float] = time.monotonic,
     ) -> Deadline:
         now = clock()
-        budget = parse_timeout_header(headers) or default_timeout
+        asked = parse_timeout_header(headers)
+        budget = asked or default_timeout
         at = now + budget
+        shortened = asked is not None and asked < default_timeout
         if runtime_deadline is not None:
             at = min(at, runtime_deadline)
+            # the runtime's deadline was fixed a moment before this one: only a clear cut is the caller's
+            shortened = shortened or runtime_deadline < now + default_timeout - _CLOCK_SLACK
         # never let the margin eat more than a tenth of a small budget
-        return cls(at=at, margin=min(margin, budget / 10), clock=clock)
+        return cls(at=at, margin=min(margin, budget / 10), clock=clock, caller_shortened=shortened)
 
     def remaining(self) -> float:
         return self.at - self.clock()

@@ -31,6 +31,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from hydro_serving import telemetry
 from hydro_serving.contract import Signature
 from hydro_serving.errors import (
     DeadlineExceeded,
@@ -58,7 +59,7 @@ STAGE_HEADER = contract.STAGE_HEADER
 SHADOW_HEADER = contract.SHADOW_HEADER
 KEY_HEADER = contract.KEY_HEADER
 # headers of the caller that every stage should see too
-FORWARDED = ("tracestate", contract.KEY_HEADER, "accept", "authorization")
+FORWARDED = ("tracestate", contract.KEY_HEADER, "accept", "authorization", "x-request-id", "x-hydro-monitor")
 _PREWARM_MIN_INTERVAL = 5.0
 _MAX_ERROR_TEXT = 2000
 
@@ -137,6 +138,7 @@ class Router:
         """
         hdr = {str(k).lower(): str(v) for k, v in headers.items()}
         trace = incoming_trace(hdr.get("traceparent")).child()  # the router's own span
+        span_start, outcome = telemetry.now_ns(), 500  # TELEMETRY: exported when the pipeline is done
         timings: list[dict[str, Any]] = []
         shadows: list[tuple[PlannedStage, bytes, str]] = []
         started_by_prewarm: dict[str, bool] = {}  # filled by the prewarm threads: this request woke them
@@ -154,14 +156,22 @@ class Router:
                 reply = self._call_stage(step, data, ctype, budget, trace, hdr, timings, started_by_prewarm)
                 data, ctype, status = reply.body, reply.content_type, reply.status
             self.metrics.finished(status)
+            outcome = status
             return PipelineResult(data, status, ctype, self._response_headers(trace, timings))
         except HydroError as exc:
             exc.headers = {**exc.headers, **self._response_headers(trace, timings)}
             if exc.function is None:
                 exc.function = self.name
             self.metrics.finished(exc.status)
+            outcome = exc.status
             raise
         finally:
+            if telemetry.enabled():  # TELEMETRY
+                parent = telemetry.parse_traceparent(hdr.get("traceparent"))
+                telemetry.record(self.name, f"pipeline {self.name}", trace.trace_id, trace.span_id,
+                                 parent[1] if parent and parent[0] == trace.trace_id else None, span_start,
+                                 attributes={"hydro.pipeline": self.name, "http.response.status_code": outcome,
+                                             "hydro.stages": len(timings)}, error=outcome >= 500)
             for step, data_in, ctype_in in shadows:
                 self._submit_shadows(step, data_in, ctype_in, trace)
 
@@ -284,15 +294,21 @@ class Router:
             raise self._breaker_error(step, decision.retry_after)
         stage_deadline = self._clock() + allowed
         started = self._clock()
+        stage_headers = self._stage_headers(step, ctype, trace, hdr, allowed)
+        span_start = telemetry.now_ns()
         try:
             reply = self.client.post(
-                fn, data, self._stage_headers(step, ctype, trace, hdr, allowed),
+                fn, data, stage_headers,
                 timeout=lambda: stage_deadline - self._clock(),
                 on_retry=lambda _n: self.metrics.retry(fn),
             )
         except StageCallError as err:
+            self._stage_span(step, stage_headers, trace, span_start, None, err.kind)
             seconds = self._clock() - started
-            breaker.record_failure()
+            if err.kind != "timeout" or self._timeout_is_the_stages(step, budget, allowed):
+                breaker.record_failure()
+            else:
+                breaker.release()
             self.metrics.breaker(fn, breaker.state)
             outcome = "timeout" if err.kind == "timeout" else "connection"
             self.metrics.stage(index, fn, outcome, seconds, None)
@@ -302,10 +318,40 @@ class Router:
             with self._lock:
                 self._warm_at[fn] = self._clock()
         prewarmed = bool(started_by_prewarm and started_by_prewarm.get(fn))
+        self._stage_span(step, stage_headers, trace, span_start, reply, None)
         timings.append(self._timing(step, reply.seconds, reply, error=None if reply.status < 300 else reply.status,
                                     prewarmed=prewarmed))
-        self._judge_reply(step, reply, breaker)
+        self._judge_reply(step, reply, breaker, self._timeout_is_the_stages(step, budget, allowed))
         return reply
+
+    @staticmethod
+    def _timeout_is_the_stages(step: PlannedStage, budget: Deadline, allowed: float) -> bool:
+        """Does running out of ``allowed`` seconds say the stage is slow, or only that the caller was hasty?
+
+        A caller's short ``X-Timeout`` must not let it open a breaker for everybody: a timeout counts only
+        when the stage had its own configured ``timeout`` in full, or when nobody shortened the pipeline's.
+        """
+        own = step.stage.timeout
+        if own is not None and allowed >= own - 1e-6:
+            return True
+        return not budget.caller_shortened
+    def _stage_span(self, step: PlannedStage, headers: Mapping[str, str], trace: TraceContext, start_ns: int,
+                    reply: StageReply | None, error: str | None) -> None:
+        """TELEMETRY: the stage call's span (its id is the one the stage's traceparent carries)."""
+        if not telemetry.enabled():
+            return
+        sent = telemetry.parse_traceparent(headers.get("traceparent"))
+        if sent is None:
+            return
+        status = reply.status if reply is not None else 0
+        attributes: dict[str, Any] = {
+            "hydro.pipeline": self.name, "hydro.stage": step.index, "hydro.stage_name": step.stage.label,
+            "hydro.variant": step.function, "http.response.status_code": status,
+            "hydro.cold_start": bool(reply.cold_start) if reply is not None else False}
+        if error:
+            attributes["hydro.error"] = error
+        telemetry.record(self.name, f"stage {step.index} {step.function}", trace.trace_id, sent[1], trace.span_id,
+                         start_ns, attributes=attributes, kind="client", error=error is not None or status >= 500)
 
     def _call_error(self, step: PlannedStage, err: StageCallError, allowed: float) -> HydroError:
         fn, index = step.function, step.index
@@ -319,8 +365,13 @@ class Router:
                 stage=fn, details=details)
         return UpstreamError(f"stage {index} ({fn}) lost the connection: {err.message}", stage=fn, details=details)
 
-    def _judge_reply(self, step: PlannedStage, reply: StageReply, breaker: Any) -> None:
-        """Turn a stage's non-2xx (or garbled 2xx) reply into the pipeline's error; feed the breaker."""
+    def _judge_reply(self, step: PlannedStage, reply: StageReply, breaker: Any, timeout_counts: bool = True) -> None:
+        """Turn a stage's non-2xx (or garbled 2xx) reply into the pipeline's error; feed the breaker.
+
+        The breaker hears only of faults that are the stage's own (see :mod:`hydro_serving.router.breaker`):
+        a 4xx or a handler exception on this input (500 ``handler_error``: the stage is up and answered) is
+        the caller's, and so is a 504 when the caller shortened the deadline.
+        """
         fn, index, status = step.function, step.index, reply.status
         cold = reply.cold_start
         if 200 <= status < 300:
@@ -350,7 +401,13 @@ class Router:
             if "retry-after" in reply.headers:
                 exc.headers["Retry-After"] = reply.headers["retry-after"]
             raise exc
-        breaker.record_failure()
+        input_fault = status == 500 and isinstance(error_body, dict) and error_body.get("code") == "handler_error"
+        if input_fault:
+            breaker.record_success()  # alive and answering: this input made the handler raise
+        elif status == 504 and not timeout_counts:
+            breaker.release()
+        else:
+            breaker.record_failure()
         self.metrics.breaker(fn, breaker.state)
         self.metrics.stage(index, fn, "timeout" if status == 504 else "error", reply.seconds, cold)
         if status == 504:

@@ -15,13 +15,13 @@ from typing import Any
 
 from hydro_serving.errors import ConfigError
 from hydro_serving.replica import contract
-from hydro_serving.runtime.api import InvocationContext, LoadContext, RawResponse
+from hydro_serving.sdk import FunctionHandler, InvocationContext, LoadContext, RawResponse
 
 GATEWAY_ENV = contract.GATEWAY_URL_ENV
 STAGE_URL_ENV = contract.HYDRO_STAGE_URL_TEMPLATE  # on Knative: http://{name}.<namespace>.svc.cluster.local
 
 
-class RouterHandler:
+class RouterHandler(FunctionHandler):
     """``load(model_dir, context)`` once; ``handle(payload, context)`` per request (kind: router)."""
 
     def __init__(self) -> None:

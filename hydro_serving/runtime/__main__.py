@@ -16,6 +16,8 @@ import os
 import sys
 
 from hydro_serving.errors import HydroError
+from hydro_serving.runtime.server import default_threads, default_workers, read_spec, serve
+from hydro_serving.templates import get_template
 
 
 def _env_int(name: str, default: int) -> int:
@@ -41,9 +43,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.spec:
         parser.error("--spec (or HYDRO_FUNCTION_SPEC) is required")
-
-    from hydro_serving.builder.templates import get_template
-    from hydro_serving.runtime.server import default_threads, default_workers, read_spec, serve
 
     try:
         spec = read_spec(args.spec)

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from hydro_serving.errors import BadRequest, HandlerError, UnsupportedMediaType
-from hydro_serving.runtime.api import RawResponse
+from hydro_serving.sdk.context import RawResponse
 
 
 def is_json_mimetype(mimetype: str) -> bool:

@@ -16,10 +16,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hydro_serving.builder.templates import Template, get_template
 from hydro_serving.errors import ConfigError, HydroError
-from hydro_serving.runtime.api import LoadContext
+from hydro_serving.runtime.adapters import Adapter, adapter_class, check_entrypoint
+from hydro_serving.sdk.context import LoadContext
 from hydro_serving.stack.model import FunctionSpec
+from hydro_serving.templates import Template, get_template
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -33,13 +34,13 @@ class LoadedFunction:
 
     spec: FunctionSpec
     template: Template
-    handler: Any
+    adapter: Adapter
     model_path: Path | None
     handler_dir: Path | None
 
     @property
-    def kind(self) -> str:
-        return self.template.kind
+    def handler(self) -> Any:
+        return self.adapter.handler
 
 
 def resolve_model(spec: FunctionSpec) -> tuple[Path | None, FunctionSpec]:
@@ -107,16 +108,19 @@ def load_function(spec: FunctionSpec, template: Template | None = None,
     are exported by the runtime's ``/metrics``.
     """
     template = template or get_template(spec.lang)
+    kind = adapter_class(template)
+    template.check_options(spec.options)  # before a model is fetched: a misspelt option is the caller's 400
     model_path, spec = resolve_model(spec)
     handler_dir = Path(spec.handler).expanduser().resolve() if spec.handler else None
-    if template.kind == "function" and (handler_dir is None or not handler_dir.is_dir()):
+    if kind.needs_handler_dir and (handler_dir is None or not handler_dir.is_dir()):
         raise ConfigError(f"function '{spec.name}' (lang {spec.lang}) needs 'handler': a folder with "
                           f"handler.py; {handler_dir or 'none given'}", field="handler", function=spec.name)
     handler_class = import_entrypoint(template)
+    check_entrypoint(template, handler_class)
     handler = handler_class()
     handler.load(model_path, LoadContext(spec=spec, model_dir=model_path, handler_dir=handler_dir,
-                                         metrics_registry=metrics_registry))
-    return LoadedFunction(spec=spec, template=template, handler=handler, model_path=model_path,
+                                         metrics_registry=metrics_registry, template=template))
+    return LoadedFunction(spec=spec, template=template, adapter=kind(handler), model_path=model_path,
                           handler_dir=handler_dir)
 
 

@@ -14,17 +14,17 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from hydro_serving.builder.templates import Template
 from hydro_serving.contract import Signature
 from hydro_serving.contract.v2 import inputs_to_numpy, numpy_to_tensor, parse_infer_request
 from hydro_serving.errors import HandlerError, HydroError, ServiceUnavailable
-from hydro_serving.runtime.api import InvocationContext
 from hydro_serving.runtime.batching import Batcher
 from hydro_serving.runtime.config import RuntimeConfig
 from hydro_serving.runtime.executor import Executor
 from hydro_serving.runtime.loader import BackgroundLoader, LoadedFunction
 from hydro_serving.runtime.metrics import RuntimeMetrics
+from hydro_serving.sdk.context import InvocationContext
 from hydro_serving.stack.model import FunctionSpec
+from hydro_serving.templates import Template
 
 log = logging.getLogger("hydro.runtime")
 
@@ -95,10 +95,10 @@ class FunctionRuntime:
         self.metrics.load_seconds.labels(self.spec.name).set(seconds)
         self.metrics.ready.labels(self.spec.name).set(1)
         loaded = self.loader.loaded
-        if (loaded is not None and loaded.kind == "model" and self.spec.batching.enabled
-                and hasattr(loaded.handler, "predict_batch")):
+        predict_batch = loaded.adapter.predict_batch if loaded is not None else None
+        if predict_batch is not None and self.spec.batching.enabled:
             observe = self.metrics.batch_size.labels(self.spec.name).observe
-            self.batcher = Batcher(loaded.handler.predict_batch, self.spec.batching.max_batch_size,
+            self.batcher = Batcher(predict_batch, self.spec.batching.max_batch_size,
                                    self.spec.batching.max_batch_delay_ms, on_batch=observe)
             log.info("function '%s': adaptive batching up to %d requests / %gms", self.spec.name,
                      self.spec.batching.max_batch_size, self.spec.batching.max_batch_delay_ms)
@@ -125,10 +125,9 @@ class FunctionRuntime:
             self.batcher.close()
         self.executor.shutdown()
         loaded = self.loader.loaded
-        close = getattr(loaded.handler, "close", None) if loaded is not None else None
-        if callable(close):
+        if loaded is not None:
             try:
-                close()
+                loaded.adapter.close()
             except Exception:
                 log.exception("function '%s': the handler's close() failed", self.spec.name)
 
@@ -176,8 +175,7 @@ class FunctionRuntime:
             return loaded.spec.signature
         if self.spec.signature is not None:
             return self.spec.signature
-        found = getattr(loaded.handler, "signature", None) if loaded is not None else None
-        return found if isinstance(found, Signature) else None
+        return loaded.adapter.signature if loaded is not None else None
 
     # ---- invocation --------------------------------------------------------------------------
 
@@ -192,38 +190,18 @@ class FunctionRuntime:
         signature = loaded.spec.signature
         if signature is not None and signature.inputs and not isinstance(payload, bytes | str | None):
             signature.validate_payload(payload)
-        handler = loaded.handler
-        if loaded.kind == "model":
-            if self.batcher is not None:
-                batcher = self.batcher
-                return self._guard(lambda: self.executor.submit_and_wait(
-                    lambda: batcher.submit(payload), self.config.timeout))
-            # CPU-bound on an in-memory model: inline, no pool handoff (see executor.run_inline)
-            return self._guard(lambda: self.executor.run_inline(lambda: handler.predict(payload),
-                                                                self.config.timeout))
-        if hasattr(handler, "handle"):
-            call = lambda: handler.handle(payload, context)  # noqa: E731
-        else:  # a router-style class: predict(payload, context)
-            call = lambda: handler.predict(payload, context)  # noqa: E731
-        return self._guard(lambda: self.executor.run(call, self.config.timeout))
+        if self.batcher is not None:
+            batcher = self.batcher
+            return self._guard(lambda: self.executor.submit_and_wait(lambda: batcher.submit(payload),
+                                                                     self.config.timeout))
+        return self._run(loaded, loaded.adapter.call(payload, context))
 
     def infer_v2(self, body: Any, context: InvocationContext) -> dict[str, Any]:
         """A V2 infer request -> V2 response (``model_name``, ``id`` echoed, one tensor per output)."""
         loaded = self.require_loaded()
         request_id, _parameters, inputs = parse_infer_request(body)
         arrays = inputs_to_numpy(inputs, loaded.spec.signature)
-        handler = loaded.handler
-        if hasattr(handler, "infer_v2"):
-            call = lambda: handler.infer_v2(arrays)  # noqa: E731
-        else:
-            columnar = {name: array.tolist() for name, array in arrays.items()}
-            if loaded.kind == "model":
-                call = lambda: {"predict": handler.predict(columnar)}  # noqa: E731
-            else:
-                fn = handler.handle if hasattr(handler, "handle") else handler.predict
-                call = lambda: _as_outputs(fn(columnar, context))  # noqa: E731
-        run = self.executor.run_inline if loaded.kind == "model" else self.executor.run
-        outputs = self._guard(lambda: run(call, self.config.timeout))
+        outputs = self._run(loaded, loaded.adapter.call_v2(arrays, context))
         try:
             tensors = [numpy_to_tensor(name, value) for name, value in outputs.items()]
         except Exception as exc:
@@ -234,6 +212,11 @@ class FunctionRuntime:
         if request_id is not None:
             response["id"] = request_id
         return response
+
+    def _run(self, loaded: LoadedFunction, call: Any) -> Any:
+        """A model's call inline (CPU-bound, in memory: no pool handoff), a function's on the executor's pool."""
+        run = self.executor.run_inline if loaded.adapter.inline else self.executor.run
+        return self._guard(lambda: run(call, self.config.timeout))
 
     def _guard(self, run: Any) -> Any:
         """Our errors pass through; anything else a handler raised is logged and becomes a bare 500."""
@@ -246,11 +229,3 @@ class FunctionRuntime:
             raise HandlerError(f"function '{self.spec.name}' failed ({type(exc).__name__}); the details are "
                                f"in the function's log", function=self.spec.name) from None
 
-
-def _as_outputs(result: Any) -> dict[str, Any]:
-    """A custom function's V2 answer: a dict is one tensor per key, anything else one tensor 'output'."""
-    if isinstance(result, Mapping):
-        return dict(result)
-    if result is None:
-        raise HandlerError("the function returned nothing to send as a V2 output")
-    return {"output": result}

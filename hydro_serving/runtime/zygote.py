@@ -53,7 +53,7 @@ import warnings
 from typing import Any, NoReturn
 
 from hydro_serving.replica import sandbox
-from hydro_serving.replica.process import die_with_parent, set_process_name
+from hydro_serving.runtime.process import die_with_parent, set_process_name
 
 ZYGOTE_NAME = "hydro-zygote"  # its /proc/<pid>/comm
 STOP_GRACE = 10.0  # seconds the children get between SIGTERM and SIGKILL when the zygote stops
@@ -83,8 +83,8 @@ def preload(template_name: str, modules: list[str]) -> tuple[list[str], list[str
     for name in RUNTIME_MODULES:
         importlib.import_module(name)
     try:
-        from hydro_serving.builder.templates import get_template
         from hydro_serving.runtime.loader import import_entrypoint
+        from hydro_serving.templates import get_template
 
         import_entrypoint(get_template(template_name))  # cached in sys.modules under its private name
         done.append(f"template:{template_name}")

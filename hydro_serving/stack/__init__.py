@@ -8,11 +8,25 @@ from hydro_serving.stack.model import (
     Scale,
     Stack,
     Stage,
+    Streaming,
     is_local_model_ref,
     parse_duration,
 )
+from hydro_serving.stack.options import check_options
 
 __all__ = [
-    "Batching", "FunctionSpec", "Provider", "Scale", "Stack", "Stage", "function_from_dict",
-    "is_local_model_ref", "load_stack", "parse_duration", "parse_stack", "substitute",
+    "Batching",
+    "FunctionSpec",
+    "Provider",
+    "Scale",
+    "Stack",
+    "Stage",
+    "Streaming",
+    "check_options",
+    "function_from_dict",
+    "is_local_model_ref",
+    "load_stack",
+    "parse_duration",
+    "parse_stack",
+    "substitute",
 ]

@@ -8,11 +8,14 @@ same JSON Schema as stack.yml, so there is one definition of a function everywhe
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hydro_serving.contract import Signature
+from hydro_serving.contract import ContractError, Signature
+from hydro_serving.errors import NotFound, StackError, ValidationError
+from hydro_serving.stack.schema import raise_first, schema_errors
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -58,6 +61,39 @@ class Batching:
 
 
 @dataclass(frozen=True)
+class Monitoring:
+    """``monitoring:`` of a function (hydro_serving.monitor): sample share, window, alert webhook.
+
+    A window closes every ``window_rows`` sampled rows or ``window_seconds``, whichever comes first;
+    ``prediction`` names the output field ground truth is compared with (default: the first output).
+    """
+
+    sample: float = 0.0
+    window_rows: int = 400
+    window_seconds: float = 600.0
+    alert: str | None = None
+    prediction: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sample": self.sample,
+                               "window": {"rows": self.window_rows, "time": self.window_seconds}}
+        if self.alert:
+            out["alert"] = self.alert
+        if self.prediction:
+            out["prediction"] = self.prediction
+        return out
+
+    @classmethod
+    def from_raw(cls, raw: Any) -> Monitoring:
+        """From the schema-checked mapping of stack.yml (``window: 400`` is ``window: {rows: 400}``)."""
+        window = raw.get("window")
+        window = {"rows": window} if isinstance(window, int) else (window or {})
+        return cls(sample=float(raw.get("sample", 0.0)), window_rows=int(window.get("rows", 400)),
+                   window_seconds=parse_duration(window.get("time", 600.0)), alert=raw.get("alert"),
+                   prediction=raw.get("prediction"))
+
+
+@dataclass(frozen=True)
 class Stage:
     """One step of a router chain: a function, or an experiment over weighted variants."""
 
@@ -98,6 +134,30 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Streaming:
+    """``streaming:`` of a function: consume ``in``, answer to ``out``, failures to ``errors`` (Kafka topics).
+
+    Only the stream worker reads it (hydro_serving/stream); the gateway just stores it with the spec.
+    """
+
+    in_topic: str
+    out_topic: str
+    errors_topic: str
+    group: str
+    concurrency: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"in": self.in_topic, "out": self.out_topic, "errors": self.errors_topic, "group": self.group,
+                "concurrency": self.concurrency}
+
+    @classmethod
+    def from_raw(cls, function: str, raw: Any) -> Streaming:
+        """From the schema-checked mapping; the consumer group defaults to ``hydro-<function>``."""
+        return cls(raw["in"], raw["out"], raw["errors"], raw.get("group") or f"hydro-{function}",
+                   int(raw.get("concurrency", 1)))
+
+
+@dataclass(frozen=True)
 class FunctionSpec:
     """A function as declared in stack.yml (paths still relative to the stack's directory)."""
 
@@ -125,6 +185,9 @@ class FunctionSpec:
     options: dict[str, Any] = field(default_factory=dict)
     signature: Signature | None = None
     chain: tuple[Stage, ...] = ()
+    auth: str | None = None  # "key": callers need an API key for it even without --auth-functions
+    streaming: Streaming | None = None
+    monitoring: Monitoring | None = None
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -176,13 +239,17 @@ class FunctionSpec:
             out["signature"] = self.signature.to_dict()
         if self.chain:
             out["chain"] = [stage.to_dict() for stage in self.chain]
+        if self.auth is not None:
+            out["auth"] = self.auth
+        if self.streaming is not None:
+            out["streaming"] = self.streaming.to_dict()
+        if self.monitoring is not None:
+            out["monitoring"] = self.monitoring.to_dict()
         return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "function") -> FunctionSpec:
         """Validate (same schema as stack.yml) and build; ``data['name']`` names the function."""
-        from hydro_serving.stack.loader import function_from_dict
-
         return function_from_dict(data, where)
 
 
@@ -214,8 +281,6 @@ class Stack:
         return self.path.parent
 
     def function(self, name: str) -> FunctionSpec:
-        from hydro_serving.errors import NotFound
-
         try:
             return self.functions[name]
         except KeyError:
@@ -228,3 +293,108 @@ class Stack:
         if not names:
             return list(self.functions.values())
         return [self.function(name) for name in names]
+
+
+# ---- building typed objects (here, beside them, so that from_dict needs no other module) -------
+
+
+def _strings(mapping: Mapping[str, Any] | None) -> dict[str, str]:
+    out = {}
+    for key, value in (mapping or {}).items():
+        out[str(key)] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return out
+
+
+def build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
+                    lines: dict[tuple[str, ...], int]) -> FunctionSpec:
+    def fail(sub: tuple[str, ...], message: str) -> None:
+        raise_first([(sub, message)], prefix, lines)
+
+    if not DNS_LABEL.match(name):
+        raise_first([((), f"function name '{name}' must be a DNS label: lowercase letters, digits and '-', "
+                            "starting and ending with a letter or digit, at most 63 characters")], prefix, lines)
+    scale_raw = raw.get("scale") or {}
+    scale = Scale(
+        min=scale_raw.get("min", 0),
+        max=scale_raw.get("max", max(4, scale_raw.get("min", 0))),
+        idle=parse_duration(scale_raw.get("idle", DEFAULT_IDLE_SECONDS)),
+        concurrency=scale_raw.get("concurrency", 8),
+    )
+    if scale.max < scale.min:
+        fail(("scale", "max"), f"scale.max ({scale.max}) must be at least scale.min ({scale.min})")
+    signature = None
+    if raw.get("signature") is not None:
+        try:
+            signature = Signature.from_dict(raw["signature"])
+        except (ContractError, ValidationError) as exc:
+            sub = tuple(exc.field.replace("[", ".").replace("]", "").split(".")) if exc.field else ("signature",)
+            fail(sub, exc.message)
+    chain: tuple[Stage, ...] = ()
+    if raw.get("chain") is not None:
+        if raw["lang"] != "router":
+            fail(("chain",), "chain is only allowed on functions with lang: router")
+        stages = []
+        for i, stage_raw in enumerate(raw["chain"]):
+            stage = Stage.from_raw(stage_raw)
+            if stage.is_experiment or (isinstance(stage_raw, Mapping) and "variants" in stage_raw):
+                total = sum(w for _, w in stage.variants)
+                if total != 100:
+                    fail(("chain", str(i), "variants"), f"variant weights must sum to 100, they sum to {total}")
+            for fn in [*stage.functions, *stage.shadow]:
+                if not DNS_LABEL.match(fn):
+                    fail(("chain", str(i)), f"'{fn}' is not a valid function name")
+                if fn == name:
+                    fail(("chain", str(i)), f"router '{name}' cannot call itself")
+            stages.append(stage)
+        chain = tuple(stages)
+    elif raw["lang"] == "router":
+        fail(("lang",), "a function with lang: router needs a chain")
+    batching_raw = raw.get("batching") or {}
+    streaming = Streaming.from_raw(name, raw["streaming"]) if raw.get("streaming") is not None else None
+    if streaming is not None and streaming.in_topic in (streaming.out_topic, streaming.errors_topic):
+        fail(("streaming", "in"), f"streaming.in ('{streaming.in_topic}') must differ from streaming.out and "
+                                  "streaming.errors: the function would consume its own answers")
+    return FunctionSpec(
+        name=name,
+        lang=raw["lang"],
+        handler=raw.get("handler"),
+        image=raw.get("image"),
+        environment=_strings(raw.get("environment")),
+        environment_file=tuple(raw.get("environment_file") or ()),
+        secrets=tuple(raw.get("secrets") or ()),
+        labels=_strings(raw.get("labels")),
+        annotations=_strings(raw.get("annotations")),
+        limits=_strings(raw.get("limits")),
+        requests=_strings(raw.get("requests")),
+        build_args=_strings(raw.get("build_args")),
+        build_options=tuple(raw.get("build_options") or ()),
+        skip_build=bool(raw.get("skip_build", False)),
+        namespace=raw.get("namespace"),
+        constraints=tuple(raw.get("constraints") or ()),
+        readonly_root_filesystem=bool(raw.get("readonly_root_filesystem", False)),
+        model=raw.get("model"),
+        scale=scale,
+        timeout=parse_duration(raw.get("timeout", DEFAULT_TIMEOUT_SECONDS)),
+        batching=Batching(
+            max_batch_size=batching_raw.get("max_batch_size", 1),
+            max_batch_delay_ms=float(batching_raw.get("max_batch_delay_ms", 2.0 if batching_raw else 0.0)),
+        ),
+        options=dict(raw.get("options") or {}),
+        signature=signature,
+        chain=chain,
+        auth=raw.get("auth"),
+        streaming=streaming,
+        monitoring=Monitoring.from_raw(raw["monitoring"]) if raw.get("monitoring") is not None else None,
+    )
+
+
+def function_from_dict(data: Any, where: str = "function") -> FunctionSpec:
+    """Validate one function's canonical JSON (as the gateway receives it) and build it."""
+    if not isinstance(data, Mapping):
+        raise StackError(f"{where} must be a JSON object", field=where)
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise StackError("name is required and must be a string", field="name")
+    body = {k: v for k, v in data.items() if k != "name"}
+    raise_first(schema_errors(body, "#/$defs/function"), (), {})
+    return build_function(name, body, (), {})

@@ -4,6 +4,10 @@ Standard library ``csv`` plus numpy (no pandas): per column its type (integer, f
 count of present values, missing values, and for numbers min/max/mean/std and the 5/25/50/75/95
 percentiles; for strings the number of distinct values and the most common ones. Values are
 held in memory per column, which is fine for training sets that fit a laptop.
+
+``sample`` (numbers) and ``length_sample`` (strings, their lengths in characters) keep at most
+``SAMPLE`` values drawn uniformly without replacement with a fixed seed: the reference side of
+the monitor's two-sample tests (KS, Welch, Levene, ...), which quantiles alone cannot give.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from hydro_serving.errors import ValidationError
 MISSING = {"", "na", "n/a", "nan", "null", "none"}
 QUANTILES = (5, 25, 50, 75, 95)
 TOP = 10
+SAMPLE = 1000  # values kept per column for two-sample drift tests (hydro_serving.monitor)
 _SNIFF = 64 * 1024
 
 
@@ -95,6 +100,14 @@ def _numeric_stats(values: list[float]) -> dict[str, Any]:
     }
 
 
+def _sample(values: list[float] | list[int]) -> list[Any]:
+    """At most ``SAMPLE`` of ``values``, the same ones on every run (seeded, order kept)."""
+    if len(values) <= SAMPLE:
+        return list(values)
+    keep = np.sort(np.random.default_rng(0).choice(len(values), size=SAMPLE, replace=False))
+    return [values[i] for i in keep]
+
+
 def profile_column(name: str, raw: list[str]) -> dict[str, Any]:
     """Profile one column; a column is numeric only if every present value is a finite number."""
     present = [v.strip() for v in raw if v.strip().lower() not in MISSING]
@@ -102,12 +115,16 @@ def profile_column(name: str, raw: list[str]) -> dict[str, Any]:
     numbers = [_to_float(v) for v in present]
     if present and all(n is not None for n in numbers):
         out["type"] = "integer" if all(_is_int(v) for v in present) else "float"
-        out.update(_numeric_stats([n for n in numbers if n is not None]))
+        present_numbers = [n for n in numbers if n is not None]
+        out.update(_numeric_stats(present_numbers))
+        out["sample"] = _sample(present_numbers)
         return out
     out["type"] = "string" if present else "empty"
     counts = Counter(present)
     out["unique"] = len(counts)
     out["top"] = [{"value": v, "count": c} for v, c in counts.most_common(TOP)]
+    if present:
+        out["length_sample"] = _sample([len(v) for v in present])
     return out
 
 

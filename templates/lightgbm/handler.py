@@ -11,7 +11,7 @@ as the sklearn wrapper does:
   (not normalised, as LGBMClassifier.predict_proba returns them); the label is the most probable class;
 * anything else (``regression``, ``poisson``, ``lambdarank``, ...) is a regressor: the label is the value.
 
-Options (``options:`` in stack.yml), the same as the sklearn template's where they overlap:
+Options (``options:`` in stack.yml, declared in template.yml), the same as the sklearn template's where they overlap:
 
 * ``method``: ``predict`` (default) or ``predict_proba``;
 * ``outputs``: ``{name: label | proba | proba:<class>}``; the JSON answer is then a list of records,
@@ -31,23 +31,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hydro_serving.contract import Signature
 from hydro_serving.contract.signature import Field
 from hydro_serving.errors import ConfigError, require_extra
-from hydro_serving.runtime.api import LoadContext, find_model_file
-from hydro_serving.runtime.outputs import LabelProbaModel, labels_at
-from hydro_serving.runtime.tabular import feature_order
+from hydro_serving.sdk import LoadContext
+from hydro_serving.sdk.outputs import LabelProbaModel, labels_at
+from hydro_serving.sdk.tabular import feature_order
 
-OPTIONS = ("method", "outputs", "classes", "threads")
 _GENERATED_NAME = re.compile(r"^Column_[0-9]+$")
 
-
-def _model_patterns() -> tuple[str, ...]:
-    """The file patterns from this template's own template.yml (one source of truth with the builder)."""
-    data = yaml.safe_load(Path(__file__).with_name("template.yml").read_text()) or {}
-    return tuple(data.get("model_patterns") or ("*.txt",))
 
 
 def read_header(path: Path) -> dict[str, str]:
@@ -88,16 +80,9 @@ class LightGBMModel(LabelProbaModel):
 
     # ---- load ----------------------------------------------------------------------------------
 
-    def load(self, model_dir: Path | None, context: LoadContext) -> None:
+    def load_model(self, path: Path, context: LoadContext) -> None:
         lgb = require_extra("lightgbm", "lightgbm")
-        if model_dir is None:
-            raise ConfigError(f"function '{context.spec.name}' (lang lightgbm) needs 'model'", field="model")
-        path = find_model_file(model_dir, _model_patterns(), "lightgbm")
-        options = dict(context.options)
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(f"unknown option '{unknown[0]}' for lang lightgbm (options: {', '.join(OPTIONS)})",
-                              field=f"options.{unknown[0]}")
+        options = context.options
         header = read_header(path)
         if "objective" not in header:
             raise ConfigError(f"{path.name} is not a LightGBM text model (no objective= line before the trees)",

@@ -4,7 +4,7 @@ Inputs are fed by the model's own input names; V2 tensors map directly (cast to 
 type). JSON records or a 2-D list are stacked into the model's input when it has exactly one
 (features in signature order), which is what skl2onnx produces for a tabular model.
 
-Options (``options:`` in stack.yml):
+Options (``options:`` in stack.yml, declared in template.yml):
 
 * ``outputs``: ``{name: <onnx output> | <onnx output>:<column>}`` - the JSON answer is then a
   list of records; a skl2onnx classifier converted with ``zipmap=False`` gives
@@ -17,20 +17,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hydro_serving.contract import Signature
 from hydro_serving.contract.signature import Field
 from hydro_serving.errors import ConfigError, HandlerError, ValidationError, require_extra
-from hydro_serving.runtime.api import LoadContext, find_model_file
-from hydro_serving.runtime.outputs import (
+from hydro_serving.sdk import LoadContext, ModelHandler
+from hydro_serving.sdk.outputs import (
     answer_batch,
     concat_feeds,
     feed_rows,
     parse_model_outputs,
     render_answer,
 )
-from hydro_serving.runtime.tabular import (
+from hydro_serving.sdk.tabular import (
     cast_output,
     feature_order,
     matrix_from_tensors,
@@ -45,10 +43,6 @@ ONNX_TYPES = {
     "tensor(bool)": "bool", "tensor(string)": "string",
 }
 
-
-def _model_patterns() -> tuple[str, ...]:
-    data = yaml.safe_load(Path(__file__).with_name("template.yml").read_text()) or {}
-    return tuple(data.get("model_patterns") or ("*.onnx",))
 
 
 class _Input:
@@ -85,7 +79,7 @@ class _Input:
         return "[" + ", ".join("-1" if d is None else str(d) for d in self.shape) + "]"
 
 
-class OnnxModel:
+class OnnxModel(ModelHandler):
     """One onnxruntime session and the feeding/rendering rules decided at load."""
 
     def __init__(self) -> None:
@@ -101,16 +95,9 @@ class OnnxModel:
 
     # ---- load ----------------------------------------------------------------------------------
 
-    def load(self, model_dir: Path | None, context: LoadContext) -> None:
+    def load_model(self, path: Path, context: LoadContext) -> None:
         ort = require_extra("onnxruntime", "onnx")
-        if model_dir is None:
-            raise ConfigError(f"function '{context.spec.name}' (lang onnx) needs 'model'", field="model")
-        path = find_model_file(model_dir, _model_patterns(), "onnx")
-        options = dict(context.options)
-        unknown = sorted(set(options) - {"outputs", "threads"})
-        if unknown:
-            raise ConfigError(f"unknown option '{unknown[0]}' for lang onnx (options: outputs, threads)",
-                              field=f"options.{unknown[0]}")
+        options = context.options
         session_options = ort.SessionOptions()
         if options.get("threads"):
             session_options.intra_op_num_threads = int(options["threads"])
@@ -218,7 +205,7 @@ class OnnxModel:
 
 
 def _column_table(table: Any, j: int) -> Any:
-    from hydro_serving.runtime.tabular import Table
+    from hydro_serving.sdk.tabular import Table
 
     names = [table.features[j]] if table.features else None
     return Table([[row[j]] for row in table.rows], names, table.from_records)

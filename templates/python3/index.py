@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from hydro_serving.errors import ConfigError
-from hydro_serving.runtime.api import InvocationContext, LoadContext
+from hydro_serving.sdk import FunctionHandler, InvocationContext, LoadContext
 
 USER_MODULE = "handler"
 
 
-class Function:
+class Function(FunctionHandler):
     """Adapts the user's module to the runtime's function interface."""
 
     def __init__(self) -> None:

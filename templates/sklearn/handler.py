@@ -1,6 +1,6 @@
-"""The sklearn template: a scikit-learn estimator behind ``load`` / ``predict`` / ``infer_v2`` / ``predict_batch``.
+"""The sklearn template: a scikit-learn estimator behind ``load_model``, ``predict``, ``infer_v2``, ``predict_batch``.
 
-Options (``options:`` in stack.yml):
+Options (``options:`` in stack.yml, declared in template.yml):
 
 * ``method``: ``predict`` (default), ``predict_proba`` or ``decision_function``;
 * ``outputs``: ``{name: label | proba | proba:<class> | decision}``; the JSON answer is then a
@@ -18,14 +18,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hydro_serving.contract import Signature
 from hydro_serving.contract.signature import Field
 from hydro_serving.errors import ConfigError, ValidationError, require_extra
-from hydro_serving.runtime.api import LoadContext, find_model_file
-from hydro_serving.runtime.outputs import answer_batch, compute_outputs, parse_method, parse_outputs, render_answer
-from hydro_serving.runtime.tabular import (
+from hydro_serving.sdk import LoadContext, ModelHandler
+from hydro_serving.sdk.outputs import answer_batch, compute_outputs, parse_method, parse_outputs, render_answer
+from hydro_serving.sdk.tabular import (
     Table,
     feature_order,
     first_non_numeric,
@@ -39,13 +37,7 @@ METHODS = {"predict": "label", "predict_proba": "proba", "decision_function": "d
 KIND_METHOD = {kind: method for method, kind in METHODS.items()}
 
 
-def _model_patterns() -> tuple[str, ...]:
-    """The file patterns from this template's own template.yml (one source of truth with the builder)."""
-    data = yaml.safe_load(Path(__file__).with_name("template.yml").read_text()) or {}
-    return tuple(data.get("model_patterns") or ("*.joblib", "*.pkl"))
-
-
-class SklearnModel:
+class SklearnModel(ModelHandler):
     """One loaded estimator and the decisions taken once at load: method, outputs, feature order."""
 
     def __init__(self) -> None:
@@ -60,17 +52,10 @@ class SklearnModel:
 
     # ---- load ----------------------------------------------------------------------------------
 
-    def load(self, model_dir: Path | None, context: LoadContext) -> None:
+    def load_model(self, path: Path, context: LoadContext) -> None:
         require_extra("sklearn", "sklearn")
-        if model_dir is None:
-            raise ConfigError(f"function '{context.spec.name}' (lang sklearn) needs 'model'", field="model")
-        path = find_model_file(model_dir, _model_patterns(), "sklearn")
         self.model = self._read(path, context)
-        options = dict(context.options)
-        unknown = sorted(set(options) - {"method", "outputs", "skops_trusted"})
-        if unknown:
-            raise ConfigError(f"unknown option '{unknown[0]}' for lang sklearn (options: method, outputs, "
-                              f"skops_trusted)", field=f"options.{unknown[0]}")
+        options = context.options
         self.method = parse_method(options, METHODS, self._require_kind)
         if options.get("outputs") is not None:
             self.outputs = parse_outputs(options["outputs"], tuple(KIND_METHOD), getattr(self.model, "classes_", []),

@@ -11,7 +11,7 @@ comes from the declared signature when there is one (exact types), otherwise the
 columns are read from its stages and their types inferred from the JSON values; either way a
 missing column or a value of the wrong type is a 400 naming the column, checked before Spark runs.
 
-Options (``options:`` in stack.yml):
+Options (``options:`` in stack.yml, declared in template.yml):
 
 * ``outputs``: which columns to return: a list of column names, or a mapping output name ->
   column name | ``label`` (the prediction column) | ``proba`` (the probability vector) |
@@ -35,7 +35,8 @@ from typing import Any
 
 from hydro_serving.contract import Signature
 from hydro_serving.errors import ConfigError, ValidationError, require_extra
-from hydro_serving.runtime.api import LoadContext
+from hydro_serving.sdk import LoadContext, ModelHandler
+from hydro_serving.templates import Template
 
 log = logging.getLogger("hydro.template.spark")
 
@@ -190,7 +191,7 @@ def _last_with(stages: list[Any], param: str) -> Any | None:
     return None
 
 
-class SparkModel:
+class SparkModel(ModelHandler):
     """A Spark ML PipelineModel behind the model-handler interface (``load``, ``predict``, ``infer_v2``)."""
 
     def __init__(self) -> None:
@@ -209,12 +210,13 @@ class SparkModel:
 
     # ---- loading -------------------------------------------------------------------------------------
 
-    def load(self, model_dir: Path | None, context: LoadContext) -> None:
-        if model_dir is None:
-            raise ConfigError("the spark template needs a model (a PipelineModel folder)", field="model")
-        root = find_model_root(Path(model_dir))
+    def locate_model(self, model_dir: Path, template: Template) -> Path:
+        """A PipelineModel is a folder (``metadata/`` and ``stages/``), not one file."""
+        return find_model_root(model_dir)
+
+    def load_model(self, root: Path, context: LoadContext) -> None:
         self.columns = _columns_module()
-        options = dict(context.options)
+        options = context.options
         self.session = build_session(options)
         from pyspark.ml import PipelineModel
 

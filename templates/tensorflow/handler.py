@@ -12,7 +12,7 @@ signature declares ``k`` scalar inputs, each record's values are stacked in sign
 (tabular features with names). Every value is checked against the input's dtype and shape before
 TensorFlow sees it: a bad one is a 400 naming the input.
 
-Options (``options:`` in stack.yml):
+Options (``options:`` in stack.yml, declared in template.yml):
 
 * ``outputs``: ``{name: <model output> | <model output>:<column>}`` (like the onnx template); the JSON
   answer is then a list of records. Without it, a model with one output answers a list with one
@@ -32,8 +32,8 @@ from typing import Any
 from hydro_serving.contract import Signature
 from hydro_serving.contract.signature import Field
 from hydro_serving.errors import ConfigError, ValidationError, require_extra
-from hydro_serving.runtime.api import LoadContext
-from hydro_serving.runtime.outputs import (
+from hydro_serving.sdk import LoadContext, ModelHandler
+from hydro_serving.sdk.outputs import (
     answer_batch,
     concat_feeds,
     feed_rows,
@@ -41,8 +41,8 @@ from hydro_serving.runtime.outputs import (
     render_answer,
     select_outputs,
 )
+from hydro_serving.templates import Template
 
-OPTIONS = ("outputs", "signature_name", "threads")
 KERAS_FILES = ("*.keras", "*.h5")
 
 
@@ -176,7 +176,7 @@ def find_model(path: Path) -> tuple[str, Path]:
                       f"{', '.join(found) or 'none'}", field="model")
 
 
-class TensorFlowModel:
+class TensorFlowModel(ModelHandler):
     """A Keras model or SavedModel, and the feeding and rendering rules decided at load."""
 
     def __init__(self) -> None:
@@ -190,15 +190,13 @@ class TensorFlowModel:
 
     # ---- load ----------------------------------------------------------------------------------
 
-    def load(self, model_dir: Path | None, context: LoadContext) -> None:
-        if model_dir is None:
-            raise ConfigError(f"function '{context.spec.name}' (lang tensorflow) needs 'model'", field="model")
-        options = dict(context.options)
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(f"unknown option '{unknown[0]}' for lang tensorflow (options: {', '.join(OPTIONS)})",
-                              field=f"options.{unknown[0]}")
-        kind, path = find_model(Path(model_dir))
+    def locate_model(self, model_dir: Path, template: Template) -> Path:
+        """The model path as given: a SavedModel is a folder, so :func:`find_model` decides in ``load_model``."""
+        return model_dir
+
+    def load_model(self, path: Path, context: LoadContext) -> None:
+        options = context.options
+        kind, path = find_model(path)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before the import: TensorFlow reads it once
         tf = require_extra("tensorflow", "tensorflow")
         threads = int(options.get("threads", 1))

@@ -11,7 +11,7 @@ labels and probabilities exactly as the sklearn wrapper does:
   are the softmax of the margins); the label is the most probable class;
 * anything else (``reg:*``, ``count:*``, ``survival:*``, ``rank:*``) is a regressor: the label is the value.
 
-Options (``options:`` in stack.yml), the same as the sklearn template's where they overlap:
+Options (``options:`` in stack.yml, declared in template.yml), the same as the sklearn template's where they overlap:
 
 * ``method``: ``predict`` (default) or ``predict_proba``;
 * ``outputs``: ``{name: label | proba | proba:<class>}``; the JSON answer is then a list of records,
@@ -29,22 +29,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hydro_serving.contract import Signature
 from hydro_serving.contract.signature import Field
 from hydro_serving.errors import ConfigError, require_extra
-from hydro_serving.runtime.api import LoadContext, find_model_file
-from hydro_serving.runtime.outputs import LabelProbaModel, labels_at
-from hydro_serving.runtime.tabular import feature_order
-
-OPTIONS = ("method", "outputs", "classes", "threads")
-
-
-def _model_patterns() -> tuple[str, ...]:
-    """The file patterns from this template's own template.yml (one source of truth with the builder)."""
-    data = yaml.safe_load(Path(__file__).with_name("template.yml").read_text()) or {}
-    return tuple(data.get("model_patterns") or ("*.ubj", "*.json"))
+from hydro_serving.sdk import LoadContext
+from hydro_serving.sdk.outputs import LabelProbaModel, labels_at
+from hydro_serving.sdk.tabular import feature_order
 
 
 def task_of(objective: str) -> str:
@@ -68,16 +58,9 @@ class XGBoostModel(LabelProbaModel):
 
     # ---- load ----------------------------------------------------------------------------------
 
-    def load(self, model_dir: Path | None, context: LoadContext) -> None:
+    def load_model(self, path: Path, context: LoadContext) -> None:
         xgb = require_extra("xgboost", "xgboost")
-        if model_dir is None:
-            raise ConfigError(f"function '{context.spec.name}' (lang xgboost) needs 'model'", field="model")
-        path = find_model_file(model_dir, _model_patterns(), "xgboost")
-        options = dict(context.options)
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(f"unknown option '{unknown[0]}' for lang xgboost (options: {', '.join(OPTIONS)})",
-                              field=f"options.{unknown[0]}")
+        options = context.options
         try:
             self.booster = xgb.Booster(model_file=str(path))
         except xgb.core.XGBoostError as exc:

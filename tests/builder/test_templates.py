@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from hydro_serving import templates as registry
+from hydro_serving.builder import templates as builder_view
 from hydro_serving.builder.templates import get_template, list_templates, load_template, template_dirs
 from hydro_serving.errors import ConfigError, NotFound
 
@@ -108,3 +110,38 @@ def test_repo_templates_that_exist_are_valid() -> None:
     for tpl in list_templates():
         assert tpl.kind in ("model", "function", "router")
         assert (tpl.path / f"{tpl.module.replace('.', '/')}.py").exists() or (tpl.path / tpl.module).is_dir()
+
+
+def test_the_registry_is_its_own_module_and_the_builder_re_exports_it() -> None:
+    """Replicas import hydro_serving.templates; the builder's names are the same objects, plus its Dockerfile."""
+    assert builder_view.get_template is registry.get_template and builder_view.Template is registry.Template
+    assert builder_view.SHARED_DOCKERFILE.is_file() and not hasattr(registry, "SHARED_DOCKERFILE")
+
+
+def test_options_is_a_json_schema_of_the_function_options(tdir: Path) -> None:
+    make(tdir, "opts", GOOD.format(name="opts") + "options:\n  additionalProperties: false\n  properties:\n"
+                                                  "    depth: {type: integer, minimum: 1}\n")
+    tpl = get_template("opts")
+    assert tpl.options_schema == {"type": "object", "additionalProperties": False,
+                                  "properties": {"depth": {"type": "integer", "minimum": 1}}}
+    assert tpl.to_dict()["options"] == tpl.options_schema
+    assert tpl.option_errors({"depth": 3}) == []
+    assert tpl.option_errors({"dept": 3})[0][0] == ("dept",)
+    assert tpl.option_errors({"depth": 0})[0][0] == ("depth",)
+    with pytest.raises(ConfigError) as caught:
+        tpl.check_options({"depth": "deep"}, where="functions.f.options")
+    assert caught.value.field == "functions.f.options.depth" and caught.value.status == 400
+
+
+def test_a_template_without_options_takes_any(tdir: Path) -> None:
+    make(tdir, "free")
+    assert get_template("free").options_schema is None
+    assert get_template("free").option_errors({"anything": {"at": "all"}}) == []
+
+
+def test_every_shipped_model_template_declares_its_options() -> None:
+    """A model template without a schema would silently ignore a misspelt option again."""
+    for tpl in list_templates():
+        if tpl.kind == "model":
+            assert tpl.options_schema is not None, tpl.name
+            assert tpl.options_schema.get("additionalProperties") is False, tpl.name

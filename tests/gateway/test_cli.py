@@ -74,7 +74,8 @@ def test_deploy_list_describe_invoke_logs_remove(gateway: Any, stack_dir: Path) 
 
 def test_cli_without_the_right_credentials_says_so(gateway: Any, stack_dir: Path, tmp_path: Path) -> None:
     out = hydro("list", "--gateway", gateway.url, env={"HYDRO_STATE": str(tmp_path / "elsewhere")})
-    assert out.returncode == 1 and "refused the credentials" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 1 and "no credentials for the gateway" in out.stderr and "Traceback" not in out.stderr
+    assert f"hydro login {gateway.url}" in out.stderr
     out = hydro("list", "--gateway", gateway.url, env={"HYDRO_TOKEN": "wrong"})
     assert out.returncode == 1 and "refused the credentials" in out.stderr
     out = hydro("list", "--gateway", "http://127.0.0.1:9", env={"HYDRO_TOKEN": "x"})
@@ -102,16 +103,19 @@ def test_invoke_sends_the_token_for_auth_functions_and_repeatable_headers(gatewa
                                                                           tmp_path: Path) -> None:
     gw = gateway_factory("--auth-functions")
     gw.deploy(gw.python_spec("hdr", gw.write_handler(tmp_path / "hdr", HEADERS_HANDLER)))
-    out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gw.url)  # no credentials in the test's HYDRO_STATE
+    # no credential unless asked, even though the CLI holds the admin token of this gateway
+    out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gw.url, "--state", str(gw.state_dir))
     assert out.returncode == 1 and json.loads(out.stderr)["code"] == "unauthorized", out.stderr
     out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gw.url, "-H", "X-One: 1", "-H", "X-Two:  two ",
-                "--state", str(gw.state_dir))
+                "--state", str(gw.state_dir), "--auth")
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout)["headers"]
     assert seen["x-one"] == "1" and seen["x-two"] == "two"
     assert "authorization" not in seen  # the gateway consumed it
-    out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gw.url, env={"HYDRO_TOKEN": gw.token})
+    out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gw.url, "--auth", env={"HYDRO_TOKEN": gw.token})
     assert out.returncode == 0, out.stderr
+    out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gw.url, "--auth")  # the test's HYDRO_STATE: none
+    assert out.returncode == 1 and "no credentials for the gateway" in out.stderr, out.stderr
     out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gw.url, "-H", "no colon")
     assert out.returncode == 2 and "Name: value" in out.stderr
 
@@ -119,9 +123,12 @@ def test_invoke_sends_the_token_for_auth_functions_and_repeatable_headers(gatewa
 def test_gateway_never_forwards_its_admin_token_to_a_function(gateway: Any, tmp_path: Path) -> None:
     gateway.deploy(gateway.python_spec("hdr", gateway.write_handler(tmp_path / "hdr", HEADERS_HANDLER)))
     env = {"HYDRO_STATE": str(gateway.state_dir)}
-    out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gateway.url, env=env)
+    out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gateway.url, "--auth", env=env)
     assert out.returncode == 0, out.stderr
     assert "authorization" not in json.loads(out.stdout)["headers"]
+    out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gateway.url, "-H",
+                f"Authorization: Bearer {gateway.token}")
+    assert out.returncode == 0 and "authorization" not in json.loads(out.stdout)["headers"], out.stderr
     # an Authorization header meant for the function itself (not the admin token) still reaches it
     out = hydro("invoke", "hdr", "--data", "{}", "--gateway", gateway.url, "-H", "Authorization: Bearer fn", env=env)
     assert out.returncode == 0 and json.loads(out.stdout)["headers"]["authorization"] == "Bearer fn", out.stderr

@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 
 from hydro_serving.builder.knative import KnativeValidator
-from hydro_serving.errors import ConfigError, DeadlineExceeded, NotFound, UpstreamError
-from hydro_serving.gateway.providers.knative import (
+from hydro_serving.deploy.knative import (
     LAST_APPLIED,
     deploy_knative,
     describe_knative,
     list_knative,
     remove_knative,
 )
+from hydro_serving.errors import ConfigError, DeadlineExceeded, NotFound, UpstreamError
 from hydro_serving.stack import load_stack
 
 SERVICES = "serving.knative.dev/v1/services"

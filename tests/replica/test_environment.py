@@ -54,7 +54,7 @@ def environments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gateway_env: d
     write_secret(config.state_dir, "api-key", b"k")
     local_provider, docker_provider = LocalProvider(config), DockerProvider(config, network="host")
     for provider in (local_provider, docker_provider):  # as the gateway hooks in its platform variables
-        provider.platform_env = lambda spec: {"HYDRO_MODEL_PIN": f"{spec.model}@sha256:ab"}
+        provider.credentials = lambda name: {"HYDRO_MODEL_PIN": f"{name}-pin@sha256:ab"}
     local = local_provider._environment(spec, local_secrets := tmp_path / "state" / "secrets-copy")
     docker = docker_provider._environment(spec, 45678)
     service = render_service(stack.function("iris"), stack, store_endpoint="http://127.0.0.1:7480")
@@ -68,7 +68,7 @@ def environments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gateway_env: d
 def test_every_provider_gives_the_same_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     envs = environments(tmp_path, monkeypatch, GATEWAY_ENV)
     for name in ("local", "docker"):  # what the gateway adds reaches its replicas
-        assert envs[name].pop("HYDRO_MODEL_PIN") == "iris:3@sha256:ab"
+        assert envs[name].pop("HYDRO_MODEL_PIN") == "iris-pin@sha256:ab"
     views = {name: function_view(envs[name]) for name in ("local", "docker", "knative", "run")}
     expected = {"GREETING": "hello", "HYDRO_MAX_INFLIGHT": "7", "FROM_FILE": "1", "QUOTED": "a b",
                 "HYDRO_FUNCTION_NAME": "iris", "HYDRO_STORE": "s3://models/prod",

@@ -407,3 +407,57 @@ def test_stage_url_template_addresses_stages_directly_without_prewarm(fake_gatew
     assert json.loads(result.body)["trail"] == ["a", "b"]
     assert not any(call.prewarm for call in fake_gateway.calls)  # a bare Service would run a prewarm as a request
 
+
+
+def test_a_callers_short_deadline_never_opens_the_breaker(fake_gateway, make) -> None:
+    """Attacker: five requests with X-Timeout 2 ms must not switch the stage off for everyone."""
+    fake_gateway.behaviours["a"] = fake_gateway.slow(0.3, fake_gateway.appender("a"))
+    router = make(["a"], options={"breaker_failures": 2, "breaker_cooldown": "60s"})
+    for _ in range(5):
+        with pytest.raises(HydroError) as info:
+            router.run(b"{}", {"X-Timeout": "0.002"})
+        assert error_of(info.value)[0] == 504
+    assert router.breakers.get("a").state == "closed"
+    assert json.loads(router.run(b"{}", {}).body) == {"trail": ["a"]}  # an honest caller still gets through
+
+
+def test_a_stage_504_after_a_short_caller_deadline_does_not_count(fake_gateway, make) -> None:
+    body = {"error": "handler exceeded its deadline", "code": "timeout"}
+    fake_gateway.behaviours["a"] = lambda call: fake_gateway.Reply(504, json.dumps(body).encode())
+    router = make(["a"], options={"breaker_failures": 2, "breaker_cooldown": "60s"})
+    for _ in range(4):
+        with pytest.raises(HydroError):
+            router.run(b"{}", {"X-Timeout": "5"})
+    assert router.breakers.get("a").state == "closed"
+    for _ in range(2):  # the same 504s with the router's own full budget are the stage's fault
+        with pytest.raises(HydroError):
+            router.run(b"{}", {})
+    assert router.breakers.get("a").state == "open"
+
+
+def test_a_timeout_with_the_stage_full_budget_counts(fake_gateway, make) -> None:
+    fake_gateway.behaviours["a"] = fake_gateway.slow(30, fake_gateway.appender("a"))
+    router = make([{"function": "a", "timeout": "200ms"}], options={"breaker_failures": 2, "breaker_cooldown": "60s"})
+    for _ in range(2):
+        with pytest.raises(HydroError) as info:
+            router.run(b"{}", {"X-Timeout": "10"})  # shorter than the router's 60 s, longer than the stage's own
+        assert error_of(info.value)[0] == 504
+    assert router.breakers.get("a").state == "open"
+
+
+def test_inputs_that_make_a_handler_raise_never_open_the_breaker(fake_gateway, make) -> None:
+    """Attacker: bad inputs that crash the handler are the caller's fault, not the stage's health."""
+    body = {"error": "handler raised ValueError: bad", "code": "handler_error"}
+    fake_gateway.behaviours["a"] = lambda call: fake_gateway.Reply(500, json.dumps(body).encode())
+    router = make(["a"], options={"breaker_failures": 2, "breaker_cooldown": "60s"})
+    for _ in range(6):
+        with pytest.raises(HydroError) as info:
+            router.run(b"{}", {})
+        assert error_of(info.value)[0] == 502
+    assert router.breakers.get("a").state == "closed"
+    down = b'{"error": "no replica", "code": "unavailable"}'
+    fake_gateway.behaviours["a"] = lambda call: fake_gateway.Reply(503, down)
+    for _ in range(2):
+        with pytest.raises(HydroError):
+            router.run(b"{}", {})
+    assert router.breakers.get("a").state == "open"

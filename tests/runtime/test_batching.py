@@ -21,9 +21,9 @@ from sklearn.linear_model import LogisticRegression
 
 from hydro_serving.builder.templates import get_template
 from hydro_serving.errors import ValidationError
-from hydro_serving.runtime.api import LoadContext
 from hydro_serving.runtime.batching import Batcher
 from hydro_serving.runtime.loader import import_entrypoint
+from hydro_serving.sdk import LoadContext
 from hydro_serving.stack.model import FunctionSpec
 from tests.conftest import free_port
 from tests.runtime.helpers import base_env, get, post, start_runtime

@@ -25,9 +25,11 @@ import os
 
 from prometheus_client import Counter
 
+from hydro_serving.sdk import ModelHandler
 
-class Lifecycle:
-    def load(self, model_dir, context):
+
+class Lifecycle(ModelHandler):
+    def load(self, model_dir, context):  # no model file: the whole load is overridden
         registry = context.metrics_registry
         assert registry is not None, "the runtime passes its registry"
         self.calls = Counter("hydro_test_lifecycle_calls", "predict calls", registry=registry)
@@ -68,8 +70,10 @@ GATED_HANDLER = '''\
 import os
 import time
 
+from hydro_serving.sdk import ModelHandler
 
-class Lifecycle:
+
+class Lifecycle(ModelHandler):
     def load(self, model_dir, context):
         deadline = time.monotonic() + 60
         while not os.path.exists(os.environ["TEST_GATE"]) and time.monotonic() < deadline:

@@ -20,7 +20,7 @@ HANDLER = '''\
 import os
 import time
 
-from hydro_serving.runtime.api import RawResponse
+from hydro_serving.sdk import RawResponse
 
 import helpers  # a module beside handler.py: the handler folder is on sys.path
 
@@ -79,7 +79,11 @@ def make_function(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def echo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """`hydro run echo` from a stack.yml, with the handler's import held until the gate opens."""
+    """`hydro run echo` from a stack.yml, with the handler's import held until the gate opens.
+
+    What the server answers while the gate is still closed is recorded here, before any test can
+    open it (``while_loading``), so the "503 until loaded" test does not depend on running first.
+    """
     work = tmp_path_factory.mktemp("py3")
     make_function(work)
     (work / "stack.yml").write_text(
@@ -91,7 +95,8 @@ def echo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     proc = start_hydro_run("echo", work / "stack.yml", port, env)
     try:
         proc.wait_up()
-        yield {"proc": proc, "port": port, "gate": gate}
+        while_loading = {"ready": get(port, "/_/ready"), "invoke": post(port, "/", {"a": 1})}
+        yield {"proc": proc, "port": port, "gate": gate, "while_loading": while_loading}
     finally:
         gate.touch()
         proc.stop()
@@ -99,20 +104,20 @@ def echo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 @pytest.fixture(scope="module")
 def ready(echo: dict) -> dict:
-    echo["gate"].touch()
-    echo["proc"].wait_ready()
+    """The gate opened (once, by whichever test asks first); ``seen``: the /_/ready statuses until 200."""
+    if "seen" not in echo:
+        echo["gate"].touch()
+        echo["seen"] = echo["proc"].wait_ready()
     return echo
 
 
-def test_ready_is_503_until_the_handler_module_has_loaded(echo: dict) -> None:
-    port = echo["port"]
-    if echo["gate"].exists():
-        pytest.skip("the gate was opened by an earlier test")
-    assert get(port, "/_/ready").status == 503
-    assert post(port, "/", {"a": 1}).status == 503
-    echo["gate"].touch()
-    seen = echo["proc"].wait_ready()
+def test_ready_is_503_until_the_handler_module_has_loaded(ready: dict) -> None:
+    loading = ready["while_loading"]
+    assert loading["ready"].status == 503 and loading["ready"].json["details"] == {"status": "loading"}
+    assert loading["invoke"].status == 503 and loading["invoke"].json["function"] == "echo"
+    seen = ready["seen"]
     assert seen[-1] == 200 and set(seen[:-1]) <= {503}
+    assert get(ready["port"], "/_/ready").status == 200
 
 
 def test_handle_gets_payload_and_context_and_load_hook_ran(ready: dict) -> None:

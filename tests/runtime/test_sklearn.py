@@ -43,7 +43,11 @@ def iris_data() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def gated(tmp_path_factory: pytest.TempPathFactory, iris_data: tuple[np.ndarray, np.ndarray]) -> Iterator[dict]:
-    """`hydro run iris` on a model whose loading waits for a gate file the test creates."""
+    """`hydro run iris` on a model whose loading waits for a gate file the test creates.
+
+    What the server answers while the gate is still closed is recorded here, before any test can
+    open it (``while_loading``), so the "503 until loaded" test does not depend on running first.
+    """
     work = tmp_path_factory.mktemp("sk-gated")
     gate = work / "gate"
     x, y = iris_data
@@ -57,7 +61,10 @@ def gated(tmp_path_factory: pytest.TempPathFactory, iris_data: tuple[np.ndarray,
     proc = start_hydro_run("iris", work / "stack.yml", port, base_env(work / "home", pythonpath=REPO))
     try:
         proc.wait_up()
-        yield {"proc": proc, "port": port, "gate": gate, "model": model}
+        while_loading = {"ready": get(port, "/_/ready"), "v2_ready": get(port, "/v2/health/ready"),
+                         "v2_model_ready": get(port, "/v2/models/iris/ready"), "invoke": post(port, "/", ROWS),
+                         "health": get(port, "/_/health")}
+        yield {"proc": proc, "port": port, "gate": gate, "model": model, "while_loading": while_loading}
     finally:
         gate.touch()
         proc.stop()
@@ -65,26 +72,25 @@ def gated(tmp_path_factory: pytest.TempPathFactory, iris_data: tuple[np.ndarray,
 
 @pytest.fixture(scope="module")
 def ready(gated: dict) -> dict:
-    gated["gate"].touch()
-    gated["proc"].wait_ready()
+    """The gate opened (once, by whichever test asks first); ``seen``: the /_/ready statuses until 200."""
+    if "seen" not in gated:
+        gated["gate"].touch()
+        gated["seen"] = gated["proc"].wait_ready()
     return gated
 
 
-def test_ready_is_503_with_json_until_the_model_is_loaded(gated: dict) -> None:
-    port = gated["port"]
-    if gated["gate"].exists():
-        pytest.skip("the gate was opened by an earlier test")
-    reply = get(port, "/_/ready")
+def test_ready_is_503_with_json_until_the_model_is_loaded(ready: dict) -> None:
+    loading = ready["while_loading"]
+    reply = loading["ready"]
     assert reply.status == 503 and reply.json["code"] == "unavailable" and "loading" in reply.json["error"]
-    assert get(port, "/v2/health/ready").status == 503
-    assert get(port, "/v2/models/iris/ready").json == {"name": "iris", "ready": False}
-    early = post(port, "/", ROWS)
+    assert loading["v2_ready"].status == 503
+    assert loading["v2_model_ready"].json == {"name": "iris", "ready": False}
+    early = loading["invoke"]
     assert early.status == 503 and early.json["function"] == "iris" and early.headers.get("retry-after") == "1"
-    assert get(port, "/_/health").json["state"] == "loading"
-    gated["gate"].touch()
-    seen = gated["proc"].wait_ready()
+    assert loading["health"].json["state"] == "loading"
+    seen = ready["seen"]
     assert seen[-1] == 200 and set(seen[:-1]) <= {503}
-    body = get(port, "/_/ready").json
+    body = get(ready["port"], "/_/ready").json
     assert body["status"] == "ready" and body["load_seconds"] > 0
 
 

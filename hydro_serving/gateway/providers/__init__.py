@@ -1,7 +1,9 @@
 """Providers run replicas; the gateway's scaler decides how many (written once, for every provider).
 
-``get_provider(name, config)`` builds one by name: ``local`` here; ``docker`` and ``knative``
-live beside it and implement the same :class:`~hydro_serving.gateway.providers.base.Provider`.
+``get_provider(name, config)`` builds one by name: ``local`` here; ``docker`` lives beside it and
+implements the same :class:`~hydro_serving.gateway.providers.base.Provider`. Knative is not one:
+it scales its Services itself, so ``hydro deploy --provider knative`` talks to it directly
+(:mod:`hydro_serving.deploy.knative`) and the gateway is not offered a provider it cannot run.
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ from hydro_serving.gateway.providers.base import Provider, Replica, ReplicaStart
 PROVIDERS: dict[str, str] = {
     "local": "hydro_serving.gateway.providers.local:LocalProvider",
     "docker": "hydro_serving.gateway.providers.docker:DockerProvider",
-    "knative": "hydro_serving.gateway.providers.knative:KnativeProvider",
 }
-EXTRAS: dict[str, str] = {"docker": "docker", "knative": "kubernetes"}  # the pip extra each one needs
-SDKS: dict[str, tuple[str, ...]] = {"docker": ("docker",), "knative": ("kubernetes",)}
+EXTRAS: dict[str, str] = {"docker": "docker"}  # the pip extra each one needs
+SDKS: dict[str, tuple[str, ...]] = {"docker": ("docker",)}
 
 
 def get_provider(name: str, config: GatewayConfig) -> Provider:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,12 @@ class Provider(abc.ABC):
 
     name: str = "abstract"
     manages_scaling: bool = False  # True when the platform (Knative) scales replicas itself
+    # set by the gateway: variables it adds to a function's replicas (a router's own key, HYDRO_ROUTER_KEY)
+    credentials: Callable[[str], Mapping[str, str]] | None = None
+
+    def replica_credentials(self, name: str) -> dict[str, str]:
+        """The gateway-minted variables for replicas of ``name`` (never stored in the spec or its files)."""
+        return dict(self.credentials(name)) if self.credentials is not None else {}
 
     def check(self, spec: FunctionSpec) -> None:  # noqa: B027 - optional hook
         """Raise a 400 (naming the field) when this provider cannot run ``spec``; default: anything goes."""

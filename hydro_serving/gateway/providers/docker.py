@@ -34,7 +34,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -153,8 +153,6 @@ class DockerProvider(Provider):
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        # what other parts add to a replica's environment (model pin, trusted keys, a router's own key)
-        self.platform_env: Callable[[FunctionSpec], Mapping[str, str]] | None = None
         self._containers: dict[str, Any] = {}  # replica id -> docker Container
         self._exits: dict[str, asyncio.Future[int | None]] = {}
         self._followers: dict[str, threading.Thread] = {}
@@ -235,7 +233,7 @@ class DockerProvider(Provider):
     def _environment(self, spec: FunctionSpec, port: int) -> dict[str, str]:
         host_network = self.network == "host"
         platform = {
-            **(self.platform_env(spec) if self.platform_env is not None else {}),
+            **self.replica_credentials(spec.name),  # the gateway's additions (a router's key: auth)
             contract.GATEWAY_URL_ENV: self.config.url,
             contract.HOST_ENV: "127.0.0.1" if host_network else "0.0.0.0",  # published on 127.0.0.1 only
             contract.PORT_ENV: str(port if host_network else CONTAINER_PORT),

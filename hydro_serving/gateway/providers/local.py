@@ -32,7 +32,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -139,9 +139,6 @@ class LocalProvider(Provider):
             log.warning("%s=off: replicas run unsandboxed, as the gateway's user", contract.SANDBOX_ENV)
         elif self.sandbox == sandbox.USERNS:
             make_undumpable()  # same uid as the replicas: keep them out of /proc/<gateway>/environ
-        # what other parts add to a replica's environment (model pin, trusted keys, a router's own key):
-        # the gateway sets it; its values win over the function's own (see replica_environment)
-        self.platform_env: Callable[[FunctionSpec], Mapping[str, str]] | None = None
         self._procs: dict[str, asyncio.subprocess.Process | ZygoteChild] = {}
         self.spawner = ZygoteSpawner(config.state_dir / "zygotes")  # pre-imported templates (HYDRO_ZYGOTE=0: off)
         self._venv_builds: set[asyncio.Task[str]] = set()
@@ -264,7 +261,7 @@ class LocalProvider(Provider):
 
     def _plan(self, spec: FunctionSpec, python: str) -> sandbox.Plan:
         owner = self._owner(spec.name) or (-1, -1)
-        from hydro_serving.builder.templates import template_dirs
+        from hydro_serving.templates import template_dirs
 
         readable = sandbox.runtime_paths(python, template_dirs())
         readable.append(str(self.function_dir(spec.name)))
@@ -327,7 +324,7 @@ class LocalProvider(Provider):
                      model_cache: Path | None = None, spec_path: Path | None = None) -> dict[str, str]:
         home = self.home_path(spec.name)
         platform = {
-            **(self.platform_env(spec) if self.platform_env is not None else {}),
+            **self.replica_credentials(spec.name),  # the gateway's additions (a router's key: auth)
             contract.GATEWAY_URL_ENV: self.config.url,
             contract.FUNCTION_SPEC_ENV: str(spec_path or self.spec_path(spec.name)),
         }

@@ -269,7 +269,7 @@ class ZygoteSpawner:
 
     async def _zygote(self, template_name: str, python: str, env: Mapping[str, str]) -> Zygote | None:
         """The live zygote for this template and environment, started now if there is none (None: failed)."""
-        from hydro_serving.builder.templates import get_template
+        from hydro_serving.templates import get_template
 
         template = get_template(template_name)
         overrides = import_environment(env)

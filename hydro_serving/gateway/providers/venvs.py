@@ -80,7 +80,7 @@ def replica_python(spec: Any, *, base_dir: Path | None = None) -> str:
     mode = isolation_mode(spec.environment)
     if mode is None:
         return sys.executable
-    from hydro_serving.builder.templates import get_template
+    from hydro_serving.templates import get_template
 
     handler_dir = Path(spec.handler) if spec.handler else None
     return str(ensure_function_venv(get_template(spec.lang), handler_dir, base_dir=base_dir, mode=mode))
@@ -119,6 +119,7 @@ def venv_key(files: list[tuple[str, Path]], mode: str) -> str:
     identity = {
         "python": f"{sys.implementation.name}-{platform.python_version()}-{platform.machine()}",
         "base": sys.base_prefix,
+        "prefix": sys.prefix,
         "mode": mode,
         "hydro": str(package_dir()),
     }
@@ -207,6 +208,8 @@ def _build(venv: Path, files: list[tuple[str, Path]], mode: str, timeout: float)
                      "inspecting the virtual environment").strip())
     site.mkdir(parents=True, exist_ok=True)
     (site / "hydro_serving").symlink_to(package_dir(), target_is_directory=True)
+    if mode == LAYERED:
+        _layer_on_gateway_packages(site)
     requirement_args: list[str] = []
     if mode == FULL:
         core = _core_requirements()
@@ -223,6 +226,25 @@ def _build(venv: Path, files: list[tuple[str, Path]], mode: str, timeout: float)
     out = subprocess.run(pip, capture_output=True, text=True, timeout=timeout, check=False)
     if out.returncode != 0:
         raise _pip_error(out.stdout + "\n" + out.stderr, files)
+
+
+def _layer_on_gateway_packages(site: Path) -> None:
+    """Let a layered venv see the packages of the interpreter that built it, after its own.
+
+    ``--system-site-packages`` layers a venv on the *base* interpreter: when hydro-serving itself is
+    installed in a virtual environment (the usual way), the gateway's packages (gunicorn, flask, numpy,
+    ...) live in that venv, not in the base, and the replica would die with ``No module named
+    'gunicorn'``. A ``.pth`` file processed after the venv's own site-packages adds the gateway's
+    site directories (``site.addsitedir`` so their own ``.pth`` files apply too), so the function's
+    pinned requirements still win and everything else comes from where the gateway got it.
+    """
+    if sys.prefix == sys.base_prefix:
+        return  # not in a venv: --system-site-packages already sees the gateway's packages
+    import site as site_module
+
+    outer = [p for p in site_module.getsitepackages() if Path(p).is_dir() and Path(p).resolve() != site.resolve()]
+    lines = [f"import site; site.addsitedir({p!r})" for p in outer]
+    (site / "zz-hydro-gateway-packages.pth").write_text("\n".join(lines) + "\n")
 
 
 def _run(argv: list[str], timeout: float, what: str) -> str:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hydro_serving.contract import Signature
-from hydro_serving.errors import ValidationError
+from hydro_serving.contract.dtypes import numpy_dtype
+from hydro_serving.errors import HandlerError, ValidationError
 
 _SHAPES_HELP = "send a list of records, one record, a columnar object, or a 2-D list of rows"
 
@@ -210,9 +211,6 @@ def matrix_from_tensors(arrays: Mapping[str, Any], features: Sequence[str] | Non
 
 def cast_output(name: str, values: Any, signature: Signature | None) -> Any:
     """An output column cast to the dtype the signature declares for it (``bool`` for a 0/1 label)."""
-    from hydro_serving.contract.dtypes import numpy_dtype
-    from hydro_serving.errors import HandlerError
-
     declared = signature.output(name) if signature is not None else None
     if declared is None:
         return values

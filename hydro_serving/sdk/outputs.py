@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hydro_serving.errors import ConfigError, HydroError, ValidationError
-from hydro_serving.runtime.tabular import (
+from hydro_serving.sdk.model import ModelHandler
+from hydro_serving.sdk.tabular import (
     as_rows,
     cast_output,
     matrix_from_tensors,
@@ -229,14 +230,14 @@ def concat_feeds(feeds: list[dict[str, Any]]) -> dict[str, Any]:
     return {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
 
 
-class LabelProbaModel:
+class LabelProbaModel(ModelHandler):
     """The request side of a template whose model maps a numeric matrix to labels and class probabilities.
 
     XGBoost and LightGBM boosters differ in how they load and in how raw predictions become
     probabilities (the templates keep that: ``load``, ``proba``, ``label``), but not in how the
     ``classes``/``method``/``outputs`` options are read, how a request becomes a matrix, or how a
     batch is cut back into answers: that is here, once. A subclass sets ``lang`` (for messages) and
-    ``dtype`` (what its framework computes in); its ``load`` sets ``objective``/``task``/``num_class``,
+    ``dtype`` (what its framework computes in); its ``load_model`` sets ``objective``/``task``/``num_class``,
     calls :meth:`plan_outputs`, and sets ``features``/``width``/``declared``.
     """
 
