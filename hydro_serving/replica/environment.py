@@ -8,7 +8,8 @@ A replica is a stranger to the gateway: it never inherits the gateway's environm
 1. a minimal base (:data:`BASE_KEYS` and the host's native-library tuning, :data:`HOST_TUNING`,
    copied from the operator's environment when set, then ``HOME``/``TMPDIR`` given by the
    provider, ``PYTHONUNBUFFERED=1``);
-2. runtime limits the operator set for every replica (:data:`~.contract.RUNTIME_LIMIT_ENVS`);
+2. runtime limits the operator set for every replica (:data:`~.contract.RUNTIME_LIMIT_ENVS`) and
+   its OpenTelemetry settings (:data:`TELEMETRY`, never the ``*_HEADERS`` that may carry credentials);
 3. the store, only for a function that loads a model from it: ``HYDRO_STORE``, the endpoint and
    region settings, and read-only credentials only when the operator provides them as
    ``HYDRO_REPLICA_AWS_ACCESS_KEY_ID``/``..._SECRET_ACCESS_KEY``/``..._SESSION_TOKEN`` (passed on
@@ -48,6 +49,11 @@ PROVIDER_KEYS = frozenset({
 # secret, and a replica on this host needs the same (e.g. OPENBLAS_CORETYPE where detection fails)
 HOST_TUNING = re.compile(r"^(OPENBLAS_\w+|GOTO\w+|MKL_\w+|OMP_\w+|KMP_\w+|\w*_NUM_THREADS|MALLOC_\w+|NVPL_\w+"
                          r"|LD_LIBRARY_PATH)$")
+
+
+# the operator's OpenTelemetry settings, so replicas' spans join the gateway's traces; never its
+# *_HEADERS (a collector's credentials): a collector that needs them is reached through a local agent
+TELEMETRY = re.compile(r"^OTEL_(?!\w*HEADERS$)\w+$")
 
 
 def base_environment(operator: Mapping[str, str], home: str | None = None, tmpdir: str | None = None) -> dict[str, str]:
@@ -117,6 +123,7 @@ def replica_environment(
     operator = {} if operator is None else operator
     env = base_environment(operator, home, tmpdir) if base else {"PYTHONUNBUFFERED": "1"}
     env.update({k: operator[k] for k in contract.RUNTIME_LIMIT_ENVS if operator.get(k)})
+    env.update({k: v for k, v in operator.items() if TELEMETRY.match(k) and v})
     if uses_store(spec):
         store = store or operator.get(contract.STORE_ENV)
         if store:

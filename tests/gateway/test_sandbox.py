@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from hydro_serving.gateway.secrets import write_secret
-from hydro_serving.replica.environment import BASE_KEYS, HOST_TUNING
+from hydro_serving.replica.environment import BASE_KEYS, HOST_TUNING, TELEMETRY
 from hydro_serving.replica.sandbox import sandbox_mode
 
 GATEWAY_SECRETS = {"AWS_SECRET_ACCESS_KEY": "gateway-aws-secret-value", "AWS_ACCESS_KEY_ID": "gateway-aws-key-id",
@@ -125,7 +125,8 @@ def test_hostile_function_reaches_nothing_but_its_own(gateway_factory: Any, monk
     platform = {"HYDRO_FUNCTION_NAME", "HYDRO_GATEWAY_URL", "HYDRO_FUNCTION_SPEC", "HYDRO_SECRETS_DIR", "HOME",
                 "TMPDIR", "PYTHONUNBUFFERED", "PYTHONPATH", "HYDRO_TEMPLATES",
                 "SERVER_SOFTWARE"}  # the last one set by the runtime's own server (gunicorn)
-    tuning = {k for k in os.environ if HOST_TUNING.match(k)}  # the host's BLAS/thread tuning (documented base)
+    # the host's BLAS/thread tuning and the operator's telemetry settings (documented)
+    tuning = {k for k in os.environ if HOST_TUNING.match(k) or TELEMETRY.match(k)}
     assert set(env) - set(declared) <= platform | set(BASE_KEYS) | tuning, sorted(set(env) - set(declared))
     # its own /proc/self/environ (what the process was started with) holds no secret either; a non-dumpable
     # userns replica of a non-root gateway may not read it at all

@@ -107,6 +107,17 @@ def test_read_only_store_credentials_for_replicas(tmp_path: Path, monkeypatch: p
     assert "AWS_ACCESS_KEY_ID" not in envs["knative"]
 
 
+def test_telemetry_settings_reach_replicas_but_not_collector_credentials() -> None:
+    from hydro_serving.stack import FunctionSpec
+
+    spec = FunctionSpec(name="f", lang="python3", handler="/x")
+    env = replica_environment(spec, operator={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+                                              "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer collector-key",
+                                              "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x=y"})
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"
+    assert not any("HEADERS" in k for k in env)
+
+
 def test_platform_variables_win_over_the_function() -> None:
     from hydro_serving.stack import FunctionSpec
 

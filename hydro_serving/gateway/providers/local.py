@@ -47,6 +47,7 @@ from hydro_serving.replica import contract, sandbox
 from hydro_serving.replica.envfile import read_env_file
 from hydro_serving.replica.environment import (
     NO_METADATA_ENV,
+    declared_environment,
     replica_environment,
     replica_store_credentials,
     uses_store,
@@ -102,10 +103,14 @@ def _preexec(plan: sandbox.Plan):  # type: ignore[no-untyped-def]
     return run
 
 
-def _default_store(spec: FunctionSpec) -> str | None:
-    """The store URL the gateway itself uses (HYDRO_STORE or its default), for functions that need one."""
+def _store_url(spec: FunctionSpec) -> str | None:
+    """The store a function's model comes from: its own ``HYDRO_STORE`` if it declares one, else the
+    gateway's (``HYDRO_STORE`` or its default); None for a function without a store model."""
     if not uses_store(spec):
         return None
+    declared = declared_environment(spec).get(contract.STORE_ENV)
+    if declared:
+        return declared
     from hydro_serving.store.store import default_store_url
 
     return default_store_url()
@@ -299,7 +304,7 @@ class LocalProvider(Provider):
         cache = self.function_dir(spec.name) / MODEL_CACHE
         cache.mkdir(mode=0o700, exist_ok=True)
         _share_with_group(cache, self._owner(spec.name), 0o750)
-        tree = Path(fetch_model(spec.model, cache_dir=cache))
+        tree = Path(fetch_model(spec.model, store_url=_store_url(spec), cache_dir=cache))
         ref = parse_ref(spec.model)
         if ref.pinned or "@" in spec.model or not tree.name.isdigit():
             return cache, spec
@@ -335,7 +340,7 @@ class LocalProvider(Provider):
         elif uses_store(spec) and self.sandbox != sandbox.OFF:
             platform[contract.CACHE_ENV] = str(home / "cache")
         env = replica_environment(spec, operator=os.environ, home=str(home), tmpdir=str(home / "tmp"),
-                                  store=os.environ.get(contract.STORE_ENV) or _default_store(spec),
+                                  store=_store_url(spec),
                                   platform=platform)
         for key in GATEWAY_PATHS:
             if os.environ.get(key) and key not in env:
