@@ -88,6 +88,12 @@ class Forbidden(HydroError):
     code = "forbidden"
 
 
+class UntrustedModelError(Forbidden):
+    """A model the trust policy refuses: unsigned, signed by another key, not the pinned bytes, discovered pickle."""
+
+    code = "untrusted_model"
+
+
 class NotFound(HydroError):
     status = 404
     code = "not_found"
@@ -96,6 +102,13 @@ class NotFound(HydroError):
 class MethodNotAllowed(HydroError):
     status = 405
     code = "method_not_allowed"
+
+
+class RequestTimeout(HydroError):
+    """The caller did not send its request (headers or body) within the server's read timeout."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class Conflict(HydroError):
@@ -152,6 +165,13 @@ class ServiceUnavailable(HydroError):
         if retry_after is not None:
             kw.setdefault("headers", {"Retry-After": str(max(1, round(retry_after)))})
         super().__init__(message, **kw)
+
+
+class InsufficientStorage(HydroError):
+    """A disk the platform writes to (the gateway's state directory) is full; nothing was changed."""
+
+    status = 507
+    code = "insufficient_storage"
 
 
 class DeadlineExceeded(HydroError):

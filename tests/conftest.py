@@ -41,6 +41,7 @@ PROCESS_MODULES = frozenset({
     "tests/runtime/test_sklearn.py",
     "tests/store/test_cache_offline.py",
     "tests/store/test_cli.py",
+    "tests/store/test_concurrency.py",
 })
 
 

@@ -201,7 +201,10 @@ def render_service(
     }
     if env_from:
         container["envFrom"] = env_from
-    resources = {kind: dict(values) for kind, values in (("limits", fn.limits), ("requests", fn.requests)) if values}
+    # limits.body is the gateway's body limit, not a container resource (issue 12)
+    resources = {kind: {k: v for k, v in values.items() if k != "body"}
+                 for kind, values in (("limits", fn.limits), ("requests", fn.requests))}
+    resources = {kind: values for kind, values in resources.items() if values}
     if resources:
         container["resources"] = resources
     if fn.readonly_root_filesystem:

@@ -9,6 +9,7 @@ the token; ``hydro invoke`` sends no credential unless asked (``--auth`` or ``--
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,8 @@ def up(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str | Non
         click.echo("built contexts under build/")
     target = resolve_target(gateway_url, stack)
     state_dir = (state or default_state_dir()).expanduser().resolve()
+    if stack.provider.trusted_keys and not os.environ.get("HYDRO_TRUSTED_KEYS"):  # a gateway started here trusts them
+        os.environ["HYDRO_TRUSTED_KEYS"] = ",".join(stack.provider.trusted_keys)
     url, started = ensure_local_gateway(target.url, state_dir)
     if started:
         click.echo(f"started a local gateway at {url} (state {state_dir}, log {state_dir / 'gateway.log'}); "

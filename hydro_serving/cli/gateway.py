@@ -26,14 +26,52 @@ from hydro_serving.gateway.providers import PROVIDERS
 @click.option("--discover-interval", default=60.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds between passes that turn files put into the store (HYDRO_STORE) by other tools into "
                    "model versions; 0 turns discovery off.")
+@click.option("--discover-unsafe-formats", is_flag=True,
+              help="Let discovery adopt pickle-based files (joblib, pickle); they are code that replicas run.")
+@click.option("--trusted-keys", envvar="HYDRO_TRUSTED_KEYS", default="",
+              help="Comma-separated ed25519 public keys ('ed25519:BASE64' or .pub files): only models signed by "
+                   "one of them are deployed and loaded (env HYDRO_TRUSTED_KEYS).")
+@click.option("--max-body", default="10Mi", show_default=True,
+              help="Largest request body a function accepts unless it sets limits.body (bytes, or 10Mi, 1MB).")
+@click.option("--body-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds a caller has to send a request body (else 408 and the connection is closed).")
+@click.option("--header-timeout", default=15.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds a connection may take to send its headers, or stay idle between requests.")
+@click.option("--max-connections", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="Open client connections; a connection beyond this gets 503 and is closed.")
+@click.option("--log-max-size", default="10Mi", show_default=True,
+              help="The gateway's log and each replica's log under <state>/logs are rotated (3 copies kept) "
+                   "past this size; 0 never rotates.")
 def gateway(host: str, port: int, state: Path | None, provider: str, docker_network: str | None,
-            cold_start_timeout: float, auth_functions: bool, discover_interval: float) -> None:
+            cold_start_timeout: float, auth_functions: bool, discover_interval: float,
+            discover_unsafe_formats: bool, trusted_keys: str, max_body: str,
+            body_timeout: float, header_timeout: float, max_connections: int, log_max_size: str) -> None:
     """Run the gateway: deploy, invoke and scale functions to zero."""
     # the provider is built by name (providers.get_provider) as the gateway starts, so a missing extra
     # or a bad provider setting stops it at once with a one-line error, not at the first deploy
     from hydro_serving.gateway.server import run_gateway
+    from hydro_serving.store.trust import parse_trusted_keys, trusted_keys_value
+
+    keys = trusted_keys_value(parse_trusted_keys(trusted_keys.split(","), "--trusted-keys"))
 
     config = GatewayConfig(state_dir=(state or default_state_dir()).expanduser().resolve(), host=host, port=port,
                            provider=provider, cold_start_timeout=cold_start_timeout, auth_functions=auth_functions,
-                           docker_network=docker_network, discover_interval=discover_interval)
+                           docker_network=docker_network, discover_interval=discover_interval,
+                           discover_unsafe_formats=discover_unsafe_formats, trusted_keys=keys,
+                           max_body=_size(max_body, "--max-body"), body_timeout=body_timeout,
+                           header_timeout=header_timeout, max_connections=max_connections,
+                           log_max_bytes=0 if log_max_size.strip() == "0" else _size(log_max_size, "--log-max-size"))
     run_gateway(config)
+
+
+def _size(raw: str, option: str) -> int:
+    from hydro_serving.stack.model import parse_size
+
+    try:
+        value = parse_size(raw)
+    except ValueError:
+        raise click.BadParameter(f"must be a size such as 10Mi or 1048576, got {raw!r}",
+                                 param_hint=option) from None
+    if value < 1:
+        raise click.BadParameter("must be at least 1 byte", param_hint=option)
+    return value

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "render": "hydro_serving.cli.render:render",
     # model store
     "model": "hydro_serving.cli.model:model",
+    "keys": "hydro_serving.cli.keys:keys",
     # gateway and functions
     "gateway": "hydro_serving.cli.gateway:gateway",
     "deploy": "hydro_serving.cli.functions:deploy",

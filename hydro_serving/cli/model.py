@@ -72,18 +72,48 @@ def model(ctx: click.Context, store: str | None) -> None:
 @click.option("--training-data", type=click.Path(path_type=Path), default=None,
               help="CSV of the training data, profiled into the manifest.")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Free metadata; repeatable.")
+@click.option("--sign", "sign_key", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="KEY",
+              help="Sign the manifest with this ed25519 private key (hydro keys generate).")
 @click.pass_context
 def upload(ctx: click.Context, path: Path, name: str, framework: str | None, signature_file: Path | None,
-           training_data: Path | None, meta: tuple[str, ...]) -> None:
+           training_data: Path | None, meta: tuple[str, ...], sign_key: Path | None) -> None:
     """Upload PATH (a file or a directory) as the next version of NAME; prints NAME:VERSION."""
+    from hydro_serving.store.trust import PICKLE_SUFFIXES, SigningKey
+
     metadata = _parse_meta(meta)
+    key = SigningKey.load(sign_key) if sign_key is not None else None  # a bad key fails before any upload
     store = _store(ctx)
-    total = sum(p.stat().st_size for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()) \
-        if path.exists() else 0
+    files = ([path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]) if path.exists() else []
+    total = sum(p.stat().st_size for p in files)
+    pickles = [p.name for p in files if p.name.lower().endswith(PICKLE_SUFFIXES)]
     with _progress(total, f"uploading {name}") as progress:
         manifest = store.upload(path, name, framework=framework, signature=signature_file,
-                                training_data=training_data, metadata=metadata, progress=progress)
+                                training_data=training_data, metadata=metadata, progress=progress, sign_key=key)
+    if pickles:
+        click.echo(f"note: {', '.join(pickles[:3])} is pickle, and loading pickle runs code: whoever can write it "
+                   "can run anything where it is loaded. "
+                   + ("It is signed with your key; gateways that trust the key will load it."
+                      if key is not None else
+                      "Sign it (hydro keys generate; hydro model upload --sign KEY, or hydro model sign "
+                      "NAME:VERSION --key KEY) so servers with HYDRO_TRUSTED_KEYS accept it, or convert it to a "
+                      "safe format (skops, ONNX)."), err=True)
     click.echo(manifest.ref)
+
+
+@model.command()
+@click.argument("ref", metavar="NAME:VERSION")
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The ed25519 private key (hydro keys generate).")
+@click.pass_context
+def sign(ctx: click.Context, ref: str, key_path: Path) -> None:
+    """Sign an existing version's manifest (replaces an earlier signature)."""
+    from hydro_serving.store.refs import parse_pinned
+    from hydro_serving.store.trust import SigningKey
+
+    name, version = parse_pinned(ref)
+    key = SigningKey.load(key_path)
+    manifest = _store(ctx).sign(f"{name}:{version}", key)
+    click.echo(f"signed {manifest.ref} with key {key.key_id}")
 
 
 @model.command("list")
@@ -105,9 +135,15 @@ def versions(ctx: click.Context, name: str) -> None:
         by_version.setdefault(version, []).append(alias)
     numbers = store.versions(name)
     by_version.setdefault(numbers[-1], []).insert(0, "latest")
+    from hydro_serving.errors import StoreError
+
     for version in numbers:
-        m = store.get_manifest(f"{name}:{version}")
         aliases = ",".join(by_version.get(version, []))
+        try:
+            m = store.get_manifest(f"{name}:{version}")
+        except StoreError as exc:  # one damaged version must not hide the others
+            click.echo(f"{name}:{version}\tdamaged: {exc.message} (hydro model rm {name}:{version})")
+            continue
         click.echo(f"{m.ref}\t{m.framework or '-'}\t{_size(m.total_size)}\t{m.created_at}\t{aliases}".rstrip())
 
 
@@ -117,13 +153,20 @@ def versions(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     """Show the manifest of NAME[:VERSION|ALIAS]."""
-    m = _store(ctx).get_manifest(ref)
+    store = _store(ctx)
+    m = store.get_manifest(ref)
     if as_json:
         click.echo(json.dumps(m.to_dict(), indent=2))
         return
     click.echo(f"model:      {m.ref}")
+    sig = store.get_signature(m.name, m.version)
+    try:
+        signer = f"key {json.loads(sig)['key_id']}" if sig is not None else "unsigned"
+    except (ValueError, KeyError, TypeError):
+        signer = "a damaged manifest.sig"
+    click.echo(f"signed by:  {signer}")
     click.echo(f"framework:  {m.framework or '-'}")
-    click.echo(f"created:    {m.created_at}")
+    click.echo(f"created:    {m.created_at} ({m.origin})")
     click.echo(f"files:      {len(m.files)} ({_size(m.total_size)})")
     for f in m.files:
         click.echo(f"  {f.path}  {_size(f.size)}  sha256:{f.sha256}")
@@ -175,26 +218,57 @@ def pull(ctx: click.Context, ref: str, dest: Path) -> None:
     click.echo(f"{manifest.ref} -> {dest}")
 
 
+def _deployed_pins(gateway_url: str | None, state: Path | None) -> tuple[dict[str, str] | None, str]:
+    """Function -> pin of every function deployed on the configured gateway; (None, why) when none answers."""
+    from hydro_serving.cli.functions import admin_client
+    from hydro_serving.errors import HydroError
+    from hydro_serving.store.trust import PIN_ANNOTATION
+
+    try:
+        client = admin_client(gateway_url, state, None)
+        functions = client.list_functions()
+    except HydroError as exc:
+        return None, exc.message
+    pins: dict[str, str] = {}
+    for fn in functions if isinstance(functions, list) else []:
+        pin = fn.get("modelPin") or (fn.get("annotations") or {}).get(PIN_ANNOTATION)
+        if isinstance(pin, str) and isinstance(fn.get("name"), str):
+            pins[fn["name"]] = pin
+    return pins, client.url
+
+
 @model.command("rm")
 @click.argument("ref", metavar="NAME:VERSION")
+@click.option("--force", is_flag=True, help="Remove even if an alias points at it (the alias goes too) or a "
+              "deployed function pins it.")
+@click.option("--gateway", "gateway_url", default=None, help="Gateway whose deployed functions' pins protect "
+              "versions (else HYDRO_GATEWAY, else http://127.0.0.1:8080).")
+@click.option("--state", "state", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The gateway's state directory, where its credentials are (else HYDRO_STATE).")
 @click.pass_context
-def remove(ctx: click.Context, ref: str) -> None:
-    """Delete one version (its number is never reused)."""
+def remove(ctx: click.Context, ref: str, force: bool, gateway_url: str | None, state: Path | None) -> None:
+    """Delete one version (its number is never reused); refuses an aliased or pinned version without --force."""
     from hydro_serving.store.refs import parse_pinned
 
     name, version = parse_pinned(ref)
-    _store(ctx).remove(name, version)
-    click.echo(f"removed {name}:{version}")
+    pins, where = _deployed_pins(gateway_url, state)
+    aliases = _store(ctx).remove(name, version, force=force, pinned_by=pins)
+    if pins is None:
+        click.echo(f"note: pins of deployed functions were not checked: {where}", err=True)
+    click.echo(f"removed {name}:{version}" + (f" and its alias(es) {', '.join(aliases)}" if aliases else ""))
 
 
 @model.command()
 @click.option("--min-age", type=float, default=0.0, show_default=True,
-              help="Skip files written less than this many seconds ago (uploads still in progress).")
+              help="A group of files becomes a version only once two scans at least this many seconds apart "
+                   "saw it unchanged (0: two scans in this run).")
+@click.option("--unsafe-formats", is_flag=True, help="Also adopt pickle-based files (joblib, pickle): they are "
+              "code, and whoever dropped them can run anything where they are loaded.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
-def discover(ctx: click.Context, min_age: float, as_json: bool) -> None:
-    """Turn files put under models/<name>/ by other S3 clients into versions."""
-    report = _store(ctx).discover(min_age=min_age)
+def discover(ctx: click.Context, min_age: float, unsafe_formats: bool, as_json: bool) -> None:
+    """Turn finished uploads put under models/<name>/ by other S3 clients into versions."""
+    report = _store(ctx).discover(min_age=min_age, allow_unsafe=unsafe_formats)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

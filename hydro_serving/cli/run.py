@@ -52,6 +52,8 @@ def run(name: str, stack_file: str, port: int, host: str, workers: int, threads:
         spec_path = Path(tmp) / "function.json"
         spec_path.write_text(json.dumps(spec.to_dict(), indent=2))
         os.environ.update(run_environment(spec, stack.provider.store, spec_path))
+        if stack.provider.trusted_keys and not os.environ.get("HYDRO_TRUSTED_KEYS"):  # model trust (store part)
+            os.environ["HYDRO_TRUSTED_KEYS"] = ",".join(stack.provider.trusted_keys)
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{port}"
         click.echo(f"Serving function '{name}' (lang {spec.lang}) at {url}/  "

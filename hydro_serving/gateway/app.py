@@ -15,8 +15,10 @@ from aiohttp import web
 from hydro_serving import __version__
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.core import Gateway
+from hydro_serving.gateway.guard import guard_middleware
 from hydro_serving.gateway.openapi import openapi_document
 from hydro_serving.gateway.providers import Provider
+from hydro_serving.gateway.requestid import add_request_id
 from hydro_serving.gateway.routes import GATEWAY_KEY, OPENAPI_KEY, ROUTES, error_middleware, require_admin
 from hydro_serving.monitor.api import register as register_monitoring
 
@@ -25,7 +27,8 @@ __all__ = ["GATEWAY_KEY", "ROUTES", "Gateway", "create_app", "error_middleware"]
 
 def create_app(config: GatewayConfig, provider: Provider | None = None) -> web.Application:
     """Build the gateway application; pools start on app startup, replicas stop on cleanup."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body)
+    app = web.Application(middlewares=[error_middleware, guard_middleware], client_max_size=config.max_body)
+    app.on_response_prepare.append(add_request_id)
     gateway = Gateway(config, provider)
     app[GATEWAY_KEY] = gateway
     app[OPENAPI_KEY] = json.dumps(openapi_document(__version__)).encode()

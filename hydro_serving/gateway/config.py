@@ -38,9 +38,15 @@ class GatewayConfig:
     cold_start_timeout: float = DEFAULT_COLD_START_TIMEOUT
     auth_functions: bool = False  # /function/* open unless configured otherwise
     stop_grace: float = 10.0  # seconds between SIGTERM and SIGKILL when a replica stops
-    max_body: int = 64 * 1024 * 1024
+    max_body: int = 10 * 1024 * 1024  # per request, unless the function sets limits.body (the runtime's default)
+    body_timeout: float = 30.0  # seconds a caller has to send the whole body (else 408, connection closed)
+    header_timeout: float = 15.0  # seconds a connection may take to send its request line and headers / stay idle
+    max_connections: int = 1024  # open client connections; beyond it a new one gets 503 and is closed
+    log_max_bytes: int = 10 * 1024 * 1024  # the gateway's and replicas' logs rotate past this size (0: never)
     docker_network: str | None = None  # docker provider: 'host' or a network name (else HYDRO_DOCKER_NETWORK)
     discover_interval: float = 60.0  # seconds between model discovery passes over the store (0: never)
+    discover_unsafe_formats: bool = False  # discovery may adopt pickle (joblib, pickle): code from the store
+    trusted_keys: str = ""  # HYDRO_TRUSTED_KEYS, inline 'ed25519:...' entries: only models they signed load
 
     @property
     def url(self) -> str:

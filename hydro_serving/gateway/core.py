@@ -12,25 +12,30 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
-from hydro_serving.errors import BadRequest, Conflict, HydroError, NotFound, Unauthorized
+from hydro_serving.errors import BadRequest, Conflict, HydroError, NotFound, Unauthorized, UntrustedModelError
 from hydro_serving.gateway import auth
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.deployment import Deployment, parse_deployment
 from hydro_serving.gateway.discovery import DiscoveryLoop
 from hydro_serving.gateway.keys import KeyRing, looks_like_key
+from hydro_serving.gateway.logrotate import rotate_loop
 from hydro_serving.gateway.metrics import GatewayMetrics
 from hydro_serving.gateway.providers import Provider, get_provider
 from hydro_serving.gateway.proxy import new_session
+from hydro_serving.gateway.ratelimit import RateLimiter
 from hydro_serving.gateway.scaler import FunctionPool
 from hydro_serving.gateway.state import StateStore
 from hydro_serving.monitor.service import for_gateway
 from hydro_serving.router.client import ROUTER_KEY_ENV
 from hydro_serving.stack import FunctionSpec
+from hydro_serving.store import pin_model
+from hydro_serving.store.trust import PIN_ANNOTATION, TrustPolicy, parse_trusted_keys
 
 log = logging.getLogger("hydro.gateway")
 
@@ -51,6 +56,7 @@ class Gateway:
         self._router_keys: dict[str, tuple[str, str, int]] = {}  # router -> (key name, token, generation)
         self._retired_keys: list[tuple[str, str, int]] = []  # (router, key name, newest generation holding it)
         self.metrics = GatewayMetrics()
+        self.rate_limiter = RateLimiter()  # token buckets of every function's rate: (issue 12)
         self.pools: dict[str, FunctionPool] = {}
         self.session: aiohttp.ClientSession | None = None
         self.started_at = time.time()
@@ -59,6 +65,7 @@ class Gateway:
         self._discovery: asyncio.Task[None] | None = None
         # payload sampling, drift windows, feedback (hydro_serving.monitor); its own SQLite file
         self.monitor = for_gateway(config.state_dir, self.metrics.registry)
+        self._rotation: asyncio.Task[None] | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -81,14 +88,17 @@ class Gateway:
             self.pools[stored.name] = self._pool(deployment, stored.generation, stored.created_at)
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
         if self.config.discover_interval > 0:  # models dropped into the store by other tools become versions
-            loop = DiscoveryLoop(self.config.discover_interval)
+            loop = DiscoveryLoop(self.config.discover_interval, allow_unsafe=self.config.discover_unsafe_formats)
             self._discovery = asyncio.get_running_loop().create_task(loop.run())
         await self.monitor.start()
+        if self.config.log_max_bytes > 0:  # the gateway's and the replicas' logs rotate by size
+            self._rotation = asyncio.get_running_loop().create_task(
+                rotate_loop(self.config.state_dir, self.config.log_max_bytes))
         log.info("gateway state %s: %d function(s) known", self.config.state_dir, len(self.pools))
 
     async def stop(self) -> None:
         """Stop every replica (gracefully, then forced) and release resources."""
-        for task in (self._reaper, self._discovery):
+        for task in (self._reaper, self._discovery, self._rotation):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -130,6 +140,7 @@ class Gateway:
     async def deploy(self, data: Any, create: bool) -> tuple[FunctionPool, bool]:
         """POST (create) or PUT (update) one function; returns (pool, changed)."""
         deployment = parse_deployment(data)
+        deployment = await self._pin_model(deployment)
         self.provider.check(deployment.spec)
         async with self._admin_lock:
             name = deployment.name
@@ -157,6 +168,32 @@ class Gateway:
             self._rotate_router_key(deployment.spec, generation)
             await existing.update(deployment, generation)
             return existing, True
+
+    async def _pin_model(self, deployment: Deployment) -> Deployment:
+        """Resolve the function's store model, check it is trusted, and record ``name:version@sha256`` as its pin.
+
+        The pin (annotation ``hydro.model/pin``, shown by ``hydro describe``) reaches the replica as
+        HYDRO_MODEL_PIN, so a replica loads exactly what was resolved here, even after an alias moved.
+        """
+        spec = deployment.spec
+        annotations = {k: v for k, v in spec.annotations.items() if k != PIN_ANNOTATION}
+        if spec.model and not spec.model_is_local:
+            policy = TrustPolicy(trusted=parse_trusted_keys(self.config.trusted_keys.split(",")),
+                                 allow_discovered_pickle=self.config.discover_unsafe_formats)
+            try:
+                pin = await asyncio.get_running_loop().run_in_executor(None, pin_model, spec.model, policy)
+            except UntrustedModelError:
+                raise
+            except HydroError as exc:
+                if policy.trusted:  # trust cannot be checked: refuse rather than deploy unverified
+                    raise
+                log.warning("function %s: model %s not pinned (%s); replicas resolve it when they start",
+                            spec.name, spec.model, exc.message)
+            else:
+                annotations[PIN_ANNOTATION] = str(pin)
+        if annotations == spec.annotations:
+            return deployment
+        return Deployment(replace(spec, annotations=annotations), deployment.fields)
 
     async def _check_router(self, deployment: Deployment) -> Deployment:
         """Refuse a router whose stages are not deployed or cannot feed each other; record their signatures."""
@@ -199,12 +236,13 @@ class Gateway:
     async def remove(self, name: str) -> None:
         async with self._admin_lock:
             pool = self.pool(name)
+            self.state.delete(name)  # first: a full disk (507) leaves the function deployed, not half-removed
             del self.pools[name]
-            self.state.delete(name)
         await pool.close("removed", drain=True)
         self._revoke_router_keys(name)
         await self.provider.remove(name)
         self.metrics.forget(name)
+        self.rate_limiter.forget(name)
 
     # ---- who may call what ----------------------------------------------------------------------------
 
@@ -302,6 +340,7 @@ class Gateway:
             "invocationCount": status["invocationCount"],
             "createdAt": datetime.fromtimestamp(pool.created_at, UTC).isoformat(),
             "hydro": spec.to_dict(),
+            "modelPin": spec.annotations.get(PIN_ANNOTATION),  # name:version@sha256 the deploy resolved
             "status": {k: status[k] for k in ("generation", "queued", "instances")},
         }
         if spec.limits:

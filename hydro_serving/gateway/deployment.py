@@ -105,6 +105,11 @@ def parse_deployment(data: Any) -> Deployment:
             raise StackError(f"{field}: {exc.message.split(': ', 1)[-1]}", field=field) from None
     spec = _fold(spec, fields)
     check_options(spec)  # a misspelt option is this request's 400, not a failed cold start later
+    try:
+        spec.body_limit  # noqa: B018 - a malformed limits.body (from the OpenFaaS field) fails the deploy, not invokes
+    except ValueError:
+        raise ValidationError(f"limits.body must be a size such as 10Mi or 1048576, got {spec.limits['body']!r}",
+                              field="limits.body") from None
     return Deployment(spec, fields)
 
 

@@ -2,9 +2,12 @@
 
 Data scientists often copy a model with ``aws s3 cp`` instead of ``hydro model upload``; the store's
 :meth:`~hydro_serving.store.ModelStore.discover` turns such files into verified versions. The gateway
-runs it every ``interval`` seconds in a thread (boto3 is blocking), skipping files younger than
-``min_age`` so that an upload still in progress is not taken half-written. A store that cannot be
-reached is logged once per outage, never raised: the gateway must keep serving what it has.
+runs it every ``interval`` seconds in a thread (boto3 is blocking). A drop becomes a version only
+once two passes at least ``min_age`` apart saw the same files (names, sizes, ETags) and no
+multipart upload is in progress under it, so an upload still in progress is never taken
+half-written; the record of what a pass saw lives in the store, so two gateways agree. Pickle-based
+files are code and are left alone unless ``allow_unsafe`` (``--discover-unsafe-formats``). A store
+that cannot be reached is logged once per outage, never raised: the gateway keeps serving what it has.
 """
 
 from __future__ import annotations
@@ -22,10 +25,14 @@ MIN_AGE_SECONDS = 30.0
 class DiscoveryLoop:
     """Calls ``open_store(url).discover(min_age)`` every ``interval`` seconds until cancelled."""
 
-    def __init__(self, interval: float, store_url: str | None = None, min_age: float = MIN_AGE_SECONDS) -> None:
+    def __init__(self, interval: float, store_url: str | None = None, min_age: float | None = None,
+                 allow_unsafe: bool = False) -> None:
         self.interval = interval
         self.store_url = store_url
-        self.min_age = min_age
+        # two passes must see the same files min_age apart: one interval, at most MIN_AGE_SECONDS
+        self.min_age = min(MIN_AGE_SECONDS, interval) if min_age is None else min_age
+        self.allow_unsafe = allow_unsafe
+        self._reported: set[str] = set()  # unservable groups already logged (each is logged once)
         self.runs = 0
         self._failing = False
 
@@ -34,7 +41,7 @@ class DiscoveryLoop:
         from hydro_serving.store import open_store
 
         try:
-            report = open_store(self.store_url).discover(min_age=self.min_age)
+            report = open_store(self.store_url).discover(min_age=self.min_age, allow_unsafe=self.allow_unsafe)
         except HydroError as exc:
             if not self._failing:
                 log.warning("model discovery: the store cannot be read (%s); will retry every %gs",
@@ -50,7 +57,10 @@ class DiscoveryLoop:
         for ref in result["added"]:
             log.info("model discovery: new version %s from files put into the store by another client", ref)
         for group in result["unservable"]:
-            log.warning("model discovery: no template can serve %s; left where it is", group)
+            key = repr(group)
+            if key not in self._reported:
+                self._reported.add(key)
+                log.warning("model discovery: not adopted, left where it is: %s", group)
         return result
 
     async def run(self) -> None:

@@ -47,6 +47,9 @@ class GatewayMetrics:
                             registry=r)
         self.inflight = Gauge("hydro_gateway_inflight_requests", "Requests being served by replicas",
                               ["function"], registry=r)
+        self.rate_limited = Counter("hydro_gateway_rate_limited", "Invocations refused with 429 by the function's "
+                                    "rate limit (rate: in stack.yml), before any replica was involved",
+                                    ["function"], registry=r)
         self.stage_duration = Histogram("hydro_pipeline_stage_duration_seconds",
                                         "Latency of pipeline stage calls (from X-Hydro-Pipeline/X-Hydro-Stage); "
                                         "shadow calls (X-Hydro-Shadow: true) are not counted here but in "
@@ -78,13 +81,25 @@ class GatewayMetrics:
         return FunctionMetrics(self, name)
 
     def forget(self, name: str) -> None:
-        """Drop a removed function's gauges so dashboards do not show ghosts."""
-        for state in REPLICA_STATES:
-            with contextlib.suppress(KeyError):
-                self.replicas.remove(name, state)
-        for gauge in (self.queued, self.inflight):
-            with contextlib.suppress(KeyError):
-                gauge.remove(name)
+        """Drop every series of a removed function (as a function, a stage or a pipeline): no ghosts, no growth.
+
+        Without this, deploying and removing functions under changing names grows ``/metrics``
+        without bound.
+        """
+        for metric in self._labelled():
+            names = metric._labelnames  # private: prometheus_client has no "remove where"
+            wanted = [i for i, label in enumerate(names) if label in ("function", "pipeline")]
+            for values in list(metric._metrics):
+                if any(values[i] == name for i in wanted):
+                    with contextlib.suppress(KeyError):
+                        metric.remove(*values)
+
+    def _labelled(self) -> list[Counter | Gauge | Histogram]:
+        return [m for m in vars(self).values() if isinstance(m, Counter | Gauge | Histogram)]
+
+    def series(self) -> int:
+        """How many labelled series exist (a test's measure of cardinality)."""
+        return sum(len(m._metrics) for m in self._labelled())
 
 
 class FunctionMetrics:
@@ -99,6 +114,7 @@ class FunctionMetrics:
         self.model_load = metrics.cold_start_seconds.labels(name, "model_load")
         self.queued = metrics.queued.labels(name)
         self.inflight = metrics.inflight.labels(name)
+        self.rate_limited = metrics.rate_limited.labels(name)
         self.replicas = {state: metrics.replicas.labels(name, state) for state in REPLICA_STATES}
         self._status: dict[int, Counter] = {}
 

@@ -6,6 +6,21 @@ from typing import Any
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 _AUTH = [{"bearer": []}, {"basic": []}]
+_RETRY = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "required": True,
+                          "description": "seconds to wait before retrying"}}
+_RATE_HEADERS = {
+    "RateLimit-Policy": {"schema": {"type": "string"}, "description": "IETF draft: '\"fn\";q=<burst>;w=<seconds>', "
+                                                                      "on functions with a rate limit"},
+    "RateLimit": {"schema": {"type": "string"}, "description": "IETF draft: '\"fn\";r=<left>;t=<seconds to full>'"},
+}
+_LIMITED = {"description": "too many requests: the function's rate limit (rate) or its cold-start queue "
+                           "(scale.queue) is full",
+            "headers": {**_RETRY, **_RATE_HEADERS},
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+DNS_LABEL_PATTERN = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # the same rule as hydro_serving.stack.model
+_FUNCTION_NAME = {"type": "string", "pattern": DNS_LABEL_PATTERN, "minLength": 1, "maxLength": 63}
+# every response names its request (hydro_serving.gateway.requestid)
+_REQUEST_ID = {"X-Request-Id": {"schema": {"type": "string", "minLength": 1, "maxLength": 128}}}
 
 
 def _op(summary: str, responses: dict[str, Any], *, auth: bool = False, body: str | None = None,
@@ -15,9 +30,10 @@ def _op(summary: str, responses: dict[str, Any], *, auth: bool = False, body: st
         op["tags"] = list(tags)
     if auth:
         op["security"] = _AUTH
-        op["responses"] = {**responses, "401": _ERROR}
+        op["responses"] = {**responses, "400": _ERROR, "401": _ERROR}
     if body:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": body}}}}
+        op["responses"] = {**op["responses"], "413": _ERROR, "415": _ERROR}
     if params:
         op["parameters"] = params
     return op
@@ -27,37 +43,41 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}, "description": "function"}
+_NAME = {"name": "name", "in": "path", "required": True, "schema": _FUNCTION_NAME,
+         "description": "the function (a DNS label, written as is: not percent-encoded)"}
 _PATH = {"name": "path", "in": "path", "required": True, "schema": {"type": "string"},
          "description": "the rest of the path, forwarded to the replica (e.g. v2/models/<name>/infer)"}
 _STATUS = {"$ref": "#/components/schemas/FunctionStatus"}
+_PASSED = {"description": "the function's own response, passed through (any status and content type)",
+           "headers": {"X-Cold-Start": {"schema": {"type": "string", "enum": ["true", "false"]}},
+                       "X-Queue-Time-Ms": {"schema": {"type": "number"},
+                                           "description": "present when the request waited for a replica"},
+                       **_RATE_HEADERS},
+           "content": {"*/*": {"schema": {}}}}
 
 _INVOKE_RESPONSES = {
-    "200": {"description": "the function's response, passed through",
-            "headers": {"X-Cold-Start": {"schema": {"type": "string", "enum": ["true", "false"]}},
-                        "X-Queue-Time-Ms": {"schema": {"type": "number"},
-                                            "description": "present when the request waited for a replica"},
-                        "X-Request-Id": {"schema": {"type": "string"},
-                                         "description": "the caller's X-Request-Id, else the trace id; what "
-                                                        "POST /system/feedback/{name} joins labels on"}}},
-    "202": _json({"type": "object"}, "prewarm accepted (header X-Hydro-Prewarm: true)"),
-    "400": _json({"$ref": "#/components/schemas/Error"}, "malformed Authorization header (several, non-ASCII, "
-                 "too long)"),
-    "401": _json({"$ref": "#/components/schemas/Error"}, "a protected function (--auth-functions, or auth: key) "
-                 "called without a valid key or admin token; or an expired, revoked or unknown key"),
-    "403": _json({"$ref": "#/components/schemas/Error"}, "a valid key that is not scoped to this function"),
-    "404": _ERROR, "502": _ERROR, "503": _ERROR, "504": _ERROR,
+    "200": _PASSED,
+    "202": _json({"type": "object", "properties": {"function": {"type": "string"},
+                                                   "status": {"type": "string", "enum": ["ready", "starting"]}}},
+                 "prewarm accepted (header X-Hydro-Prewarm: true)"),
+    "400": _ERROR,
+    "401": _ERROR, "403": _ERROR, "404": _ERROR, "408": _ERROR, "413": _ERROR, "429": _LIMITED,
+    "502": _ERROR, "503": _ERROR, "504": _ERROR,
+    "default": _PASSED,
 }
 
 
 def _invoke_item(params: list[dict[str, Any]]) -> dict[str, Any]:
     item: dict[str, Any] = {}
-    for method in ("get", "post", "put", "patch", "delete", "head", "options"):
+    for method in ("get", "post", "put", "patch", "delete"):
         op = _op(f"Invoke the function ({method.upper()} forwarded as is); held while a replica starts from zero. "
                  "Protected functions take a key scoped to them or the admin credentials; the gateway never "
                  "forwards its credentials or keys to the function", _INVOKE_RESPONSES, params=params,
                  tags=("functions",))
         op["security"] = [{}, {"bearer": []}, {"basic": []}]
+        if method in ("post", "put", "patch"):
+            op["requestBody"] = {"required": False, "content": {"*/*": {"schema": {}}},
+                                 "description": "forwarded to the function as is (at most limits.body bytes)"}
         item[method] = op
     return item
 
@@ -70,26 +90,35 @@ def _monitoring_paths() -> dict[str, Any]:
 
 
 def openapi_document(version: str) -> dict[str, Any]:
-    """The document served at ``/openapi.json``."""
+    """The document served at ``/openapi.json``: every route, parameter, constraint and response.
+
+    ``tests/gateway/test_openapi.py`` runs schemathesis (all default checks) against a real gateway with
+    this document, so what it says is what the gateway does.
+    """
+    name_query = {"name": "name", "in": "query", "required": True, "schema": _FUNCTION_NAME}
     return {
         "openapi": "3.0.3",
         "info": {"title": "Hydro Serving gateway", "version": version,
                  "description": "OpenFaaS-compatible subset: deploy functions, invoke them (scaled to zero), "
-                                "read logs and metrics."},
+                                "read logs and metrics. Every response carries X-Request-Id; errors are JSON "
+                                "naming the field at fault."},
         "paths": {
-            "/healthz": {"get": _op("Gateway liveness", {"200": _json({"type": "object"})})},
+            "/healthz": {"get": _op("Gateway liveness", {"200": _json(
+                {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}})})},
             "/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})})},
-            "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "text exposition format"}})},
+            "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "text exposition format",
+                                                                   "content": {"text/plain": {"schema": {
+                                                                       "type": "string"}}}}})},
             "/system/info": {"get": _op("Provider and version", {"200": _json({"type": "object"})}, auth=True)},
             "/system/functions": {
                 "get": _op("List deployed functions", {"200": _json({"type": "array", "items": _STATUS})}, auth=True),
-                "post": _op("Deploy a new function", {"202": _json(_STATUS), "400": _ERROR, "409": _ERROR},
+                "post": _op("Deploy a new function", {"202": _json(_STATUS), "409": _ERROR},
                             auth=True, body="#/components/schemas/FunctionDeployment"),
                 "put": _op("Update a function (replicas are replaced without failing requests)",
-                           {"202": _json(_STATUS), "400": _ERROR, "404": _ERROR},
+                           {"202": _json(_STATUS), "404": _ERROR},
                            auth=True, body="#/components/schemas/FunctionDeployment"),
                 "delete": _op("Remove a function (in-flight requests finish first)",
-                              {"202": _json({"type": "object"}), "400": _ERROR, "404": _ERROR},
+                              {"202": _json({"type": "object"}), "404": _ERROR},
                               auth=True, body="#/components/schemas/DeleteFunctionRequest"),
             },
             "/system/function/{name}": {
@@ -100,16 +129,17 @@ def openapi_document(version: str) -> dict[str, Any]:
             },
             "/system/scale-function/{name}": {
                 "post": _op("Set the number of replicas now (idle replicas still scale back to scale.min)",
-                            {"202": _json({"type": "object"}), "400": _ERROR, "404": _ERROR}, auth=True,
+                            {"202": _json({"type": "object"}), "404": _ERROR}, auth=True,
                             body="#/components/schemas/ScaleServiceRequest", params=[_NAME]),
             },
             "/system/logs": {
                 "get": _op("Function logs as NDJSON lines {name, text}",
-                           {"200": {"description": "NDJSON", "content": {"application/x-ndjson": {}}},
-                            "400": _ERROR, "404": _ERROR}, auth=True,
-                           params=[{"name": "name", "in": "query", "required": True, "schema": {"type": "string"}},
+                           {"200": {"description": "NDJSON", "content": {"application/x-ndjson": {
+                               "schema": {"type": "string"}}}}, "404": _ERROR}, auth=True,
+                           params=[name_query,
                                    {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                                   {"name": "follow", "in": "query", "schema": {"type": "boolean"}}]),
+                                   {"name": "follow", "in": "query", "schema": {"type": "boolean"},
+                                    "description": "true: keep streaming new lines until the client disconnects"}]),
             },
             "/system/keys": {
                 "get": _op("List API keys (never their secrets); routers' internal keys are marked internal",
@@ -136,25 +166,30 @@ def openapi_document(version: str) -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
                                 "basic": {"type": "http", "scheme": "basic"}},
-            "responses": {"Error": _json({"$ref": "#/components/schemas/Error"}, "error")},
+            "responses": {"Error": {**_json({"$ref": "#/components/schemas/Error"}, "error"),
+                                    "headers": _REQUEST_ID}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error", "code"], "properties": {
                     "error": {"type": "string"}, "code": {"type": "string"}, "field": {"type": "string"},
-                    "stage": {"type": "string"}, "function": {"type": "string"}, "details": {"type": "object"}}},
-                "FunctionDeployment": {"type": "object", "required": ["service"], "properties": {
-                    "service": {"type": "string"}, "image": {"type": "string"}, "envProcess": {"type": "string"},
-                    "envVars": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "secrets": {"type": "array", "items": {"type": "string"}},
-                    "constraints": {"type": "array", "items": {"type": "string"}},
-                    "limits": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "requests": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "namespace": {"type": "string"}, "network": {"type": "string"},
-                    "readOnlyRootFilesystem": {"type": "boolean"},
-                    "hydro": {"type": "object", "description": "FunctionSpec.to_dict(): the stack.yml function "
-                                                               "(lang, handler, model, scale, signature, chain...)"}},
-                    "additionalProperties": False},
+                    "stage": {"type": "string"}, "function": {"type": "string"}, "details": {"type": "object"},
+                    "request_id": {"type": "string"}}},
+                "FunctionDeployment": {
+                    "type": "object", "required": ["service"], "additionalProperties": False,
+                    "description": "Whether a deployment can run depends on more than its shape (its handler "
+                                   "folder, template and image exist; a router's stages are deployed): those are "
+                                   "400s naming the field.",
+                    "properties": {
+                        "service": _FUNCTION_NAME, "image": _NON_EMPTY, "envProcess": _NON_EMPTY,
+                        "envVars": _STRING_MAP, "labels": _STRING_MAP, "annotations": _STRING_MAP,
+                        "secrets": {"type": "array", "items": {"type": "string"}},
+                        "constraints": {"type": "array", "items": {"type": "string"}},
+                        "limits": _STRING_MAP, "requests": _STRING_MAP,
+                        "namespace": _NON_EMPTY, "network": _NON_EMPTY,
+                        "readOnlyRootFilesystem": {"type": "boolean"},
+                        "hydro": {"type": "object", "required": ["lang"],
+                                  "description": "FunctionSpec.to_dict(): the stack.yml function (lang, handler, "
+                                                 "model, scale, rate, limits, signature, chain...)",
+                                  "properties": {"lang": {"type": "string", "minLength": 1}}}}},
                 "FunctionStatus": {"type": "object", "properties": {
                     "name": {"type": "string"}, "image": {"type": "string"}, "namespace": {"type": "string"},
                     "replicas": {"type": "integer"}, "availableReplicas": {"type": "integer"},
@@ -162,7 +197,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                     "envVars": {"type": "object"}, "labels": {"type": "object"}, "annotations": {"type": "object"},
                     "hydro": {"type": "object"}, "status": {"type": "object"}}},
                 "DeleteFunctionRequest": {"type": "object", "required": ["functionName"],
-                                          "properties": {"functionName": {"type": "string"}}},
+                                          "properties": {"functionName": _FUNCTION_NAME}},
                 "ApiKey": {"type": "object", "properties": {
                     "name": {"type": "string"}, "id": {"type": "string"},
                     "functions": {"type": "array", "items": {"type": "string"}},
@@ -182,3 +217,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             },
         },
     }
+
+
+_NON_EMPTY = {"type": "string", "minLength": 1}
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}

@@ -32,10 +32,18 @@ from hydro_serving.errors import (
     ValidationError,
     http_error,
 )
+from hydro_serving.gateway.admission import admit
+from hydro_serving.gateway.appkeys import GATEWAY_KEY, OPENAPI_KEY
+from hydro_serving.gateway.callers import is_internal_caller
 from hydro_serving.gateway.core import Gateway
+from hydro_serving.gateway.exposure import disk_full, for_caller
+from hydro_serving.gateway.guard import check_json_content_type
+from hydro_serving.gateway.limits import body_limit, read_body, send_and_close
 from hydro_serving.gateway.proxy import forward_headers, replica_is_loading, response_headers, upstream_url
+from hydro_serving.gateway.requestid import REQUEST_ID_HEADER, request_id, set_request_id
 from hydro_serving.gateway.scaler import FunctionPool
-from hydro_serving.monitor.sampler import REQUEST_ID_HEADER, TIMINGS_HEADER, Tap
+from hydro_serving.jsondepth import check_json_depth
+from hydro_serving.monitor.sampler import TIMINGS_HEADER, Tap
 
 log = logging.getLogger("hydro.gateway")
 
@@ -45,8 +53,6 @@ STAGE_HEADER = "X-Hydro-Stage"
 SHADOW_HEADER = "X-Hydro-Shadow"  # "true" on a shadow call: accounted apart from the stage it shadows
 MAX_FORWARD_ATTEMPTS = 5  # refused connections and "loading" answers, within the cold start timeout
 
-GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
-OPENAPI_KEY: web.AppKey[bytes] = web.AppKey("openapi", bytes)
 
 
 # ---- middleware -------------------------------------------------------------------------------------
@@ -56,7 +62,9 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> HydroE
     if exc.status == 404:
         return NotFound(f"no such endpoint: {request.method} {request.path}")
     if exc.status == 405:
-        return MethodNotAllowed(f"method {request.method} is not allowed on {request.path}")
+        allowed = sorted(getattr(exc, "allowed_methods", ()))
+        return MethodNotAllowed(f"method {request.method} is not allowed on {request.path}",
+                                headers={"Allow": ", ".join(allowed)})
     if exc.status == 413:
         return PayloadTooLarge(f"request body too large for {request.path}")
     return HydroError(exc.reason or "request failed", status=exc.status)
@@ -76,10 +84,16 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception as exc:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        error = exc
+        error = disk_full(exc) or exc
+        if error is exc:
+            log.exception("request %s: unhandled error on %s %s", request_id(request), request.method, request.path)
     status, body, headers = http_error(error)
-    return web.json_response(body, status=status, headers=headers)
+    body = for_caller(request, error, status, body)  # 5xx: the function and request id, the cause to the log
+    del error  # no cycle exception -> traceback -> this frame: a request body would wait for the GC
+    response = web.json_response(body, status=status, headers=headers)
+    if status == 408:  # a caller too slow to send its request: answer, then close (no lingering read)
+        return await send_and_close(request, response)
+    return response
 
 
 def require_admin(handler: Any) -> Any:
@@ -93,9 +107,11 @@ def require_admin(handler: Any) -> Any:
 
 
 async def _json_body(request: web.Request) -> Any:
+    check_json_content_type(request)
     raw = await request.read()
     if not raw.strip():
         raise ValidationError("the request body is empty; send a JSON object", field="(body)")
+    check_json_depth(raw, field="(body)")
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -205,7 +221,10 @@ async def system_logs(request: web.Request) -> web.StreamResponse:
             raise ValidationError("tail must be an integer", field="tail") from None
         if tail < 0:
             raise ValidationError("tail must be zero or positive", field="tail")
-    follow = request.query.get("follow", "false").lower() in ("1", "true", "yes")
+    follow_raw = request.query.get("follow", "false").lower()
+    if follow_raw not in ("1", "true", "yes", "0", "false", "no", ""):
+        raise ValidationError("follow must be true or false", field="follow")
+    follow = follow_raw in ("1", "true", "yes")
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
     async for line in gw.provider.logs(name, tail=tail, follow=follow):
@@ -222,20 +241,23 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     pool = gw.pools.get(name)
     if pool is None:
         raise NotFound(f"function '{name}' is not deployed", function=name)
+    limit_headers = admit(request, gw.rate_limiter, pool)  # 429 before any replica is involved
     if request.headers.get(PREWARM_HEADER, "").lower() == "true":
         ready = pool.prewarm()
         return web.json_response({"function": name, "status": "ready" if ready else "starting"}, status=202)
     started = time.perf_counter()
     status = 500
     tap = gw.monitor.tap(request.headers)  # request id, and the trace id a pipeline's stages will share
+    set_request_id(request, tap.request_id)  # one id in the response, the log, the replica and the samples
     hop = telemetry.Hop(tap.trace_id, request.headers.get("traceparent")) if telemetry.enabled() else None
     if hop is not None:  # this hop's span id goes in the forwarded traceparent
         tap = replace(tap, traceparent=hop.traceparent)
     cold = None
     pipeline = request.headers.get(PIPELINE_HEADER)
     try:
-        body = await request.read()
+        body = await read_body(request, name, body_limit(pool.spec, gw.config.max_body), gw.config.body_timeout)
         response = await _forward(gw, pool, request, body, len(name) + 10, consumed, tap)  # len("/function/") == 10
+        response.headers.update(limit_headers)
         status = response.status
         cold = response.headers.get("X-Cold-Start")
         gw.monitor.offer(tap, pool.spec, body, response.body, status,  # O(1), never waits
@@ -248,7 +270,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         elapsed = time.perf_counter() - started
         pool.invocations += 1
         pool.metrics.invoked(status, elapsed)
-        if pipeline is not None:
+        if pipeline is not None and is_internal_caller(request):  # labels from trusted routers only
             shadow = request.headers.get(SHADOW_HEADER, "").lower() == "true"
             gw.metrics.observe_stage(pipeline, request.headers.get(STAGE_HEADER, ""), name, shadow, status, elapsed)
         if hop is not None:
@@ -273,6 +295,7 @@ async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: 
     headers = forward_headers(request, drop_auth)
     if tap is not None and tap.traceparent is not None:  # one trace id for a pipeline's stages
         headers["traceparent"] = tap.traceparent
+    headers[REQUEST_ID_HEADER] = request_id(request)  # the replica logs the same id
     cold_any = False
     waited_total = 0.0
     refused = 0

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from hydro_serving.errors import NotFound, ServiceUnavailable
+from hydro_serving.errors import HydroError, NotFound, ServiceUnavailable, TooManyRequests
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.deployment import Deployment
 from hydro_serving.gateway.metrics import FunctionMetrics
@@ -90,13 +90,18 @@ class FunctionPool:
             return replica, False, None
         if self.closed:
             raise NotFound(f"function '{self.name}' is not deployed", function=self.name)
+        if self.queued >= self.spec.scale.queue:  # bounded: held requests are memory and connections
+            raise TooManyRequests(f"function '{self.name}' already holds {self.queued} requests waiting for a "
+                                  "replica (scale.queue); retry later", retry_after=1, field="scale.queue",
+                                  function=self.name)
         self.queued += 1
         self.metrics.queued.inc()
         started = time.monotonic()
         deadline = started + self.config.cold_start_timeout
         try:
             while True:
-                task = self._pending_recovery() or self._ensure_start("cold")
+                recovery = self._pending_recovery()
+                task = recovery or self._ensure_start("cold")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._not_ready_in_time()
@@ -109,6 +114,12 @@ class FunctionPool:
                         raise ServiceUnavailable(f"function '{self.name}' is shutting down or was removed",
                                                  retry_after=1, function=self.name) from None
                     raise
+                except Exception:
+                    if task is not recovery:
+                        raise
+                    # the replica being waited for died while recovering (a SIGKILLed replica looks alive
+                    # for a moment): this request never reached it, so the next turn starts a fresh one
+                    continue
                 replica = self.pick()
                 if replica is not None:
                     replica.inflight += 1
@@ -183,6 +194,21 @@ class FunctionPool:
         self._after_ready(replica)
         return replica
 
+    def _start_error(self, replica: Replica) -> HydroError:
+        """Why a replica did not start: a 503 when its model store was unreachable (a retry may work), else 502.
+
+        The runtime's last output line names the exception class (``...StoreError: cannot reach ...``);
+        the full cause stays in the log, the caller is told the store is unavailable.
+        """
+        cause = self.provider.exit_cause(replica)
+        if "StoreError" in cause:
+            log.warning("function %s: replica %s could not load its model from the store: %s", self.name,
+                        replica.id, cause)
+            return ServiceUnavailable(f"function '{self.name}' cannot load its model: the model store is "
+                                      "unavailable; retry later", retry_after=5, function=self.name,
+                                      details={"cause": "model_store"})
+        return StartError(f"function '{self.name}' failed to start: {cause}", function=self.name)
+
     def _not_ready_in_time(self) -> ServiceUnavailable:
         timeout = self.config.cold_start_timeout
         return ServiceUnavailable(f"function '{self.name}' did not become ready within {timeout:g}s; retry later",
@@ -235,8 +261,7 @@ class FunctionPool:
                 await asyncio.shield(self._stop(replica))
             raise
         if replica.state != "starting":  # died between the last probe and now
-            raise StartError(f"function '{self.name}' failed to start: {self.provider.exit_cause(replica)}",
-                             function=self.name)
+            raise self._start_error(replica)
         replica.state = "ready"
         replica.ready_at = replica.last_used = time.monotonic()
         self._update_gauges()
@@ -265,8 +290,7 @@ class FunctionPool:
         healthy_at: float | None = None
         while True:
             if exit_task.done() or replica.state != state:
-                raise StartError(f"function '{self.name}' failed to start: {self.provider.exit_cause(replica)}",
-                                 function=self.name)
+                raise self._start_error(replica)
             if healthy_at is None:
                 if await self._probe(replica.endpoint + "/_/health") == 200:
                     healthy_at = time.monotonic()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -14,6 +18,8 @@ from hydro_serving.gateway.app import create_app
 from hydro_serving.gateway.config import GatewayConfig
 
 log = logging.getLogger("hydro.gateway")
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -37,22 +43,118 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+class _Refuse(asyncio.Protocol):
+    """A connection over the cap: one 503 with ``Retry-After`` and ``Connection: close``, nothing read."""
+
+    BODY = json.dumps({"error": "the gateway has too many open connections; retry later",
+                       "code": "unavailable"}).encode()
+    RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                b"Connection: close\r\nContent-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.RESPONSE)  # type: ignore[attr-defined] # a stream transport (uvloop's is no subclass)
+        transport.close()
+
+
+def capped_factory(server: Callable[[], asyncio.Protocol], connections: Callable[[], int],
+                   limit: int) -> Callable[[], asyncio.Protocol]:
+    """The protocol factory of the listening socket: aiohttp's handler while fewer than ``limit`` are open.
+
+    Why not only the kernel's backlog: an accepted connection costs a handler, buffers and a file
+    descriptor; the cap bounds them whatever callers open (idle keep-alive ones included, which the
+    header timeout closes).
+    """
+
+    def factory() -> asyncio.Protocol:
+        if connections() >= limit:
+            return _Refuse()
+        return server()
+
+    return factory
+
+
+def tune_malloc() -> None:
+    """Give freed request bodies back to the OS: a fixed mmap threshold (glibc only; elsewhere nothing).
+
+    glibc raises its mmap threshold dynamically up to 32 MiB once a large block is freed, after which
+    multi-MiB bodies come from the heap and RSS stays at its high-water mark after a burst (issue 12
+    measured 55 -> 234 MB that never came back). Fixing the threshold at 256 KiB keeps every large
+    body in its own mapping, returned on free.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+
+
+async def serve(app: web.Application, config: GatewayConfig) -> None:
+    """Listen until cancelled (a signal), then shut down gracefully: replicas are stopped by app cleanup.
+
+    aiohttp's own ``run_app`` has no connection cap, so the listening socket is created here with
+    :func:`capped_factory`; ``keepalive_timeout`` doubles as the header timeout (aiohttp arms it when a
+    connection opens and closes a connection still waiting for a complete request when it fires).
+    """
+    runner = web.AppRunner(app, access_log=None, handle_signals=True, shutdown_timeout=10.0,
+                           keepalive_timeout=config.header_timeout)
+    await runner.setup()
+    server = runner.server
+    assert server is not None
+    loop = asyncio.get_running_loop()
+    try:
+        listener = await loop.create_server(
+            capped_factory(server, lambda: len(server.connections), config.max_connections),
+            config.host, config.port, reuse_address=True, backlog=512)
+    except OSError as exc:  # typically: the port is taken
+        await runner.cleanup()
+        raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
+                          field="port") from None
+    print(f"hydro gateway on {config.url} (provider {config.provider}, state {config.state_dir})", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        listener.close()
+        await runner.cleanup()
+
+
+def quiet_malformed_requests(record: logging.LogRecord) -> bool:
+    """A logging filter for ``aiohttp.server``: a malformed request is the caller's fault, not a traceback.
+
+    aiohttp answers it 400 itself and logs the parser's exception with its traceback; a hostile caller
+    could fill the log that way. The record is kept, as one line without the traceback.
+    """
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+        record.msg = f"malformed request refused (400): {record.exc_info[1].message!r}"[:300]
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+    return True
+
+
 def run_gateway(config: GatewayConfig) -> None:
     """Serve until a signal; aiohttp's cleanup hook stops the replicas (no orphans).
 
-    No access log (``access_log=None``): formatting a line per request costs more than the proxying
-    itself on small requests; the gateway's Prometheus metrics count every request instead.
+    No access log: formatting a line per request costs more than the proxying itself on small
+    requests; the gateway's Prometheus metrics count every request instead.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    logging.getLogger("aiohttp.server").addFilter(quiet_malformed_requests)
+    tune_malloc()
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     log.info("event loop: %s", type(loop).__module__)
     app = create_app(config)
-    print(f"hydro gateway on {config.url} (provider {config.provider}, state {config.state_dir})", flush=True)
+    main = loop.create_task(serve(app, config))
     try:
-        web.run_app(app, host=config.host, port=config.port, print=None, access_log=None, shutdown_timeout=10.0,
-                    handle_signals=True, loop=loop)
-    except OSError as exc:  # typically: the port is taken
-        raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
-                          field="port") from None
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        if not main.done():
+            main.cancel()
+            with contextlib.suppress(asyncio.CancelledError, web.GracefulExit):
+                loop.run_until_complete(main)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

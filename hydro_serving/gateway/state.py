@@ -10,13 +10,17 @@ its ``-wal``/``-shm`` files the database's mode), so no other user, and no sandb
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from hydro_serving.errors import InsufficientStorage
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS functions (
@@ -88,20 +92,37 @@ class StateStore:
             (name,)).fetchone()
         return StoredFunction(row[0], json.loads(row[1]), row[2], row[3], row[4]) if row else None
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write that fails on a full disk is a clear 507; SQLite's transaction leaves the file as it was."""
+        try:
+            yield
+        except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
+            full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "full" in str(exc).lower()
+            if not full:
+                raise
+            raise InsufficientStorage(f"the gateway's state directory {self.path.parent} is full; free space and "
+                                      "retry (nothing was changed)", field="state") from None
+
     def put(self, name: str, deployment: dict[str, Any], generation: int) -> StoredFunction:
         """Insert or replace; ``created_at`` survives updates."""
         now = time.time()
+        with self._writing():
+            self._put(name, deployment, generation, now)
+        stored = self.get(name)
+        assert stored is not None
+        return stored
+
+    def _put(self, name: str, deployment: dict[str, Any], generation: int, now: float) -> None:
         self._db.execute(
             "INSERT INTO functions (name, deployment, generation, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT(name) DO UPDATE SET deployment = excluded.deployment, generation = excluded.generation, "
             "updated_at = excluded.updated_at",
             (name, json.dumps(deployment, sort_keys=True), generation, now, now))
-        stored = self.get(name)
-        assert stored is not None
-        return stored
 
     def delete(self, name: str) -> bool:
-        return self._db.execute("DELETE FROM functions WHERE name = ?", (name,)).rowcount > 0
+        with self._writing():
+            return self._db.execute("DELETE FROM functions WHERE name = ?", (name,)).rowcount > 0
 
     # ---- API keys (rows as tuples in KEY_COLUMNS order; hydro_serving.gateway.keys gives them meaning) ----
 

@@ -32,6 +32,9 @@ MAX_LABEL_TEXT = 256
 MAX_ROW = 10_000
 
 
+MAX_WINDOW = 2**31  # window numbers are SQLite integers; beyond this no window can exist
+
+
 def _int_query(request: web.Request, key: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.query.get(key)
     if raw in (None, ""):
@@ -75,7 +78,7 @@ async def list_monitoring(request: web.Request) -> web.Response:
 async def function_monitoring(request: web.Request) -> web.Response:
     monitor, name, spec = _function(request)
     limit = _int_query(request, "limit", 20, 1, 500)
-    window = _int_query(request, "window", None, 1, 2**31)
+    window = _int_query(request, "window", None, 1, MAX_WINDOW)
     unhealthy = _int_query(request, "unhealthy", 20, 0, 1000)
     body = await monitor.call(monitor.overview, name, limit, window, unhealthy)
     if window is not None and body["window"] is None:
@@ -88,7 +91,7 @@ async def function_monitoring(request: web.Request) -> web.Response:
 
 async def histograms(request: web.Request) -> web.Response:
     monitor, name, _ = _function(request)
-    window = _int_query(request, "window", None, 1, 2**31)
+    window = _int_query(request, "window", None, 1, MAX_WINDOW)
     if window is None:
         last = await monitor.call(monitor.store.windows, name, 1)
         summary = last[-1] if last else None
@@ -104,7 +107,7 @@ async def histograms(request: web.Request) -> web.Response:
 async def rows(request: web.Request) -> web.Response:
     monitor, name, _ = _function(request)
     limit = _int_query(request, "limit", 50, 1, 1000)
-    window = _int_query(request, "window", None, 1, 2**31)
+    window = _int_query(request, "window", None, 1, MAX_WINDOW)
     unhealthy = request.query.get("unhealthy", "false").lower() in ("1", "true", "yes")
     found = await monitor.call(lambda: monitor.store.rows(name, unhealthy_only=unhealthy, window=window,
                                                           limit=limit or 50))
@@ -207,15 +210,20 @@ def openapi_paths() -> dict[str, Any]:
     """The monitor's part of the gateway's OpenAPI document."""
     error = {"$ref": "#/components/responses/Error"}
     auth = [{"bearer": []}, {"basic": []}]
-    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}, "description": "function"}
+    name = {"name": "name", "in": "path", "required": True, "description": "function",
+            "schema": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", "maxLength": 63}}
 
-    def q(key: str, kind: str, what: str) -> dict[str, Any]:
-        return {"name": key, "in": "query", "required": False, "schema": {"type": kind}, "description": what}
+    def q(key: str, kind: str, what: str, low: int | None = None, high: int | None = None) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": kind}
+        if low is not None:
+            schema.update(minimum=low, maximum=high)
+        return {"name": key, "in": "query", "required": False, "schema": schema, "description": what}
 
-    def op(summary: str, params: list[dict[str, Any]], ok: str = "200", body: bool = False) -> dict[str, Any]:
+    def op(summary: str, params: list[dict[str, Any]], ok: str = "200", body: bool = False,
+           result: str = "object") -> dict[str, Any]:
         out: dict[str, Any] = {"summary": summary, "tags": ["monitoring"], "security": auth, "parameters": params,
                                "responses": {ok: {"description": "OK", "content": {"application/json": {
-                                   "schema": {"type": "object"}}}}, "400": error, "401": error, "404": error}}
+                                   "schema": {"type": result}}}}, "400": error, "401": error, "404": error}}
         if body:
             out["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["labels"], "properties": {"labels": {"type": "array", "items": {
@@ -225,17 +233,19 @@ def openapi_paths() -> dict[str, Any]:
         return out
 
     return {
-        "/system/monitoring": {"get": {**op("Functions with monitoring and their last window", []),
+        "/system/monitoring": {"get": {**op("Functions with monitoring and their last window", [], result="array"),
                                        "parameters": []}},
         "/system/monitoring/{name}": {"get": op(
             "Drift windows, the per-field table of one window, recent unhealthy rows",
-            [name, q("window", "integer", "window number (default: the last)"),
-             q("limit", "integer", "windows listed (1-500)"), q("unhealthy", "integer", "unhealthy rows (0-1000)")])},
+            [name, q("window", "integer", "window number (default: the last)", 1, MAX_WINDOW),
+             q("limit", "integer", "windows listed", 1, 500), q("unhealthy", "integer", "unhealthy rows", 0, 1000)])},
         "/system/monitoring/{name}/histograms": {"get": op(
-            "Reference vs production histograms on the same bins", [name, q("window", "integer", "window number")])},
+            "Reference vs production histograms on the same bins",
+            [name, q("window", "integer", "window number", 1, MAX_WINDOW)])},
         "/system/monitoring/{name}/rows": {"get": op(
             "Sampled rows, newest first", [name, q("unhealthy", "boolean", "only rows that failed a check"),
-                                           q("limit", "integer", "rows (1-1000)"), q("window", "integer", "window")])},
+                                           q("limit", "integer", "rows", 1, 1000),
+                                           q("window", "integer", "window", 1, MAX_WINDOW)])},
         "/system/feedback/{name}": {"post": op("Ground truth for sampled predictions, joined by request id",
                                                [name], ok="202", body=True)},
     }

@@ -34,7 +34,7 @@ DEFAULT_QUEUE = 10_000
 DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024  # bodies held by queued samples, at most (a few huge bodies cannot hoard memory)
 MAX_REQUEST_ID = 128
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
-_SAFE_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # visible ASCII: an id that is safe in a header and a log
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")  # the gateway's rule too (gateway/requestid.py)
 
 
 def trace_id_for(request_id: str) -> str:

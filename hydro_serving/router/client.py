@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PREWARM_HEADER = contract.PREWARM_HEADER
 ROUTER_KEY_ENV = contract.ROUTER_KEY_ENV  # the router's key for its stages, set by the gateway in the replica's env
+DEFAULT_MAX_RESPONSE = 10 * 1024 * 1024  # the runtime's body limit: what the next stage could take anyway
 
 
 class StageCallError(Exception):
@@ -101,6 +102,7 @@ class StageClient:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         key: str | None = None,
+        max_response: int = DEFAULT_MAX_RESPONSE,
     ) -> None:
         self.gateway_url = gateway_url.rstrip("/")
         # read once when the router loads (never at import); None: a gateway without keys (or Knative)
@@ -109,6 +111,7 @@ class StageClient:
         self.connect_timeout = connect_timeout
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
+        self.max_response = max_response  # a stage's answer is read at most this far (router memory is bounded)
         # block=False: a burst beyond pool_size opens extra connections instead of queueing on the pool
         self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=False)
         # function -> (its host's keep-alive pool, request path): PoolManager.request would parse the
@@ -175,8 +178,9 @@ class StageClient:
                     retries=False,
                     redirect=False,
                     assert_same_host=False,
-                    preload_content=True,
+                    preload_content=False,
                 )
+                data = _read_bounded(response, self.max_response, function)
             except ConnectTimeoutError as exc:  # includes NewConnectionError (refused): nothing was sent
                 left = timeout()
                 if attempt > self.retry.attempts or left <= 0:
@@ -195,7 +199,7 @@ class StageClient:
                 raise StageCallError("connection_lost", str(exc) or type(exc).__name__, attempt) from None
             # HTTPHeaderDict keeps names as sent; lower-case them once for StageReply's lookups
             headers_out = {k.lower(): v for k, v in response.headers.items()}
-            return StageReply(response.status, response.data or b"", headers_out, time.monotonic() - started, attempt)
+            return StageReply(response.status, data, headers_out, time.monotonic() - started, attempt)
 
     def prewarm(self, function: str, headers: Mapping[str, str], timeout: float = 2.0) -> tuple[int, bytes] | None:
         """Ask the gateway to make sure a replica of ``function`` is starting; (status, body), or None."""
@@ -217,6 +221,24 @@ class StageClient:
     def close(self) -> None:
         self._targets.clear()
         self._pool.clear()
+
+
+def _read_bounded(response: urllib3.BaseHTTPResponse, limit: int, function: str) -> bytes:
+    """The body, refused (``too_large``) past ``limit`` bytes, from ``Content-Length`` or while reading."""
+    try:
+        length = int(response.headers.get("Content-Length", "-1"))
+    except ValueError:
+        length = -1
+    if length > limit:
+        response.close()  # the body is never read: the connection cannot be reused
+        raise StageCallError("too_large", f"the stage answered {length} bytes, more than {limit} "
+                                          "(max_stage_response)")
+    data = response.read(limit + 1, decode_content=True) or b""
+    if len(data) > limit:
+        response.close()  # the rest is never read: the connection cannot be reused
+        raise StageCallError("too_large", f"the stage answered more than {limit} bytes (max_stage_response)")
+    response.release_conn()
+    return data
 
 
 def _reason(exc: BaseException) -> str:

@@ -109,7 +109,7 @@ class Router:
         self.client = client or StageClient(
             gateway_url, pool_size=opts.pool_size, connect_timeout=opts.connect_timeout,
             retry=RetryPolicy(opts.connect_retries, opts.retry_backoff, opts.retry_max_backoff),
-            url_template=stage_url_template,
+            url_template=stage_url_template, max_response=opts.max_stage_response,
         )
         self.breakers = BreakerBoard(opts.breaker_failures, opts.breaker_cooldown, clock)
         self.metrics = RouterMetrics(spec.name, registry)
@@ -363,6 +363,8 @@ class Router:
             return UpstreamError(
                 f"stage {index} ({fn}) could not be reached after {err.attempts} attempt(s): {err.message}",
                 stage=fn, details=details)
+        if err.kind == "too_large":
+            return UpstreamError(f"stage {index} ({fn}) answered too much: {err.message}", stage=fn, details=details)
         return UpstreamError(f"stage {index} ({fn}) lost the connection: {err.message}", stage=fn, details=details)
 
     def _judge_reply(self, step: PlannedStage, reply: StageReply, breaker: Any, timeout_counts: bool = True) -> None:

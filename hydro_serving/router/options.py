@@ -30,6 +30,7 @@ class RouterOptions:
     shadow_queue: int = 64  # shadow copies waiting beyond this are dropped (and counted)
     shadow_timeout: float | None = None  # default: the stage's timeout, else the router's
     pool_size: int = 16  # keep-alive connections to the gateway
+    max_stage_response: int = 10 * 1024 * 1024  # bytes of a stage's answer the router reads (else 502)
     deadline_margin: float = 0.05  # seconds kept back to answer a 504 before the caller gives up
 
     @classmethod

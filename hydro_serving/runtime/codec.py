@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from hydro_serving.errors import BadRequest, HandlerError, UnsupportedMediaType
+from hydro_serving.jsondepth import check_json_depth
 from hydro_serving.sdk.context import RawResponse
 
 
@@ -30,6 +31,7 @@ def parse_json(body: bytes) -> Any:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRequest(f"the request body is not UTF-8 (byte {exc.start}); send UTF-8 JSON", field="$") from None
+    check_json_depth(body)  # issue 12: a 400 naming the limit, not a RecursionError
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:

@@ -55,7 +55,8 @@ class RuntimeConfig:
                 raise ConfigError(f"HYDRO_LOAD_FAILURE_EXIT must be a duration or 'never', got {raw_exit!r}",
                                   field="HYDRO_LOAD_FAILURE_EXIT") from None
         return cls(
-            max_body_bytes=_positive_int(env, "HYDRO_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            # the function's limits.body (the gateway enforces the same) unless the operator set the variable
+            max_body_bytes=_positive_int(env, "HYDRO_MAX_BODY_BYTES", spec.body_limit or DEFAULT_MAX_BODY_BYTES),
             max_inflight=_positive_int(env, "HYDRO_MAX_INFLIGHT", DEFAULT_MAX_INFLIGHT),
             timeout=timeout,
             load_failure_exit_after=exit_after,

@@ -47,7 +47,9 @@ def resolve_model(spec: FunctionSpec) -> tuple[Path | None, FunctionSpec]:
     """Where the model's files are on this machine, and the spec with the store's signature if it had none.
 
     A local path is used as it is (development); a store reference is fetched through the
-    sha256-verified cache, so a corrupt download is never loaded.
+    sha256-verified cache, so a corrupt download is never loaded, and the store's trust policy
+    (HYDRO_MODEL_PIN, HYDRO_TRUSTED_KEYS: see hydro_serving.store.trust) is checked on the manifest
+    before any file is fetched, so an untrusted model is never unpickled.
     """
     if not spec.model:
         return None, spec
@@ -57,13 +59,12 @@ def resolve_model(spec: FunctionSpec) -> tuple[Path | None, FunctionSpec]:
             raise ConfigError(f"model path {path} does not exist (function '{spec.name}')", field="model",
                               function=spec.name)
         return path.resolve(), spec
-    from hydro_serving.store import fetch_model, manifest_of, open_store  # lazy: boto3 only when a store is used
+    from hydro_serving.store import fetch_model, manifest_of  # lazy: boto3 only when a store is used
 
-    tree = Path(fetch_model(spec.model))
-    if spec.signature is None:  # the manifest cached beside the files: a sandboxed replica may not reach the store
-        manifest = manifest_of(tree) or open_store().get_manifest(spec.model)
-        if manifest.signature is not None:
-            spec = replace(spec, signature=manifest.signature)
+    tree = Path(fetch_model(spec.model))  # refuses an untrusted or unpinned model (UntrustedModelError)
+    manifest = manifest_of(tree)
+    if spec.signature is None and manifest is not None and manifest.signature is not None:
+        spec = replace(spec, signature=manifest.signature)
     return tree, spec
 
 

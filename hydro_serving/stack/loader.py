@@ -104,6 +104,8 @@ def parse_stack(text: str, path: Path | str = "stack.yml", env: Mapping[str, str
         gateway=provider_raw.get("gateway"),
         network=provider_raw.get("network"),
         store=provider_raw.get("store"),
+        trusted_keys=tuple(k if k.startswith("ed25519:") else str((path.parent / k).expanduser())
+                           for k in provider_raw.get("trusted_keys") or ()),
     )
     functions = {
         name: build_function(name, raw, ("functions", name), lines) for name, raw in data["functions"].items()

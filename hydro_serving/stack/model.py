@@ -7,6 +7,7 @@ same JSON Schema as stack.yml, so there is one definition of a function everywhe
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,10 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DEFAULT_IDLE_SECONDS = 300.0
 DEFAULT_TIMEOUT_SECONDS = 60.0
 
+DEFAULT_QUEUE = 256  # requests a function may hold while it has no ready replica (beyond: 429)
+
+_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([KMG]i?[Bb]?|[Bb])?$")
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "KI": 1024, "MI": 1024**2, "GI": 1024**3}
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -36,15 +41,42 @@ def parse_duration(value: Any) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def parse_size(value: Any) -> int:
+    """Bytes from ``1048576``, ``"10Mi"``, ``"512KiB"``, ``"1MB"`` (K/M/G are powers of 1000, Ki/Mi/Gi of 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.match(str(value).strip())
+    if not match:
+        raise ValueError(f"not a size: {value!r}")
+    unit = (match.group(2) or "").upper().removesuffix("B")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
 @dataclass(frozen=True)
 class Scale:
     min: int = 0
     max: int = 4
     idle: float = DEFAULT_IDLE_SECONDS
     concurrency: int = 8
+    queue: int = DEFAULT_QUEUE  # requests held while no replica is ready; beyond it a 429
 
     def to_dict(self) -> dict[str, Any]:
-        return {"min": self.min, "max": self.max, "idle": self.idle, "concurrency": self.concurrency}
+        out: dict[str, Any] = {"min": self.min, "max": self.max, "idle": self.idle, "concurrency": self.concurrency}
+        if self.queue != DEFAULT_QUEUE:  # only when set: stored specs of older versions keep their fingerprint
+            out["queue"] = self.queue
+        return out
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``rate:`` in stack.yml: ``rps`` tokens a second into a bucket of ``burst``, one bucket ``per`` caller."""
+
+    rps: float
+    burst: int
+    per: str = "key"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rps": self.rps, "burst": self.burst, "per": self.per}
 
 
 @dataclass(frozen=True)
@@ -180,6 +212,7 @@ class FunctionSpec:
     readonly_root_filesystem: bool = False
     model: str | None = None
     scale: Scale = field(default_factory=Scale)
+    rate: Rate | None = None
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     batching: Batching = field(default_factory=Batching)
     options: dict[str, Any] = field(default_factory=dict)
@@ -194,6 +227,12 @@ class FunctionSpec:
     @property
     def is_router(self) -> bool:
         return self.lang == "router"
+
+    @property
+    def body_limit(self) -> int | None:
+        """``limits.body`` in bytes (the schema and the loader have checked its form), else None."""
+        raw = self.limits.get("body")
+        return parse_size(raw) if raw is not None else None
 
     @property
     def model_is_local(self) -> bool:
@@ -232,6 +271,8 @@ class FunctionSpec:
         if self.readonly_root_filesystem:
             out["readonly_root_filesystem"] = True
         out["scale"] = self.scale.to_dict()
+        if self.rate is not None:
+            out["rate"] = self.rate.to_dict()
         out["timeout"] = self.timeout
         if self.batching.enabled:
             out["batching"] = self.batching.to_dict()
@@ -265,6 +306,8 @@ class Provider:
     gateway: str | None = None
     network: str | None = None
     store: str | None = None
+    # ed25519 public keys whose signed models may load: 'ed25519:BASE64' or .pub paths (made absolute)
+    trusted_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -319,9 +362,22 @@ def build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
         max=scale_raw.get("max", max(4, scale_raw.get("min", 0))),
         idle=parse_duration(scale_raw.get("idle", DEFAULT_IDLE_SECONDS)),
         concurrency=scale_raw.get("concurrency", 8),
+        queue=scale_raw.get("queue", DEFAULT_QUEUE),
     )
     if scale.max < scale.min:
         fail(("scale", "max"), f"scale.max ({scale.max}) must be at least scale.min ({scale.min})")
+    limits = _strings(raw.get("limits"))
+    if "body" in limits:
+        try:
+            limits["body"] = str(parse_size(limits["body"]))
+        except ValueError:
+            fail(("limits", "body"), f"must be a size such as 10Mi or 1048576, got {limits['body']!r}")
+    rate = None
+    if raw.get("rate") is not None:
+        rate_raw = raw["rate"]
+        rps = float(rate_raw["rps"])
+        rate = Rate(rps=rps, burst=int(rate_raw.get("burst", max(1, math.ceil(rps)))),
+                    per=rate_raw.get("per", "key"))
     signature = None
     if raw.get("signature") is not None:
         try:
@@ -364,7 +420,7 @@ def build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
         secrets=tuple(raw.get("secrets") or ()),
         labels=_strings(raw.get("labels")),
         annotations=_strings(raw.get("annotations")),
-        limits=_strings(raw.get("limits")),
+        limits=limits,
         requests=_strings(raw.get("requests")),
         build_args=_strings(raw.get("build_args")),
         build_options=tuple(raw.get("build_options") or ()),
@@ -374,6 +430,7 @@ def build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
         readonly_root_filesystem=bool(raw.get("readonly_root_filesystem", False)),
         model=raw.get("model"),
         scale=scale,
+        rate=rate,
         timeout=parse_duration(raw.get("timeout", DEFAULT_TIMEOUT_SECONDS)),
         batching=Batching(
             max_batch_size=batching_raw.get("max_batch_size", 1),

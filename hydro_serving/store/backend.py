@@ -24,6 +24,7 @@ class ObjectInfo:
     key: str
     size: int
     mtime: float  # seconds since the epoch
+    etag: str = ""  # S3's ETag (unquoted), a content hash on a directory: changes whenever the object does
 
 
 class Backend(ABC):
@@ -38,6 +39,21 @@ class Backend(ABC):
     @abstractmethod
     def write(self, key: str, data: bytes, *, exclusive: bool = False) -> bool:
         """Store ``data`` atomically; with ``exclusive`` only if the key is absent (returns False if not)."""
+
+    @abstractmethod
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and its tag (ETag), for a later :meth:`write_if`; MissingKey if absent."""
+
+    @abstractmethod
+    def write_if(self, key: str, data: bytes, tag: str | None) -> bool:
+        """Compare-and-swap: store ``data`` only if the object still has ``tag`` (``None``: only if absent).
+
+        Returns False, writing nothing, when another writer got there first.
+        """
+
+    @abstractmethod
+    def uploads_in_progress(self, prefix: str) -> list[str]:
+        """Keys under ``prefix`` being written right now (S3 multipart uploads, temporary files)."""
 
     @abstractmethod
     def upload(self, key: str, source: Path, progress: Progress | None = None) -> None:

@@ -24,10 +24,15 @@ Why it is shaped like this:
   lock keeps two replicas of one function from downloading the same model twice.
 * **Aliases need the store**, but when it is unreachable the last resolution recorded in
   ``refs/`` is used with a logged warning, so a restart with S3 down still serves.
+* **Trust is checked before a byte moves** (:class:`~hydro_serving.store.trust.TrustPolicy`, read
+  from ``HYDRO_TRUSTED_KEYS`` and ``HYDRO_MODEL_PIN``): a pinned deploy fetches exactly the pinned
+  version and refuses other bytes; with trusted keys an unsigned or foreign-signed manifest is
+  refused. A cached version is re-checked against the manifest and signature recorded with it.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import fcntl
@@ -42,11 +47,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hydro_serving.errors import StoreError
+from hydro_serving.errors import StoreError, UntrustedModelError
 from hydro_serving.store.hashing import safe_relpath, sha256_file
 from hydro_serving.store.manifest import Manifest
 from hydro_serving.store.refs import ModelRef, parse_ref
 from hydro_serving.store.store import ModelStore, default_store_url, hydro_home, open_store
+from hydro_serving.store.trust import TrustPolicy
 
 log = logging.getLogger(__name__)
 LOCK_TIMEOUT = 900.0
@@ -135,6 +141,25 @@ class ModelCache:
         except (OSError, ValueError, KeyError, TypeError, StoreError):
             return None
 
+    def signature(self, name: str, version: int) -> bytes | None:
+        """The ``manifest.sig`` recorded with a cached version, if it was signed when fetched."""
+        try:
+            sig = json.loads(self._state_path(name, version).read_bytes()).get("signature")
+            return base64.b64decode(sig) if isinstance(sig, str) else None
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
+
+    def trusted(self, name: str, version: int, policy: TrustPolicy) -> Path | None:
+        """The cached tree when it is intact and ``policy`` accepts what was recorded with it, else None."""
+        manifest = self.manifest(name, version)
+        if manifest is None:
+            return None
+        try:
+            policy.check(manifest, self.signature(name, version) if policy.trusted else None)
+        except UntrustedModelError:
+            return None  # ask the store: the version may have been signed since
+        return self.ready(name, version)
+
     # ---- aliases -----------------------------------------------------------------------------
 
     def remember(self, name: str, alias: str, version: int) -> None:
@@ -203,13 +228,14 @@ class ModelCache:
             shutil.copyfile(blob, tmp)
         os.replace(tmp, target)
 
-    def materialize(self, store: ModelStore, manifest: Manifest) -> Path:
+    def materialize(self, store: ModelStore, manifest: Manifest, signature: bytes | None = None) -> Path:
         """Build (or repair) the cached tree of a version and record what was verified."""
         name, version = manifest.name, manifest.version
         with self._lock(name, version):
             tree = self.ready(name, version)
-            if tree is not None:  # another process finished it while we waited
-                return tree
+            if tree is not None and self.manifest(name, version) == manifest \
+                    and (signature is None or self.signature(name, version) == signature):
+                return tree  # another process finished it while we waited
             tree = self.tree(name, version)
             try:
                 repairing = tree.is_dir()
@@ -229,41 +255,53 @@ class ModelCache:
                 for item in files:
                     item["stat"] = _stat_key((tree / item["path"]).stat())
                 state = {"manifest": manifest.to_dict(), "files": files, "store": self.store_url,
-                         "verified_at": time.time()}
+                         "verified_at": time.time(),
+                         "signature": base64.b64encode(signature).decode() if signature is not None else None}
                 _atomic_write(self._state_path(name, version), json.dumps(state).encode(), self.tmp)
             except OSError as exc:
                 raise StoreError(f"cannot write the model cache in {self.root}: {exc.strerror or exc}") from exc
             return tree
 
 
-def fetch_model(ref: str, store_url: str | None = None, cache_dir: Path | None = None) -> Path:
+def fetch_model(ref: str, store_url: str | None = None, cache_dir: Path | None = None,
+                policy: TrustPolicy | None = None) -> Path:
     """Resolve ``name[:version|alias]`` and return a local directory holding the model's files.
 
-    A pinned version already cached costs a few ``stat`` calls and no request to the store.
+    ``policy`` (default: from ``HYDRO_TRUSTED_KEYS`` and ``HYDRO_MODEL_PIN``) is checked on the
+    manifest before any file is downloaded; a refusal is :class:`UntrustedModelError`. A pinned version
+    already cached costs a few ``stat`` calls and no request to the store.
     """
     parsed: ModelRef = parse_ref(ref)
+    policy = policy if policy is not None else TrustPolicy.from_env()
+    if policy.pin is not None:
+        if parsed.name != policy.pin.name:
+            raise UntrustedModelError(f"the deploy pinned {policy.pin}, but the function asks for {parsed}",
+                                      field="model")
+        parsed = ModelRef(policy.pin.name, version=policy.pin.version)
     url = store_url or default_store_url()
     cache = ModelCache(Path(cache_dir) if cache_dir is not None else default_cache_dir(), url)
     if parsed.version is not None:
-        tree = cache.ready(parsed.name, parsed.version)
+        tree = cache.trusted(parsed.name, parsed.version, policy)
         if tree is not None:
             return tree
         store = open_store(url)
-        return cache.materialize(store, store.get_manifest(parsed))
+        manifest = store.trusted_manifest(parsed, policy)
+        return cache.materialize(store, manifest, store.get_signature(manifest.name, manifest.version))
     alias = parsed.alias or "latest"
     try:
         store = open_store(url)
-        manifest = store.get_manifest(parsed)
+        manifest = store.trusted_manifest(parsed, policy)
     except StoreError as exc:
         last = cache.last_resolved(parsed.name, alias)
-        tree = cache.ready(parsed.name, last) if last is not None else None
+        tree = cache.trusted(parsed.name, last, policy) if last is not None else None
         if tree is None:
             raise
         log.warning("store unreachable (%s); using %s:%s, the version %s:%s resolved to last time",
                     exc.message, parsed.name, last, parsed.name, alias)
         return tree
     cache.remember(parsed.name, alias, manifest.version)
-    return cache.ready(parsed.name, manifest.version) or cache.materialize(store, manifest)
+    signature = store.get_signature(manifest.name, manifest.version)
+    return cache.trusted(manifest.name, manifest.version, policy) or cache.materialize(store, manifest, signature)
 
 
 def manifest_of(tree: str | Path) -> Manifest | None:

@@ -1,12 +1,25 @@
 """The directory backend: the same layout as S3, on a local disk, for one machine.
 
-Writes go to a temporary file beside the target and are renamed into place, so a reader never
-sees half a file; an exclusive write is ``O_CREAT | O_EXCL``, the file-system equivalent of S3's
-``If-None-Match: *``.
+Every write goes to a temporary file beside the target (fsynced) and is then published in one
+step, so a reader - or a crash at any moment - sees either the old object or the complete new
+one, never half a file:
+
+* a plain write is ``rename`` over the target;
+* an exclusive write (S3's ``If-None-Match: *``) is ``link`` of the temporary file to the target,
+  which fails if the target exists - the equivalent of ``O_EXCL`` without ever exposing an empty
+  file (an ``O_EXCL`` create followed by a write left an empty ``manifest.json`` after a crash);
+* a compare-and-swap (S3's ``If-Match``) holds an ``flock`` on a lock file beside the target while
+  it compares the current content's sha256 with the expected tag and renames.
+
+Temporary and lock files carry :data:`TMP_MARK`; listings skip them, and
+:meth:`DirectoryBackend.uploads_in_progress` reports them (the directory's "multipart uploads").
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import shutil
 import uuid
@@ -42,29 +55,95 @@ class DirectoryBackend(Backend):
         except OSError as exc:
             raise StoreError(f"cannot read {self._path(key)}: {exc.strerror or exc}") from exc
 
-    def write(self, key: str, data: bytes, *, exclusive: bool = False) -> bool:
-        path = self._path(key)
+    def _staged(self, path: Path, data: bytes) -> Path:
+        """``data`` in a complete, fsynced temporary file beside ``path``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._tmp_for(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if exclusive:
-                try:
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                except FileExistsError:
-                    return False
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                return True
-            tmp = self._tmp_for(path)
             with open(tmp, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    @staticmethod
+    def _sync_dir(path: Path) -> None:
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def write(self, key: str, data: bytes, *, exclusive: bool = False) -> bool:
+        path = self._path(key)
+        try:
+            tmp = self._staged(path, data)
+            try:
+                if exclusive:
+                    try:
+                        os.link(tmp, path)  # atomic and exclusive: the complete file or nothing
+                    except FileExistsError:
+                        return False
+                else:
+                    os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            self._sync_dir(path.parent)
             return True
         except OSError as exc:
             raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        data = self.read(key)
+        return data, hashlib.sha256(data).hexdigest()
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        lock = path.with_name(f"{TMP_MARK}lock-{path.name}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def write_if(self, key: str, data: bytes, tag: str | None) -> bool:
+        path = self._path(key)
+        try:
+            with self._locked(path):
+                try:
+                    current: str | None = hashlib.sha256(path.read_bytes()).hexdigest()
+                except FileNotFoundError:
+                    current = None
+                if current != tag:
+                    return False
+                tmp = self._staged(path, data)
+                try:
+                    os.replace(tmp, path)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                self._sync_dir(path.parent)
+                return True
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+    def uploads_in_progress(self, prefix: str) -> list[str]:
+        base_key = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        base = self._path(base_key) if base_key else self.root
+        found = []
+        if base.is_dir():
+            for dirpath, _dirs, files in os.walk(base):
+                for fname in files:
+                    if fname.startswith(TMP_MARK) and not fname.startswith(f"{TMP_MARK}lock-"):
+                        key = Path(dirpath, fname).relative_to(self.root).as_posix()
+                        if key.startswith(prefix):
+                            found.append(key)
+        return found
 
     def upload(self, key: str, source: Path, progress: Progress | None = None) -> None:
         path = self._path(key)
@@ -125,7 +204,7 @@ class DirectoryBackend(Backend):
                         st = full.stat()
                     except FileNotFoundError:  # removed while we walked
                         continue
-                    yield ObjectInfo(key, st.st_size, st.st_mtime)
+                    yield ObjectInfo(key, st.st_size, st.st_mtime, f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}")
         except OSError as exc:
             raise StoreError(f"cannot list {base}: {exc.strerror or exc}") from exc
 

@@ -4,7 +4,12 @@
 botocore's usual chain; nothing here invents its own settings. Every botocore/boto3 exception is
 translated to :class:`StoreError` in :func:`_translate`, the one place, so a caller never sees a
 traceback for an unreachable endpoint or a rejected key. Conditional writes use
-``If-None-Match: *`` (honoured by AWS S3, moto and Ceph RGW, checked by the tests).
+``If-None-Match: *`` (create only if absent) and ``If-Match: <ETag>`` (compare-and-swap), both
+honoured by AWS S3, moto and Ceph RGW (checked by the tests). Ceph RGW compares ``If-Match``
+with the *unquoted* ETag while AWS documents the quoted form, so a refused unquoted
+``If-Match`` is retried once quoted: each attempt is itself conditional, so a stale tag never
+wins. ``DeleteObject`` with ``If-Match`` is ignored by RGW, so the store never relies on a
+conditional delete (an alias is removed by a conditional overwrite with a tombstone).
 """
 
 from __future__ import annotations
@@ -152,6 +157,49 @@ class S3Backend(Backend):
                     raise
             return False  # still conflicting: treat the key as taken, the caller moves on
 
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        with self._errors(f"reading {key}"):
+            try:
+                obj = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+                return obj["Body"].read(), str(obj.get("ETag", "")).strip('"')
+            except self._botocore_exc.ClientError as exc:
+                if self._is_missing(exc):
+                    raise MissingKey(key) from exc
+                raise
+
+    def write_if(self, key: str, data: bytes, tag: str | None) -> bool:
+        if tag is None:
+            return self.write(key, data, exclusive=True)
+        self.prepare_write()
+        with self._errors(f"writing {key}"):
+            for condition in (tag.strip('"'), f'"{tag.strip(chr(34))}"'):
+                try:
+                    self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfMatch=condition)
+                    return True
+                except self._botocore_exc.ClientError as exc:
+                    code = str(exc.response.get("Error", {}).get("Code", ""))
+                    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                    if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                        continue
+                    if self._is_missing(exc):
+                        return False
+                    raise
+            return False
+
+    def uploads_in_progress(self, prefix: str) -> list[str]:
+        strip = len(self._key(""))
+        found: list[str] = []
+        with self._errors(f"listing multipart uploads under {prefix or '/'}"):
+            try:
+                paginator = self._client.get_paginator("list_multipart_uploads")
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                    found.extend(u["Key"][strip:] for u in page.get("Uploads", []) or [])
+            except self._botocore_exc.ClientError as exc:
+                if str(exc.response.get("Error", {}).get("Code", "")) == "NoSuchBucket":
+                    return []
+                raise
+        return found
+
     def upload(self, key: str, source: Path, progress: Progress | None = None) -> None:
         self.prepare_write()
         with self._errors(f"uploading {source.name}"):
@@ -178,7 +226,8 @@ class S3Backend(Backend):
             try:
                 for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
                     for obj in page.get("Contents", []):
-                        yield ObjectInfo(obj["Key"][strip:], int(obj["Size"]), obj["LastModified"].timestamp())
+                        yield ObjectInfo(obj["Key"][strip:], int(obj["Size"]), obj["LastModified"].timestamp(),
+                                         str(obj.get("ETag", "")).strip('"'))
             except self._botocore_exc.ClientError as exc:
                 if str(exc.response.get("Error", {}).get("Code", "")) == "NoSuchBucket":
                     return  # nothing stored yet: the bucket is created on the first upload

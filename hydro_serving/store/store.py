@@ -4,10 +4,18 @@ Layout under the store root (bucket prefix or directory)::
 
     models/<name>/<version>/.claim            claimed with an exclusive create; never deleted
     models/<name>/<version>/<model files>     as uploaded (a file, or a directory's tree)
+    models/<name>/<version>/manifest.sig      ed25519 signature of the manifest (optional, see .trust)
     models/<name>/<version>/manifest.json     written last: a version exists iff this exists
     models/<name>/<version>/.removed          left by ``remove`` beside the claim (a tombstone)
-    models/<name>/.aliases/<alias>.json       {"version": N}; ``latest`` is implicit (highest)
+    models/<name>/.aliases/<alias>.json       {"version": N} or {"removed": true}; ``latest`` is implicit
+    models/<name>/.discovery/pending-<id>     what discovery saw of a group of foreign files, and when
     models/<name>/.discovery/<digest>         marks a group of foreign files as taken by discovery
+
+Alias moves and removals are compare-and-swap (:meth:`Backend.write_if`: ``If-Match`` on S3, a
+locked compare-and-rename on a directory), and an alias is removed by overwriting it with a
+tombstone, never by a delete that could race a concurrent move. ``remove`` marks the version
+``.removed`` *before* checking aliases, and ``set_alias`` checks the mark *after* writing, so a
+concurrent move and removal can never leave an alias naming a removed version.
 
 Why a claim object: two uploads of one name race for the next number; the exclusive create
 (S3 ``If-None-Match: *``, ``O_EXCL`` on disk) lets exactly one win each number, the other
@@ -18,7 +26,9 @@ reused and a cache keyed by ``name:version`` can never serve the wrong model.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import os
 import re
 import socket
@@ -32,22 +42,27 @@ from pathlib import Path
 from typing import Any
 
 from hydro_serving.contract import Signature
-from hydro_serving.errors import ConfigError, Conflict, NotFound, StoreError, ValidationError
+from hydro_serving.errors import ConfigError, Conflict, NotFound, StoreError, UntrustedModelError, ValidationError
 from hydro_serving.store.backend import Backend, MissingKey, ObjectInfo
 from hydro_serving.store.frameworks import detect_framework
 from hydro_serving.store.hashing import safe_relpath, sha256_file
-from hydro_serving.store.manifest import MANIFEST_NAME, FileEntry, Manifest
+from hydro_serving.store.manifest import MANIFEST_NAME, ORIGINS, SIGNATURE_NAME, FileEntry, Manifest, check_relpath
 from hydro_serving.store.profile import profile_csv
 from hydro_serving.store.refs import LATEST, ModelRef, check_alias, check_name, check_version, parse_ref
 from hydro_serving.store.signature_file import load_signature_file, signature_from_data
+from hydro_serving.store.trust import PICKLE_SUFFIXES, Pin, SigningKey, TrustPolicy
 
 MODELS = "models/"
 CLAIM = ".claim"
 REMOVED = ".removed"
 ALIASES = ".aliases"
 DISCOVERY = ".discovery"
-RESERVED = {MANIFEST_NAME, CLAIM}
+RESERVED = {MANIFEST_NAME, SIGNATURE_NAME, CLAIM, REMOVED}
 MAX_CLAIM_ATTEMPTS = 1000
+CAS_ATTEMPTS = 200
+MAX_SIGNATURE_BYTES = 16384
+PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+log = logging.getLogger("hydro.store")
 _FRAMEWORK_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 FileProgress = Callable[[str, int], None]
@@ -125,12 +140,29 @@ class ModelStore:
         return sorted({m.group(1) for o in self.backend.list(MODELS) if (m := pattern.match(o.key))})
 
     def versions(self, name: str) -> list[int]:
-        """Complete versions of ``name``, ascending; NotFound when there is none."""
+        """Complete versions of ``name`` (a manifest, no removal mark), ascending; NotFound when there is none."""
         check_name(name)
-        found = sorted(self._versions_in(name, self._scan(name), MANIFEST_NAME))
+        objects = self._scan(name)
+        found = sorted(self._versions_in(name, objects, MANIFEST_NAME) - self._versions_in(name, objects, REMOVED))
         if not found:
             raise NotFound(f"unknown model '{name}' in {self.url}", field="name")
         return found
+
+    def _alias_key(self, name: str, alias: str) -> str:
+        return f"{MODELS}{name}/{ALIASES}/{alias}.json"
+
+    @staticmethod
+    def _alias_target(raw: bytes) -> int | None:
+        """The version an alias object names; None for a tombstone; ValueError when damaged."""
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        if data.get("removed") is True:
+            return None
+        version = data["version"]
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"bad version {version!r}")
+        return version
 
     def aliases(self, name: str) -> dict[str, int]:
         """Alias -> version for ``name`` (``latest`` not included: it is implicit)."""
@@ -140,9 +172,11 @@ class ModelStore:
         for obj in self.backend.list(prefix):
             alias = obj.key[len(prefix):].removesuffix(".json")
             try:
-                out[alias] = int(json.loads(self.backend.read(obj.key))["version"])
-            except (MissingKey, ValueError, KeyError, TypeError):
+                target = self._alias_target(self.backend.read(obj.key))
+            except (MissingKey, ValueError, KeyError, TypeError, ValidationError):
                 continue  # removed meanwhile, or damaged: an alias that resolves to nothing
+            if target is not None:
+                out[alias] = target
         return dict(sorted(out.items()))
 
     def resolve(self, ref: str | ModelRef) -> tuple[str, int]:
@@ -152,19 +186,21 @@ class ModelStore:
             return parsed.name, parsed.version
         if parsed.alias == LATEST:
             return parsed.name, self.versions(parsed.name)[-1]
-        key = f"{MODELS}{parsed.name}/{ALIASES}/{parsed.alias}.json"
+        key = self._alias_key(parsed.name, str(parsed.alias))
         try:
             raw = self.backend.read(key)
         except MissingKey:
-            self.versions(parsed.name)  # NotFound for the model itself first
-            raise NotFound(f"model '{parsed.name}' has no alias '{parsed.alias}'", field="ref") from None
+            raw = None
         try:
-            return parsed.name, int(json.loads(raw)["version"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"damaged alias object {key}") from exc
+            target = self._alias_target(raw) if raw is not None else None
+        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+            raise StoreError(f"damaged alias object {key}", field="alias") from exc
+        if target is None:
+            self.versions(parsed.name)  # NotFound for the model itself first
+            raise NotFound(f"model '{parsed.name}' has no alias '{parsed.alias}'", field="ref")
+        return parsed.name, target
 
-    def get_manifest(self, ref: str | ModelRef) -> Manifest:
-        name, version = self.resolve(ref)
+    def _read_manifest(self, name: str, version: int) -> Manifest:
         try:
             raw = self.backend.read(_version_dir(name, version) + MANIFEST_NAME)
         except MissingKey:
@@ -173,7 +209,58 @@ class ModelStore:
             except NotFound:
                 raise NotFound(f"unknown model '{name}' in {self.url}", field="name") from None
             raise NotFound(f"model '{name}' has no version {version} (versions: {have})", field="version") from None
-        return Manifest.from_json(raw, where=f"{name}:{version}")
+        if self.backend.size(_version_dir(name, version) + REMOVED) is not None:
+            raise NotFound(f"model '{name}' version {version} was removed", field="version")
+        manifest = Manifest.from_json(raw, where=f"{name}:{version}")
+        if (manifest.name, manifest.version) != (name, version):
+            raise StoreError(f"damaged manifest {name}:{version}: it describes {manifest.ref}", field="name")
+        return manifest
+
+    def get_manifest(self, ref: str | ModelRef) -> Manifest:
+        """The validated manifest of a version; ``latest`` skips a damaged newest version with a warning."""
+        parsed = parse_ref(ref) if isinstance(ref, str) else ref
+        if parsed.version is None and parsed.alias == LATEST:
+            versions = self.versions(parsed.name)
+            for version in reversed(versions):
+                try:
+                    return self._read_manifest(parsed.name, version)
+                except StoreError as exc:
+                    if "damaged" not in exc.message:
+                        raise  # the store cannot be read: not a damaged version
+                    log.warning("%s:%s is damaged (%s); 'latest' skips it (remove it with: hydro model rm %s:%s)",
+                                parsed.name, version, exc.message, parsed.name, version)
+            raise StoreError(f"every version of '{parsed.name}' has a damaged manifest", field="name")
+        name, version = self.resolve(parsed)
+        return self._read_manifest(name, version)
+
+    def get_signature(self, name: str, version: int) -> bytes | None:
+        """The ``manifest.sig`` object of a version, or None when it is not signed."""
+        key = _version_dir(name, version) + SIGNATURE_NAME
+        try:
+            raw = self.backend.read(key)
+        except MissingKey:
+            return None
+        if len(raw) > MAX_SIGNATURE_BYTES:
+            raise StoreError(f"{name}:{version}: {SIGNATURE_NAME} is too large to be a signature", field="signature")
+        return raw
+
+    def trusted_manifest(self, ref: str | ModelRef, policy: TrustPolicy | None = None) -> Manifest:
+        """Resolve ``ref`` and check it against ``policy`` (default: the environment's) before any file moves.
+
+        With a pin the pinned version is resolved whatever ``ref`` names (an alias may have moved
+        since the deploy). Raises UntrustedModelError when the policy refuses the version.
+        """
+        policy = policy if policy is not None else TrustPolicy.from_env()
+        if policy.pin is not None:
+            parsed = parse_ref(ref) if isinstance(ref, str) else ref
+            if parsed.name != policy.pin.name:
+                raise UntrustedModelError(f"the deploy pinned {policy.pin}, but the function asks for {parsed}",
+                                     field="model")
+            ref = ModelRef(policy.pin.name, version=policy.pin.version)
+        manifest = self.get_manifest(ref)
+        sig = self.get_signature(manifest.name, manifest.version) if policy.trusted else None
+        policy.check(manifest, sig)
+        return manifest
 
     # ---- writing -----------------------------------------------------------------------------
 
@@ -209,14 +296,19 @@ class ModelStore:
         training_data: str | Path | None = None,
         metadata: dict[str, Any] | None = None,
         progress: FileProgress | None = None,
+        sign_key: SigningKey | None = None,
+        origin: str = "upload",
     ) -> Manifest:
         """Store a model file or directory as the next version of ``name``; returns its manifest.
 
         Everything that can be wrong with the input is checked before anything is written. Files
-        are uploaded, then checked (size in the store, source unchanged since it was hashed), and
-        only then is the manifest written: a failure at any point leaves no visible version.
+        are uploaded, then checked (size in the store, source unchanged since it was hashed), then
+        the signature (``sign_key``) and only then the manifest, published atomically and
+        exclusively: a failure or a crash at any point leaves no visible version, or a complete one.
         """
         check_name(name)
+        if origin not in ORIGINS:
+            raise ValidationError(f"origin must be one of {', '.join(ORIGINS)}", field="origin")
         path = Path(path)
         if not path.exists():
             raise ValidationError(f"model path {path} does not exist", field="path")
@@ -224,6 +316,11 @@ class ModelStore:
         for rel, _ in files:
             if rel in RESERVED:
                 raise ValidationError(f"{path} contains '{rel}', a name the store reserves; rename it", field="path")
+            try:
+                check_relpath(rel, str(path))  # what a reader will accept: refuse it now, not after the upload
+            except StoreError as exc:
+                raise ValidationError(f"{path}: the file name {rel!r} cannot be stored ({exc.message})",
+                                      field="path") from None
         if framework is None:
             framework = detect_framework(path)
             if framework is None:
@@ -271,7 +368,10 @@ class ModelStore:
             if not self._holds(base + CLAIM, token):
                 raise StoreError(f"version {version} of '{name}' was claimed by another upload")
             manifest = Manifest(name=name, version=version, framework=framework, files=entries, signature=sig,
-                                metadata=meta, training_profile=profile)
+                                metadata=meta, training_profile=profile, origin=origin).sealed()
+            if sign_key is not None:
+                written.append(base + SIGNATURE_NAME)
+                self.backend.write(base + SIGNATURE_NAME, sign_key.sign(manifest))
             if not self.backend.write(base + MANIFEST_NAME, manifest.to_json(), exclusive=True):
                 raise StoreError(f"version {version} of '{name}' already has a manifest")
         except BaseException:
@@ -292,40 +392,112 @@ class ModelStore:
             return load_signature_file(signature)
         return signature_from_data(signature)
 
+    def sign(self, ref: str | ModelRef, key: SigningKey) -> Manifest:
+        """Sign an existing version: write ``manifest.sig`` for its manifest as stored now."""
+        manifest = self.get_manifest(ref)
+        self.backend.write(_version_dir(manifest.name, manifest.version) + SIGNATURE_NAME, key.sign(manifest))
+        return manifest
+
+    def _cas_alias(self, name: str, alias: str, body_for: Callable[[int | None], bytes | None]) -> int | None:
+        """Compare-and-swap loop on one alias object; ``body_for(current)`` returns the new body (None: stop).
+
+        Returns the version the alias named before the successful write.
+        """
+        key = self._alias_key(name, alias)
+        for attempt in range(CAS_ATTEMPTS):
+            try:
+                raw, tag = self.backend.read_tagged(key)
+            except MissingKey:
+                raw, tag = None, None
+            try:
+                current = self._alias_target(raw) if raw is not None else None
+            except (ValueError, KeyError, TypeError):
+                current = None  # a damaged alias object is overwritten (still conditionally)
+            body = body_for(current)
+            if body is None:
+                return current
+            if self.backend.write_if(key, body, tag):
+                return current
+            time.sleep(min(0.2, 0.002 * (attempt + 1)))  # lost the race: read again and retry
+        raise Conflict(f"alias '{alias}' of '{name}' is being changed by others; try again", field="alias")
+
+    def _is_removed(self, name: str, version: int) -> bool:
+        base = _version_dir(name, version)
+        return self.backend.size(base + REMOVED) is not None or self.backend.size(base + MANIFEST_NAME) is None
+
     def set_alias(self, name: str, version: int, alias: str) -> None:
-        """Point ``alias`` at an existing version (moving it if it pointed elsewhere)."""
+        """Point ``alias`` at an existing version (moving it if it pointed elsewhere), compare-and-swap."""
         check_name(name)
         version = check_version(version)
         if alias == LATEST:
             raise ValidationError("'latest' is implicit (the highest version) and cannot be set", field="alias")
         check_alias(alias)
         self.get_manifest(ModelRef(name, version=version))  # NotFound unless the version exists
-        self.backend.write(f"{MODELS}{name}/{ALIASES}/{alias}.json",
-                           json.dumps({"version": version, "at": time.time()}).encode())
+        nonce = uuid.uuid4().hex  # makes every write's ETag distinct, so a stale If-Match never matches
+        body = json.dumps({"version": version, "at": time.time(), "nonce": nonce}).encode()
+        previous = self._cas_alias(name, alias, lambda _current: body)
+        if self._is_removed(name, version):
+            # a removal ran concurrently and did not see this alias: undo the move if it is still ours
+            def undo(current: int | None) -> bytes | None:
+                if current != version:
+                    return None
+                if previous is None:
+                    return json.dumps({"removed": True, "at": time.time(), "nonce": uuid.uuid4().hex}).encode()
+                return json.dumps({"version": previous, "at": time.time(), "nonce": uuid.uuid4().hex}).encode()
 
-    def remove_alias(self, name: str, alias: str) -> None:
+            self._cas_alias(name, alias, undo)
+            raise NotFound(f"{name}:{version} was removed while the alias was being set", field="version")
+
+    def remove_alias(self, name: str, alias: str, *, only_if: int | None = None) -> None:
+        """Remove an alias (a conditional overwrite with a tombstone); ``only_if``: while it names that version."""
         check_name(name)
         check_alias(alias)
-        key = f"{MODELS}{name}/{ALIASES}/{alias}.json"
-        if self.backend.size(key) is None:
-            raise NotFound(f"model '{name}' has no alias '{alias}'", field="alias")
-        self.backend.delete([key])
+        tombstone = json.dumps({"removed": True, "at": time.time(), "nonce": uuid.uuid4().hex}).encode()
 
-    def remove(self, name: str, version: int) -> None:
-        """Delete a version (manifest first, so it disappears at once); refuse while an alias points at it."""
+        def body(current: int | None) -> bytes | None:
+            if current is None or (only_if is not None and current != only_if):
+                return None
+            return tombstone
+
+        if self._cas_alias(name, alias, body) is None and only_if is None:
+            raise NotFound(f"model '{name}' has no alias '{alias}'", field="alias")
+
+    def remove(self, name: str, version: int, *, force: bool = False,
+               pinned_by: dict[str, str] | None = None) -> list[str]:
+        """Delete a version; refuse while an alias points at it or a deployed function pins it, unless ``force``.
+
+        ``pinned_by`` maps deployed function names to their pins (``name:version@sha256:...``), as
+        the caller learnt them from the gateway. A version whose manifest is damaged or empty can
+        always be removed. Returns the aliases removed with it (``force``). The version is marked
+        ``.removed`` before the aliases are checked (see the module docstring), then its manifest
+        disappears, then its files.
+        """
         check_name(name)
         version = check_version(version)
-        self.get_manifest(ModelRef(name, version=version))
-        pointing = [a for a, v in self.aliases(name).items() if v == version]
-        if pointing:
-            raise Conflict(f"{name}:{version} is aliased as {', '.join(pointing)}; move the alias first",
-                           field="version")
         base = _version_dir(name, version)
+        present = {o.key for o in self.backend.list(base)}
+        if base + MANIFEST_NAME not in present:
+            if base + CLAIM in present and len(present - {base + CLAIM, base + REMOVED}) > 0:
+                pass  # an upload that never finished: its leftovers can be removed
+            else:
+                self._read_manifest(name, version)  # NotFound in the store's words
+        pins = [fn for fn, pin in sorted((pinned_by or {}).items()) if pin.split("@", 1)[0] == f"{name}:{version}"]
+        if pins and not force:
+            raise Conflict(f"{name}:{version} is pinned by deployed function(s) {', '.join(pins)}; redeploy them "
+                           "on another version first, or pass --force", field="version")
         self.backend.write(base + REMOVED, json.dumps({"at": time.time()}).encode())
-        self.backend.delete([base + MANIFEST_NAME])
-        keep = (base + CLAIM, base + MANIFEST_NAME, base + REMOVED)
+        pointing = [a for a, v in self.aliases(name).items() if v == version]
+        if pointing and not force:
+            self.backend.delete([base + REMOVED])
+            raise Conflict(f"{name}:{version} is aliased as {', '.join(pointing)}; move the alias first, "
+                           "or pass --force", field="version")
+        for alias in pointing:
+            self.remove_alias(name, alias, only_if=version)
+        self.backend.delete([base + MANIFEST_NAME, base + SIGNATURE_NAME])
+        keep = (base + CLAIM, base + REMOVED)
         rest = [o.key for o in self.backend.list(base) if o.key not in keep]
         self.backend.delete(rest)
+        return pointing
 
     # ---- reading files -----------------------------------------------------------------------
 
@@ -368,26 +540,43 @@ class ModelStore:
 
     # ---- discovery ---------------------------------------------------------------------------
 
-    def discover(self, min_age: float = 0.0) -> DiscoveryReport:
-        """Turn files put under ``models/<name>/`` by other clients into versions.
+    def discover(self, min_age: float = 0.0, *, allow_unsafe: bool = False, now: float | None = None
+                 ) -> DiscoveryReport:
+        """Turn files put under ``models/<name>/`` by other clients into versions, once they are finished.
 
         Foreign files of one name form one group (a foreign numeric folder ``models/<name>/7/``
-        without a claim is its own group). A group whose framework is detected is uploaded as a
-        new version through :meth:`upload` (so it is verified like any upload) and its original
-        objects are then deleted: discovery *moves* files, so each drop is discovered once and a
-        later drop at the same key becomes the next version. A group no template can serve is
-        reported and left in place. Groups with a file younger than ``min_age`` seconds are
-        skipped (a periodic caller should not grab an upload still in progress).
+        without a claim is its own group). A group becomes a version only when it is *settled*:
+        its set of files (keys, sizes, ETags) was recorded by an earlier scan at least ``min_age``
+        seconds ago and is unchanged now, and the store reports no upload in progress under it
+        (S3 multipart uploads; temporary files on a directory). The record lives in the store
+        (``.discovery/pending-<id>``), so scans by different processes and gateways agree, and
+        the version is claimed with the same exclusive write as uploads, so two gateways never
+        publish one drop twice. ``min_age=0`` makes one call scan twice.
+
+        A settled group whose framework is detected is uploaded through :meth:`upload` with
+        ``origin: discovery`` and its original objects are then deleted (discovery *moves*
+        files). Pickle-based files (joblib, pickle, ...) are code: such a group is left in place
+        and reported unless ``allow_unsafe`` (``hydro gateway --discover-unsafe-formats``).
         """
+        passes = 2 if min_age <= 0 else 1
         report = DiscoveryReport()
+        for i in range(passes):
+            report = self._discover_pass(min_age, allow_unsafe, now, report.added if i else [])
+        return report
+
+    def _discover_pass(self, min_age: float, allow_unsafe: bool, now: float | None,
+                       added: list[Manifest]) -> DiscoveryReport:
+        report = DiscoveryReport(added=list(added))
         by_name: dict[str, list[ObjectInfo]] = defaultdict(list)
         for obj in self.backend.list(MODELS):
+            if obj.key.endswith("/"):
+                continue  # a "folder" marker some S3 consoles create: not a file
             parts = obj.key[len(MODELS):].split("/")
             if len(parts) < 2:
                 report.unservable.append(UnservableGroup("", [obj.key], "not inside models/<name>/"))
                 continue
             by_name[parts[0]].append(obj)
-        now = time.time()
+        now = time.time() if now is None else now
         for name, objects in sorted(by_name.items()):
             claimed = self._versions_in(name, objects, CLAIM)
             done = self._versions_in(name, objects, MANIFEST_NAME)
@@ -404,17 +593,59 @@ class ModelStore:
                 if not re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", name):
                     report.unservable.append(UnservableGroup(name, keys, f"invalid model name '{name}'"))
                     continue
-                if any(now - o.mtime < min_age for o in group):
-                    report.skipped.append(f"{name}: {len(keys)} file(s) younger than {min_age:g}s")
+                root = f"{MODELS}{name}/{sub}"
+                pickles = [k for k in keys if k.lower().endswith(PICKLE_SUFFIXES)]
+                if pickles and not allow_unsafe:
+                    report.unservable.append(UnservableGroup(name, keys, _PICKLE_REFUSED.format(name=name)))
                     continue
-                self._discover_group(name, f"{MODELS}{name}/{sub}", group, report)
+                if not self._settled(name, root, group, min_age, now, report):
+                    continue
+                self._discover_group(name, root, group, report, allow_unsafe)
         return report
 
-    def _discover_group(self, name: str, root: str, group: list[ObjectInfo], report: DiscoveryReport) -> None:
-        import hashlib
+    def _settled(self, name: str, root: str, group: list[ObjectInfo], min_age: float, now: float,
+                 report: DiscoveryReport) -> bool:
+        """Record what this scan saw of a group; True when an earlier scan saw the same, long enough ago."""
+        digest = _group_digest(group)
+        in_progress = self.backend.uploads_in_progress(root)
+        if root == f"{MODELS}{name}/":  # the loose files of a name: not uploads into numbered folders
+            in_progress = [k for k in in_progress
+                           if not (k[len(root):].split("/")[0].isdigit() or k[len(root):].startswith("."))]
+        if in_progress:
+            report.skipped.append(f"{name}: upload in progress ({', '.join(sorted(in_progress)[:3])})")
+            return False
+        key = f"{MODELS}{name}/{DISCOVERY}/pending-{hashlib.sha256(root.encode()).hexdigest()[:16]}.json"
+        try:
+            raw, tag = self.backend.read_tagged(key)
+            seen = json.loads(raw)
+            first_seen = float(seen["first_seen"]) if seen.get("digest") == digest else None
+        except MissingKey:
+            tag, first_seen = None, None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            tag, first_seen = None, None
+            self.backend.delete([key])  # damaged: start over
+        if first_seen is None:
+            self.backend.prepare_write()
+            self.backend.write_if(key, json.dumps({"digest": digest, "first_seen": now}).encode(), tag)
+            report.skipped.append(f"{name}: {len(group)} file(s) seen for the first time; waiting for them to "
+                                  f"stay unchanged for {min_age:g}s")
+            return False
+        if now - first_seen < min_age:
+            report.skipped.append(f"{name}: {len(group)} file(s) unchanged for {now - first_seen:.0f}s of "
+                                  f"{min_age:g}s")
+            return False
+        return True
 
+    def _discover_group(self, name: str, root: str, group: list[ObjectInfo], report: DiscoveryReport,
+                        allow_unsafe: bool) -> None:
         keys = sorted(o.key for o in group)
-        digest = hashlib.sha256(json.dumps(sorted((o.key, o.size, o.mtime) for o in group)).encode()).hexdigest()
+        digest = _group_digest(group)
+        try:
+            for obj in group:
+                check_relpath(obj.key[len(root):], f"{name} (discovery)", obj.key)
+        except StoreError as exc:  # a key no version could hold ('..', '//', a reserved name): report it
+            report.unservable.append(UnservableGroup(name, keys, exc.message))
+            return
         with tempfile.TemporaryDirectory(prefix="hydro-discover-") as tmp:
             folder = Path(tmp, "model")
             for obj in group:
@@ -425,6 +656,9 @@ class ModelStore:
                 except MissingKey:
                     report.skipped.append(f"{name}: {obj.key} vanished while discovering")
                     return
+            if not allow_unsafe and any(_looks_like_pickle(p) for p in folder.rglob("*") if p.is_file()):
+                report.unservable.append(UnservableGroup(name, keys, _PICKLE_REFUSED.format(name=name)))
+                return
             framework = detect_framework(folder)
             if framework is None:
                 report.unservable.append(UnservableGroup(
@@ -435,10 +669,43 @@ class ModelStore:
             if not self.backend.write(f"{MODELS}{name}/{DISCOVERY}/{digest}", b"{}", exclusive=True):
                 report.skipped.append(f"{name}: {len(keys)} file(s) taken by a concurrent discovery")
                 return
-            manifest = self.upload(folder, name, framework=framework,
+            manifest = self.upload(folder, name, framework=framework, origin="discovery",
                                    metadata={"discovered_from": [k for k in keys]})
         self.backend.delete(keys)
         report.added.append(manifest)
+
+
+_PICKLE_REFUSED = ("pickle-based files (joblib, pickle) are code and are not adopted from files dropped into the "
+                   "store; upload them with: hydro model upload PATH --name {name} --sign KEY, convert them to "
+                   "a safe format (ONNX, skops), or run the gateway with --discover-unsafe-formats")
+
+
+def _group_digest(group: list[ObjectInfo]) -> str:
+    """The identity of a set of files: keys, sizes and ETags (any change of any file changes it)."""
+    return hashlib.sha256(json.dumps(sorted((o.key, o.size, o.etag) for o in group)).encode()).hexdigest()
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    """A pickle by content whatever its name (protocol 2+ starts with 0x80 and the protocol number)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+    except OSError:
+        return False
+    return head in PICKLE_MAGIC or path.name.lower().endswith(PICKLE_SUFFIXES)
+
+
+# ---- deploys -----------------------------------------------------------------------------------
+
+
+def pin_model(ref: str, policy: TrustPolicy | None = None, store_url: str | None = None) -> Pin:
+    """What a deploy of ``model: ref`` pins: ``name:version@sha256:<content digest>``, trust checked.
+
+    The gateway calls it when it resolves a deploy; UntrustedModelError (403) when the policy (default:
+    trusted keys from the environment) refuses the version that ``ref`` resolves to.
+    """
+    manifest = open_store(store_url).trusted_manifest(ref, policy if policy is not None else TrustPolicy.from_env())
+    return Pin.of(manifest)
 
 
 # ---- opening a store --------------------------------------------------------------------------

@@ -263,14 +263,18 @@ async def test_a_body_over_the_gateway_limit_is_413_json_and_reaches_no_replica(
         assert status == 200 and reply["payload"] == {"small": 1}
 
 
-async def test_a_replica_that_cannot_start_is_a_502_naming_the_cause(gw: Harness) -> None:
+async def test_a_replica_that_cannot_start_is_a_502_naming_the_cause_to_the_operator_only(gw: Harness) -> None:
     await gw.deploy()
-    gw.provider.fail_starts = 1
-    status, _, body = await gw.call("POST", "/function/echo", {"x": 1}, admin=False)
+    gw.provider.fail_starts = 2
+    status, headers, body = await gw.call("POST", "/function/echo", {"x": 1}, admin=False)
     assert_json_error(status, body, 502, function="echo")
-    assert "the model file is corrupt" in body["error"]
+    assert "the model file is corrupt" not in body["error"]  # an anonymous caller learns no internals
+    assert body["request_id"] == headers["X-Request-Id"] and body["request_id"] in body["error"]
+    status, _, body = await gw.call("POST", "/function/echo", {"x": 1}, admin=True)
+    assert_json_error(status, body, 502, function="echo")
+    assert "the model file is corrupt" in body["error"]  # the operator reads the cause
     status, _, reply = await gw.call("POST", "/function/echo", {"x": 2}, admin=False)  # the next one starts anew
-    assert status == 200 and reply["payload"] == {"x": 2} and len(gw.provider.started) == 2
+    assert status == 200 and reply["payload"] == {"x": 2} and len(gw.provider.started) == 3
 
 
 async def test_a_crashed_replica_is_replaced_by_the_next_request(gw: Harness) -> None:

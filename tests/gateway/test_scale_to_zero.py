@@ -27,7 +27,8 @@ def test_cold_start_then_warm_with_headers_and_metrics(gateway: Any, echo_dir: P
     assert status == 200, body
     assert body["echo"] == {"x": 1}
     assert headers["X-Cold-Start"] == "true" and float(headers["X-Queue-Time-Ms"]) > 0
-    status, headers, body = gateway.invoke("echo", {"x": 2}, headers={"X-Hydro-Pipeline": "p", "X-Hydro-Stage": "1"})
+    router = {"X-Hydro-Pipeline": "p", "X-Hydro-Stage": "1", "Authorization": f"Bearer {gateway.token}"}
+    status, headers, body = gateway.invoke("echo", {"x": 2}, headers=router)  # stage labels: internal callers only
     assert status == 200 and headers["X-Cold-Start"] == "false" and "X-Queue-Time-Ms" not in headers
     assert gateway.metric("hydro_gateway_cold_starts_total", function="echo") == 1
     assert gateway.metric("hydro_gateway_invocations_total", function="echo", status="200") == 2
@@ -44,7 +45,7 @@ def test_cold_start_then_warm_with_headers_and_metrics(gateway: Any, echo_dir: P
 
 def test_shadow_calls_are_kept_out_of_the_stage_metrics(gateway: Any, echo_dir: Path) -> None:
     gateway.deploy(gateway.python_spec("echo", echo_dir))
-    stage = {"X-Hydro-Pipeline": "p", "X-Hydro-Stage": "2"}
+    stage = {"X-Hydro-Pipeline": "p", "X-Hydro-Stage": "2", "Authorization": f"Bearer {gateway.token}"}
     shadow = {**stage, "X-Hydro-Shadow": "true"}
     assert gateway.invoke("echo", {}, headers=stage)[0] == 200
     assert gateway.invoke("echo", {}, headers=shadow)[0] == 200
@@ -201,9 +202,12 @@ def test_prewarm_answers_at_once_and_starts_a_replica(gateway: Any, echo_dir: Pa
 def test_broken_function_answers_json_quoting_the_cause(gateway: Any, tmp_path: Path) -> None:
     broken = gateway.write_handler(tmp_path / "broken", "raise RuntimeError('boom at import')\n")
     gateway.deploy(gateway.python_spec("broken", broken))
-    status, _, body = gateway.invoke("broken", {})
+    status, _, body = gateway.invoke("broken", {}, headers={"Authorization": f"Bearer {gateway.token}"})
     assert status in (502, 503), body
-    assert body["function"] == "broken" and "boom at import" in body["error"]
+    assert body["function"] == "broken" and "boom at import" in body["error"]  # the operator sees the cause
+    status, _, body = gateway.invoke("broken", {})  # an anonymous caller: the function and a request id only
+    assert status in (502, 503) and body["function"] == "broken" and body["request_id"], body
+    assert "boom" not in body["error"]
     assert _replicas(gateway, "broken") == (0, 0)
 
 

@@ -150,9 +150,17 @@ def test_discovery_of_foreign_files(store: ModelStore, put_foreign: Callable[[st
     put_foreign("models/notes/readme.md", b"no model here")
     put_foreign("models/Bad Name/model.onnx", b"onnx?")
 
-    report = store.discover()
+    safe_only = store.discover()  # pickle is code: not adopted unless the operator opted in
+    assert [m.ref for m in safe_only.added] == ["spark-pipe:1"]
+    assert "pickle" in {g.name: g.reason for g in safe_only.unservable}["churn"]
+    assert store.versions("churn") == [1]
+
+    report = store.discover(allow_unsafe=True)
     added = {m.ref: m for m in report.added}
-    assert set(added) == {"churn:2", "spark-pipe:1"}
+    assert set(added) == {"churn:2"}
+    assert added["churn:2"].origin == "discovery"
+    added["spark-pipe:1"] = store.get_manifest("spark-pipe:1")
+    assert added["spark-pipe:1"].origin == "discovery"
     assert added["churn:2"].framework == "sklearn"
     assert added["churn:2"].files[0].sha256 == hashlib.sha256(model_bytes).hexdigest()
     assert added["spark-pipe:1"].framework == "spark"
@@ -163,7 +171,8 @@ def test_discovery_of_foreign_files(store: ModelStore, put_foreign: Callable[[st
 
     pulled = store.pull("churn:2", tmp_path / "churn")
     assert joblib.load(pulled / "model.joblib").predict(np.zeros((1, 4))).shape == (1,)
-    again = store.discover()  # files were moved into the version: nothing new; the unservable stay reported
+    # files were moved into the version: nothing new; the unservable stay reported
+    again = store.discover(allow_unsafe=True)
     assert again.added == []
     assert {g.name for g in again.unservable} == {"notes", "Bad Name"}
     assert store.versions("churn") == [1, 2]
@@ -248,8 +257,8 @@ def test_large_file_goes_multipart_with_progress(store_url: str, tmp_path: Path,
 def test_discovery_of_foreign_numbered_folder(store: ModelStore, put_foreign: Callable[[str, bytes], None],
                                               iris_model_file: Path) -> None:
     put_foreign("models/scorer/7/model.joblib", iris_model_file.read_bytes())
-    report = store.discover()
+    report = store.discover(allow_unsafe=True)
     # numbers of foreign folders are never claimed (their files live there): the new version is 8
     assert [m.ref for m in report.added] == ["scorer:8"]
     assert [f.path for f in report.added[0].files] == ["model.joblib"]
-    assert store.discover().added == []
+    assert store.discover(allow_unsafe=True).added == []

@@ -43,7 +43,7 @@ from hydro_serving.errors import BadRequest, ConfigError, HydroError, MissingExt
 from hydro_serving.gateway import secrets
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.providers.base import Provider, Replica, ReplicaStartError, next_replica_id
-from hydro_serving.gateway.providers.local import last_error_line
+from hydro_serving.gateway.providers.local import _drop_undeclared_pin, _trust_environment, last_error_line
 from hydro_serving.gateway.providers.logfile import open_private_log, read_log_lines
 from hydro_serving.replica import contract
 from hydro_serving.replica.envfile import read_env_file
@@ -240,8 +240,10 @@ class DockerProvider(Provider):
         }
         if spec.secrets:
             platform[contract.SECRETS_DIR_ENV] = contract.CONTAINER_SECRETS_DIR
+        platform.update(_trust_environment(spec, self.config))  # model trust (store part): the deploy's pin, keys
         try:
             env = replica_environment(spec, operator=os.environ, platform=platform, base=False)
+            _drop_undeclared_pin(env, platform)
         except HydroError as exc:
             raise ReplicaStartError(f"cannot prepare the environment of '{spec.name}': {exc.message}",
                                     function=spec.name) from None

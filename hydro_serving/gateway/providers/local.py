@@ -103,6 +103,19 @@ def _preexec(plan: sandbox.Plan):  # type: ignore[no-untyped-def]
     return run
 
 
+def _trust_environment(spec: FunctionSpec, config: GatewayConfig) -> dict[str, str]:
+    """``HYDRO_MODEL_PIN`` (the deploy's pin) and ``HYDRO_TRUSTED_KEYS`` (the gateway's) for a replica."""
+    from hydro_serving.store.trust import replica_trust_environment
+
+    return replica_trust_environment(spec.annotations, getattr(config, "trusted_keys", ""))
+
+
+def _drop_undeclared_pin(env: dict[str, str], platform: dict[str, str]) -> None:
+    """A pin is the gateway's word only: a function's own ``HYDRO_MODEL_PIN`` never reaches its replica."""
+    if contract.MODEL_PIN_ENV not in platform:
+        env.pop(contract.MODEL_PIN_ENV, None)
+
+
 def _store_url(spec: FunctionSpec) -> str | None:
     """The store a function's model comes from: its own ``HYDRO_STORE`` if it declares one, else the
     gateway's (``HYDRO_STORE`` or its default); None for a function without a store model."""
@@ -304,7 +317,10 @@ class LocalProvider(Provider):
         cache = self.function_dir(spec.name) / MODEL_CACHE
         cache.mkdir(mode=0o700, exist_ok=True)
         _share_with_group(cache, self._owner(spec.name), 0o750)
-        tree = Path(fetch_model(spec.model, store_url=_store_url(spec), cache_dir=cache))
+        from hydro_serving.store.trust import TrustPolicy
+
+        policy = TrustPolicy.from_env(_trust_environment(spec, self.config))  # what the replica will accept
+        tree = Path(fetch_model(spec.model, store_url=_store_url(spec), cache_dir=cache, policy=policy))
         ref = parse_ref(spec.model)
         if ref.pinned or "@" in spec.model or not tree.name.isdigit():
             return cache, spec
@@ -332,6 +348,7 @@ class LocalProvider(Provider):
             **self.replica_credentials(spec.name),  # the gateway's additions (a router's key: auth)
             contract.GATEWAY_URL_ENV: self.config.url,
             contract.FUNCTION_SPEC_ENV: str(spec_path or self.spec_path(spec.name)),
+            **_trust_environment(spec, self.config),  # model trust (store part): the deploy's pin, trusted keys
         }
         if secrets_dir is not None:
             platform[contract.SECRETS_DIR_ENV] = str(secrets_dir)
@@ -342,6 +359,7 @@ class LocalProvider(Provider):
         env = replica_environment(spec, operator=os.environ, home=str(home), tmpdir=str(home / "tmp"),
                                   store=_store_url(spec),
                                   platform=platform)
+        _drop_undeclared_pin(env, platform)
         for key in GATEWAY_PATHS:
             if os.environ.get(key) and key not in env:
                 env[key] = os.environ[key]
