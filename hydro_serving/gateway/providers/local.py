@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
-from hydro_serving.errors import HydroError, ValidationError
+from hydro_serving.errors import HydroError, ServiceUnavailable, StoreError, ValidationError
 from hydro_serving.gateway import secrets
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.providers.base import Provider, Replica, ReplicaStartError, next_replica_id
@@ -382,9 +382,15 @@ class LocalProvider(Provider):
             if prefetched:
                 spec_path = self._replica_spec(spec, prefetched[1])
             env = self._environment(spec, secrets_dir, model_cache, spec_path)
+        except StoreError as exc:  # as when a replica cannot reach the store itself: 503, a retry may work
+            logging.getLogger("hydro.gateway").warning("function %s: the model could not be fetched for a replica: %s",
+                                                       spec.name, exc.message)
+            raise ServiceUnavailable(f"function '{spec.name}' cannot load its model: the model store is "
+                                     "unavailable; retry later", retry_after=5, function=spec.name,
+                                     details={"cause": "model_store"}) from None
         except HydroError as exc:
-            raise ReplicaStartError(f"cannot prepare the environment of '{spec.name}': {exc.message}",
-                                    function=spec.name) from None
+            raise ReplicaStartError(f"cannot prepare the environment of '{spec.name}': {type(exc).__name__}: "
+                                    f"{exc.message}", function=spec.name) from None
         except OSError as exc:  # the gateway's own fetch of the model into the function's cache
             raise ReplicaStartError(f"cannot fetch the model of '{spec.name}': {exc}", function=spec.name) from None
         plan = self._plan(spec, python)
