@@ -22,8 +22,10 @@ How stack.yml maps onto Knative (the honest version):
 * ``limits``/``requests`` -> container resources; ``labels`` -> Service and pod labels;
   ``annotations`` -> Service and pod annotations (a user annotation overrides a rendered
   ``autoscaling.knative.dev/*`` one: explicit intent wins).
-* ``environment_file`` (``KEY=VALUE`` lines, as the local provider reads them) then
-  ``environment`` -> container env (inline values win).
+* The container env is :func:`~hydro_serving.replica.environment.replica_environment`, the one
+  every provider uses: ``environment_file`` (``KEY=VALUE`` lines, the one strict parser) then
+  ``environment`` (inline values win) over the image's own ``ENV``, never the environment of
+  whoever renders.
 * The model store: ``HYDRO_STORE`` (``s3://bucket/prefix``) and, if given, ``AWS_ENDPOINT_URL``
   as env; credentials (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, optionally
   ``AWS_ENDPOINT_URL``/``AWS_DEFAULT_REGION``) come from one Secret through ``envFrom`` so they
@@ -52,6 +54,8 @@ from typing import Any
 import yaml
 
 from hydro_serving.errors import ConfigError, StackError, ValidationError
+from hydro_serving.replica import contract
+from hydro_serving.replica.environment import replica_environment
 from hydro_serving.stack import FunctionSpec, Stack
 
 API_VERSION = "serving.knative.dev/v1"
@@ -61,9 +65,9 @@ GROUP, VERSION, PLURAL = "serving.knative.dev", "v1", "services"
 CONTAINER_PORT = 8080
 DEFAULT_NAMESPACE = "default"
 DEFAULT_STORE_SECRET = "hydro-store"
-SECRETS_DIR = "/var/openfaas/secrets"
+SECRETS_DIR = contract.CONTAINER_SECRETS_DIR
 CACHE_DIR = "/home/app/.cache"  # HYDRO_CACHE's parent in function images
-STAGE_URL_ENV = "HYDRO_STAGE_URL_TEMPLATE"
+STAGE_URL_ENV = contract.HYDRO_STAGE_URL_TEMPLATE
 DEFAULT_STABLE_WINDOW = 60.0  # Knative's default autoscaling window, seconds
 MIN_STABLE_WINDOW = 6.0  # Knative rejects windows shorter than this
 MAX_CONTAINER_CONCURRENCY = 1000  # Knative's webhook limit
@@ -83,36 +87,17 @@ _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 # ---- rendering -------------------------------------------------------------------------------------
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines (``export``, quotes, ``#`` comments allowed): the local provider's format.
-
-    Read here (not imported from the gateway) because the builder must not depend on the gateway.
-    """
-    out: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text().splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.removeprefix("export ").strip().partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key:
-            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {raw.strip()!r}", field=str(path))
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        out[key] = value
-    return out
-
-
-def _function_env(fn: FunctionSpec, root: Path) -> dict[str, str]:
-    env: dict[str, str] = {}
+def _function_env(fn: FunctionSpec, root: Path, operator: dict[str, str], store: str | None,
+                  platform: dict[str, str]) -> dict[str, str]:
+    """The container's env: :func:`replica_environment` over the image's ``ENV`` (no base of ours),
+    with no credentials (they come from ``envFrom``); a missing or malformed env file names its field."""
     for i, name in enumerate(fn.environment_file):
         path = Path(name) if Path(name).is_absolute() else root / name
         if not path.is_file():
             raise StackError(f"environment file {path} of function '{fn.name}' does not exist",
                              field=f"functions.{fn.name}.environment_file[{i}]", function=fn.name)
-        env.update(read_env_file(path))
-    env.update(fn.environment)
-    return env
+    return replica_environment(fn, operator=operator, root=root, store=store, store_credentials={},
+                               platform=platform, base=False)
 
 
 def idle_annotations(idle: float) -> dict[str, str]:
@@ -178,9 +163,9 @@ def render_service(
         **user_annotations,
     }
 
-    env = _function_env(fn, stack.root)
-    env["HYDRO_FUNCTION_NAME"] = fn.name
     env_from: list[dict[str, Any]] = []
+    platform: dict[str, str] = {}
+    operator: dict[str, str] = {}
     store = store or stack.provider.store
     if fn.model and not fn.model_is_local:
         if not store:
@@ -190,10 +175,9 @@ def render_service(
         if not store.startswith("s3://"):
             raise ConfigError(f"store '{store}' cannot be reached from a cluster: use an S3 URL (s3://bucket/prefix)",
                               field="provider.store", function=fn.name)
-        env.setdefault("HYDRO_STORE", store)
         if store_endpoint:
-            env.setdefault("AWS_ENDPOINT_URL", store_endpoint)
-        if store_secret:
+            operator["AWS_ENDPOINT_URL"] = store_endpoint
+        if store_secret:  # credentials from a Secret, never in the manifest
             env_from.append({"secretRef": {"name": store_secret}})
     if fn.is_router:
         stage_namespaces = {_namespace(stack.function(name), namespace)
@@ -203,9 +187,10 @@ def render_service(
             raise StackError(f"router '{fn.name}' runs in namespace '{ns}' but some of its stages run in "
                              f"{', '.join(foreign)}: put a router and its stages in one namespace",
                              field=f"functions.{fn.name}.namespace", function=fn.name)
-        env[STAGE_URL_ENV] = stage_url_template(ns)
+        platform[STAGE_URL_ENV] = stage_url_template(ns)
     if fn.secrets:  # handlers find secrets the same way on every provider (the local one sets its own dir)
-        env.setdefault("HYDRO_SECRETS_DIR", SECRETS_DIR)
+        platform[contract.SECRETS_DIR_ENV] = SECRETS_DIR
+    env = _function_env(fn, stack.root, operator, store, platform)
 
     container: dict[str, Any] = {
         "name": "function",

@@ -1,8 +1,11 @@
 """``hydro run NAME``: serve one function from stack.yml in the foreground, through the real runtime server.
 
-The same server, template and limits as a deployed replica, so "works on my laptop" means the
-same thing as "works behind the gateway"; only the model comes from a local path when stack.yml
-says so.
+The same server, template, limits and environment as a deployed replica, so "works on my laptop"
+means the same thing as "works behind the gateway": every variable of
+:func:`~hydro_serving.replica.environment.replica_environment` (what the function declares, the
+store settings, the platform's) is set with the same value, over the user's own environment (this
+is the user's process, not a stranger's: their shell's variables and store credentials stay
+visible). Only the model comes from a local path when stack.yml says so.
 """
 
 from __future__ import annotations
@@ -10,30 +13,24 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
-from hydro_serving.errors import ConfigError
+from hydro_serving.replica import contract
+from hydro_serving.replica.environment import replica_environment
 
 
-def _read_env_file(path: Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines (``#`` comments, optional ``export``), like docker's --env-file."""
-    values: dict[str, str] = {}
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise ConfigError(f"environment_file {path}: {exc.strerror}", field="environment_file") from None
-    for number, line in enumerate(lines, 1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        key, sep, value = text.removeprefix("export ").partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"environment_file {path} line {number}: expected KEY=VALUE",
-                              field="environment_file")
-        values[key.strip()] = value.strip().strip("'\"")
-    return values
+def run_environment(spec: Any, stack_store: str | None, spec_path: Path,
+                    operator: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What ``hydro run`` sets for ``spec``: the replica's environment, with the user's HOME and own credentials."""
+    operator = dict(os.environ if operator is None else operator)
+    credentials = {k: operator[k] for k in contract.REPLICA_CREDENTIAL_ENVS if operator.get(k)}
+    return replica_environment(spec, operator=operator, home=operator.get("HOME"), tmpdir=operator.get("TMPDIR"),
+                              store=operator.get(contract.STORE_ENV) or stack_store,
+                              store_credentials=credentials, platform={contract.FUNCTION_SPEC_ENV: str(spec_path)})
 
 
 @click.command("run")
@@ -51,17 +48,12 @@ def run(name: str, stack_file: str, port: int, host: str, workers: int, threads:
 
     stack = load_stack(stack_file)
     spec = stack.function(name).resolved(stack.root)
-    for env_file in spec.environment_file:
-        os.environ.update(_read_env_file(Path(env_file)))
-    os.environ.update(spec.environment)
-    if stack.provider.store and not os.environ.get("HYDRO_STORE"):
-        os.environ["HYDRO_STORE"] = stack.provider.store
-    if stack.provider.trusted_keys and not os.environ.get("HYDRO_TRUSTED_KEYS"):  # model trust (store part)
-        os.environ["HYDRO_TRUSTED_KEYS"] = ",".join(stack.provider.trusted_keys)
     with tempfile.TemporaryDirectory(prefix=f"hydro-run-{name}-") as tmp:
         spec_path = Path(tmp) / "function.json"
         spec_path.write_text(json.dumps(spec.to_dict(), indent=2))
-        os.environ["HYDRO_FUNCTION_SPEC"] = str(spec_path)
+        os.environ.update(run_environment(spec, stack.provider.store, spec_path))
+        if stack.provider.trusted_keys and not os.environ.get("HYDRO_TRUSTED_KEYS"):  # model trust (store part)
+            os.environ["HYDRO_TRUSTED_KEYS"] = ",".join(stack.provider.trusted_keys)
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{port}"
         click.echo(f"Serving function '{name}' (lang {spec.lang}) at {url}/  "

@@ -45,13 +45,18 @@ def check_declared(state_dir: Path, secrets: tuple[str, ...] | list[str], functi
                                   f"{store_dir(state_dir) / name})", field=field, function=function)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600 atomically (a reader never sees half a secret)."""
+def _write_private(path: Path, data: bytes, owner: tuple[int, int] | None = None) -> None:
+    """Write ``data`` to ``path`` with mode 0600 atomically (a reader never sees half a secret),
+    owned by ``owner`` (uid, gid) when given: the sandboxed replica's user, who alone may read it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with contextlib.suppress(FileNotFoundError):  # left by a crash: never written through
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            if owner is not None:
+                os.fchown(fh.fileno(), *owner)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -69,11 +74,19 @@ def write_secret(state_dir: Path, name: str, data: bytes) -> Path:
     return path
 
 
-def materialize(state_dir: Path, secrets: tuple[str, ...] | list[str], target: Path) -> Path:
+def materialize(state_dir: Path, secrets: tuple[str, ...] | list[str], target: Path,
+                owner: tuple[int, int] | None = None) -> Path:
     """Make ``target`` hold 0600 copies of exactly ``secrets`` (current contents: a rotated secret
-    reaches replicas started after the rotation, as a re-created pod sees an updated Secret)."""
+    reaches replicas started after the rotation, as a re-created pod sees an updated Secret).
+
+    With ``owner`` (a sandboxed replica's uid and gid) the files belong to that user; the folder
+    stays the gateway's (0750, group: the function's), so a replica can read its secrets but never
+    plant a link the gateway would write through.
+    """
     target.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(target, 0o700)
+    if owner is not None:
+        os.chown(target, -1, owner[1], follow_symlinks=False)
+    os.chmod(target, 0o750 if owner is not None else 0o700)
     wanted = set(secrets)
     for name in secrets:
         check_name(name)
@@ -83,7 +96,7 @@ def materialize(state_dir: Path, secrets: tuple[str, ...] | list[str], target: P
         except FileNotFoundError:
             raise ValidationError(f"secret '{name}' no longer exists on the gateway ({source})",
                                   field="secrets") from None
-        _write_private(target / name, data)
+        _write_private(target / name, data, owner)
     for stale in target.iterdir():
         if stale.name not in wanted:
             with contextlib.suppress(FileNotFoundError):

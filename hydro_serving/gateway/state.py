@@ -2,6 +2,9 @@
 
 Only the admin API writes here (deploy, update, remove, keys); the request path never touches the
 database, it reads the in-memory pools and key ring built from it at start.
+
+The state directory is the gateway's alone: it is made 0700 and the database 0600 (SQLite gives
+its ``-wal``/``-shm`` files the database's mode), so no other user, and no sandboxed replica, reads it.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -44,6 +48,12 @@ CREATE TABLE IF NOT EXISTS api_keys (
 KEY_COLUMNS = "id, name, digest, functions, created_at, expires_at, revoked_at, internal"
 
 
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) and make it 0700: the state directory is the gateway's only."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
 @dataclass(frozen=True)
 class StoredFunction:
     name: str
@@ -57,8 +67,12 @@ class StateStore:
     """A tiny repository over one SQLite file (``<state>/gateway.db``)."""
 
     def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(state_dir)
         self.path = state_dir / "gateway.db"
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        for path in (self.path, self.path.with_name("gateway.db-wal"), self.path.with_name("gateway.db-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(path, 0o600)  # a state directory from an older gateway had them 0644
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(SCHEMA)

@@ -23,10 +23,12 @@ import urllib3
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
+from hydro_serving.replica import contract
+
 log = logging.getLogger(__name__)
 
-PREWARM_HEADER = "X-Hydro-Prewarm"
-ROUTER_KEY_ENV = "HYDRO_ROUTER_KEY"  # the router's key for its stages, set by the gateway in the replica's env
+PREWARM_HEADER = contract.PREWARM_HEADER
+ROUTER_KEY_ENV = contract.ROUTER_KEY_ENV  # the router's key for its stages, set by the gateway in the replica's env
 DEFAULT_MAX_RESPONSE = 10 * 1024 * 1024  # the runtime's body limit: what the next stage could take anyway
 
 

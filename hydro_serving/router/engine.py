@@ -40,6 +40,7 @@ from hydro_serving.errors import (
     UpstreamError,
     ValidationError,
 )
+from hydro_serving.replica import contract
 from hydro_serving.router.breaker import BreakerBoard
 from hydro_serving.router.client import RetryPolicy, StageCallError, StageClient, StageReply
 from hydro_serving.router.contracts import first_stage_signature, signatures_from_options
@@ -52,13 +53,13 @@ from hydro_serving.stack.model import FunctionSpec, Stage
 
 log = logging.getLogger(__name__)
 
-TIMINGS_HEADER = "X-Hydro-Stage-Timings"
-PIPELINE_HEADER = "X-Hydro-Pipeline"
-STAGE_HEADER = "X-Hydro-Stage"
-SHADOW_HEADER = "X-Hydro-Shadow"
-KEY_HEADER = "x-hydro-key"
+TIMINGS_HEADER = contract.TIMINGS_HEADER
+PIPELINE_HEADER = contract.PIPELINE_HEADER
+STAGE_HEADER = contract.STAGE_HEADER
+SHADOW_HEADER = contract.SHADOW_HEADER
+KEY_HEADER = contract.KEY_HEADER
 # headers of the caller that every stage should see too
-FORWARDED = ("tracestate", "x-hydro-key", "accept", "authorization", "x-request-id", "x-hydro-monitor")
+FORWARDED = ("tracestate", contract.KEY_HEADER, "accept", "authorization", "x-request-id", "x-hydro-monitor")
 _PREWARM_MIN_INTERVAL = 5.0
 _MAX_ERROR_TEXT = 2000
 

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from hydro_serving.errors import ConfigError
+from hydro_serving.replica import contract
 from hydro_serving.sdk import FunctionHandler, InvocationContext, LoadContext, RawResponse
 
-GATEWAY_ENV = "HYDRO_GATEWAY_URL"
-STAGE_URL_ENV = "HYDRO_STAGE_URL_TEMPLATE"  # on Knative: http://{name}.<namespace>.svc.cluster.local
+GATEWAY_ENV = contract.GATEWAY_URL_ENV
+STAGE_URL_ENV = contract.HYDRO_STAGE_URL_TEMPLATE  # on Knative: http://{name}.<namespace>.svc.cluster.local
 
 
 class RouterHandler(FunctionHandler):

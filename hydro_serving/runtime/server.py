@@ -157,6 +157,10 @@ class RuntimeServer(BaseApplication):
             # gunicorn >= 23 opens a control socket at one fixed path per user; many replicas on one
             # machine would fight over it, and nothing here uses it
             "control_socket_disable": True,
+            # gunicorn's defaults are the euid/egid when gunicorn was imported: in a zygote (the gateway's
+            # user) that is not the sandboxed replica's, and its worker files would be chowned to it
+            "user": os.geteuid(),
+            "group": os.getegid(),
             "worker_exit": _worker_exit,
             "post_fork": post_fork,
             "child_exit": child_exit,

@@ -11,8 +11,11 @@ socketpair as fd ``N``: only the gateway can ask it for anything, and it needs n
 The protocol is JSON lines:
 
 * zygote -> gateway, once imports are done: ``{"event": "ready", "pid", "preloaded", "failed", "seconds"}``;
-* gateway -> zygote: ``{"op": "spawn", "id", "argv", "env", "cwd", "log"}`` where ``argv`` are the
-  arguments of ``python -m hydro_serving.runtime``; answered ``{"reply": id, "pid": N}`` or
+* gateway -> zygote: ``{"op": "spawn", "id", "argv", "env_file", "cwd", "log", "sandbox"}`` where
+  ``argv`` are the arguments of ``python -m hydro_serving.runtime``, ``env_file`` a 0600 JSON file
+  with the replica's environment (read by the child only: the zygote, shared by every function of
+  its template, never holds a function's variables) and ``sandbox`` a
+  :class:`hydro_serving.replica.sandbox.Plan`; answered ``{"reply": id, "pid": N}`` or
   ``{"reply": id, "error": "..."}``;
 * zygote -> gateway, when a child exits: ``{"event": "exit", "pid": N, "code": C}`` (``C`` as
   :attr:`subprocess.Popen.returncode`: negative for a signal). The zygote is the children's parent,
@@ -21,9 +24,10 @@ The protocol is JSON lines:
 A child ``setsid()``s (its process group is the replica, which the gateway signals as a whole),
 dies with the zygote (``PR_SET_PDEATHSIG``; the zygote itself dies with the gateway, so a killed
 gateway leaves nothing behind), writes stdout/stderr to the function's log, gets exactly the
-environment the gateway computed for the function, and then runs the same ``main()`` as
-``python -m hydro_serving.runtime``. End of file on the socket (the gateway closed it or died)
-makes the zygote stop its children and exit.
+environment the gateway computed for the function, enters the function's sandbox (a private
+mount view, then its own uid or a user namespace: see :mod:`hydro_serving.replica.sandbox`), and
+then runs the same ``main()`` as ``python -m hydro_serving.runtime``. End of file on the socket
+(the gateway closed it or died) makes the zygote stop its children and exit.
 
 The zygote stays single-threaded (a fork copies only the calling thread, so a lock held by another
 thread would stay locked forever in the child) and configures no logging (the child's
@@ -48,6 +52,7 @@ import traceback
 import warnings
 from typing import Any, NoReturn
 
+from hydro_serving.replica import sandbox
 from hydro_serving.runtime.process import die_with_parent, set_process_name
 
 ZYGOTE_NAME = "hydro-zygote"  # its /proc/<pid>/comm
@@ -171,7 +176,7 @@ class Zygote:
     def fork(self, request: dict[str, Any]) -> int:
         """Fork a child that becomes the replica; returns its pid (in the zygote)."""
         parent = os.getpid()
-        log_fd = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        log_fd = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -183,12 +188,16 @@ class Zygote:
             os.close(log_fd)
 
     def become_replica(self, request: dict[str, Any], parent: int, log_fd: int) -> NoReturn:
-        """In the child: detach, take the function's log and environment, run the runtime's main()."""
+        """In the child: detach, take the function's log and environment, enter its sandbox, run main()."""
         code = 1
         try:
             os.setsid()
             die_with_parent(parent)
-            set_process_name(f"hydro:{request['env'].get('HYDRO_FUNCTION_NAME', 'replica')}")
+            with open(request["env_file"], "rb") as fh:  # before the sandbox: the replica's user cannot read it
+                env = json.loads(fh.read())
+            with contextlib.suppress(OSError):  # read once, by this child only
+                os.unlink(request["env_file"])
+            set_process_name(f"hydro:{env.get('HYDRO_FUNCTION_NAME', 'replica')}")
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_DFL)
@@ -203,9 +212,11 @@ class Zygote:
             os.dup2(log_fd, 1)
             os.dup2(log_fd, 2)
             os.close(log_fd)
+            sandbox.enter(sandbox.Plan.from_dict(request["sandbox"]))
+            die_with_parent(parent)  # again: the kernel clears the death signal when the uid changes
             os.chdir(request["cwd"])
             os.environ.clear()
-            os.environ.update(request["env"])
+            os.environ.update(env)
             sys.path[0] = request["cwd"]  # what `python -m` puts first: the working directory
             if "numpy" in sys.modules:  # a fresh process would have a fresh seed; don't share the zygote's
                 sys.modules["numpy"].random.seed()

@@ -302,7 +302,8 @@ def test_published_port_mode_passes_store_settings_and_serves_on_loopback(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-id")
     monkeypatch.setenv("HYDRO_STORE", "s3://models")
     config = GatewayConfig(state_dir=tmp_path / "state", port=18080)
-    spec = FunctionSpec(name="iris", lang="sklearn", image=iris_image, environment={"GREETING": "hi"})
+    # a store model in the gateway's spec (the image serves the model baked into it): the store settings are passed
+    spec = FunctionSpec(name="iris", lang="sklearn", image=iris_image, model="iris:1", environment={"GREETING": "hi"})
     x, _ = load_iris(return_X_y=True)
     expected = joblib.load(iris_model_file).predict(x[:2]).tolist()
 
@@ -340,5 +341,7 @@ def test_published_port_mode_passes_store_settings_and_serves_on_loopback(
     assert env["HYDRO_PORT"] == "8080" and env["HYDRO_HOST"] == "0.0.0.0"
     assert env["AWS_ENDPOINT_URL"] == "http://host.docker.internal:9000"
     assert env["HYDRO_GATEWAY_URL"] == "http://host.docker.internal:18080"
-    assert env["AWS_ACCESS_KEY_ID"] == "key-id" and env["HYDRO_STORE"] == "s3://models" and env["GREETING"] == "hi"
+    assert env["HYDRO_STORE"] == "s3://models" and env["GREETING"] == "hi"
+    # the gateway's own credentials never reach a container (read-only ones are HYDRO_REPLICA_AWS_*)
+    assert "AWS_ACCESS_KEY_ID" not in env
     assert any("Shutting down" in line for line in lines)  # stopped gracefully (SIGTERM), and its log kept

@@ -16,7 +16,7 @@ import pytest
 
 from hydro_serving.builder.templates import get_template
 from hydro_serving.errors import ConfigError
-from hydro_serving.runtime.venvs import ensure_function_venv, isolation_mode, replica_python
+from hydro_serving.gateway.providers.venvs import ensure_function_venv, isolation_mode, replica_python
 from hydro_serving.stack import FunctionSpec
 from tests.conftest import free_port
 from tests.runtime.helpers import Proc, base_env, post

@@ -179,8 +179,10 @@ def test_local_provider_follows_logs_line_by_line(tmp_path: Path) -> None:
     """The follow loop yields whole lines only, as they are appended (no replica needed)."""
     import asyncio
 
+    from hydro_serving.errors import ConfigError
     from hydro_serving.gateway.config import GatewayConfig
-    from hydro_serving.gateway.providers.local import LocalProvider, read_env_file
+    from hydro_serving.gateway.providers.local import LocalProvider
+    from hydro_serving.replica.envfile import read_env_file
 
     provider = LocalProvider(GatewayConfig(state_dir=tmp_path / "state"))
     log = provider.log_path("fn")
@@ -198,5 +200,8 @@ def test_local_provider_follows_logs_line_by_line(tmp_path: Path) -> None:
 
     assert asyncio.run(scenario()) == ["first", "second"]
     env = tmp_path / "env"
-    env.write_text("# comment\nexport A=1\nB='two words'\n\nbroken\nC=\"x=y\"\n")
+    env.write_text("# comment\nexport A=1\nB='two words'\n\nC=\"x=y\"\n")
     assert read_env_file(env) == {"A": "1", "B": "two words", "C": "x=y"}
+    env.write_text("A=1\nbroken\n")  # strict: a bad line is an error naming the file and line (tests/replica)
+    with pytest.raises(ConfigError, match="line 2"):
+        read_env_file(env)

@@ -119,6 +119,8 @@ def test_a_dropped_or_unsigned_pickle_never_runs_and_only_signed_bytes_load(
     assert status in (200, 202), out
     gw.wait_for(lambda: not gw.replica_pids("iris"), timeout=30, what="iris scaled to zero")
     shutil.rmtree(os.environ["HYDRO_CACHE"], ignore_errors=True)
+    # and the function's own cache, where a sandboxed replica's model was fetched by the gateway (README: Trust)
+    shutil.rmtree(gw.state_dir / "functions" / "iris" / "model-cache", ignore_errors=True)
     status, _, body = gw.invoke("iris", IRIS_ROW, timeout=120, headers={"Authorization": f"Bearer {gw.token}"})
     assert status >= 500, body
     assert "UntrustedModelError" in body["error"] and "pinned" in body["error"], body  # the operator reads why

@@ -8,9 +8,14 @@ exactly as for the local provider. Any engine speaking the Docker Engine API wor
   Any other value names a Docker network (``bridge``, a user network): the runtime listens on 8080
   inside and the port is published on 127.0.0.1 only; loopback URLs handed to the container (the
   gateway for routers, a local S3 endpoint) are rewritten to ``host.docker.internal``.
-* **Environment.** The function's ``environment_file``s and ``environment``, the store settings of
-  the gateway (``HYDRO_STORE``, ``AWS_*``), runtime limits the operator set, and the address.
-  A ``file://`` store is mounted read-only at the same path, so a laptop store works too.
+* **Environment.** Explicit, never the gateway's: :func:`~hydro_serving.replica.environment.replica_environment`
+  (the function's ``environment_file``s and ``environment``, runtime limits the operator set, and for a
+  function that loads a store model ``HYDRO_STORE`` with the endpoint/region settings and read-only
+  credentials only if the operator gives replicas some, ``HYDRO_REPLICA_AWS_*``) over the image's own
+  ``ENV``, plus the address. A ``file://`` store is mounted read-only at the same path.
+* **Secrets.** Declared ``secrets:`` are copied (0600, owned by the image's user, uid 10001) into
+  ``<state>/functions/<name>/secrets`` and mounted read-only at ``/var/openfaas/secrets``
+  (``HYDRO_SECRETS_DIR``), as on Knative: only the ones it declared.
 * **Logs.** A follower thread per container appends its output to ``<state>/logs/<function>.log``
   (the local provider's layout), so ``hydro logs`` still shows a replica after scale to zero removed
   its container; ``exit_cause`` uses the container's own last lines, captured when it exits.
@@ -34,20 +39,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from hydro_serving.errors import BadRequest, ConfigError, MissingExtra, ValidationError
+from hydro_serving.errors import BadRequest, ConfigError, HydroError, MissingExtra, ValidationError
+from hydro_serving.gateway import secrets
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.providers.base import Provider, Replica, ReplicaStartError, next_replica_id
-from hydro_serving.gateway.providers.local import last_error_line, read_env_file
-from hydro_serving.gateway.providers.logfile import read_log_lines
+from hydro_serving.gateway.providers.local import _drop_undeclared_pin, _trust_environment, last_error_line
+from hydro_serving.gateway.providers.logfile import open_private_log, read_log_lines
+from hydro_serving.replica import contract
+from hydro_serving.replica.envfile import read_env_file
+from hydro_serving.replica.environment import replica_environment
 from hydro_serving.stack import FunctionSpec
 
 LABEL_FUNCTION = "hydro.function"
 LABEL_REPLICA = "hydro.replica"
 LABEL_GATEWAY = "hydro.gateway"
-CONTAINER_PORT = 8080  # the images' HYDRO_PORT default (templates/*/Dockerfile)
+CONTAINER_PORT = contract.CONTAINER_PORT  # the images' HYDRO_PORT default (templates/*/Dockerfile)
+CONTAINER_USER = (10001, 10001)  # the user function images run as (builder/Dockerfile.template)
 HOST_ALIAS = "host.docker.internal"
-PASS_THROUGH = ("HYDRO_STORE", "HYDRO_TIMEOUT", "HYDRO_MAX_BODY_BYTES", "HYDRO_MAX_INFLIGHT",
-                "HYDRO_LOAD_FAILURE_EXIT", "HYDRO_WORKERS", "HYDRO_THREADS")
 EXIT_LOG_LINES = 200
 WAIT_RETRY_SECONDS = 1.0
 FOLLOWER_JOIN_SECONDS = 5.0
@@ -141,7 +149,7 @@ class DockerProvider(Provider):
                               field="HYDRO_DOCKER_NETWORK")
         self.gateway_label = gateway_label(config.state_dir)
         self.logs_dir = config.state_dir / "logs"
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -178,11 +186,17 @@ class DockerProvider(Provider):
     # ---- deployment hooks --------------------------------------------------------------------------
 
     def check(self, spec: FunctionSpec) -> None:
-        """Refuse what can be judged without the engine: unreadable env files, malformed limits."""
+        """Refuse what can be judged without the engine: bad env files, missing secrets, malformed limits."""
         for i, env_file in enumerate(spec.environment_file):
+            field = f"hydro.environment_file[{i}]"
             if not Path(env_file).is_file():
                 raise ValidationError(f"environment file {env_file} does not exist on the gateway's machine",
-                                      field=f"hydro.environment_file[{i}]", function=spec.name)
+                                      field=field, function=spec.name)
+            try:
+                read_env_file(env_file, field=field)
+            except HydroError as exc:
+                raise ValidationError(exc.message, field=field, function=spec.name) from None
+        secrets.check_declared(self.config.state_dir, spec.secrets, spec.name)
         container_resources(spec)
 
     async def deploy(self, spec: FunctionSpec, generation: int) -> None:
@@ -201,25 +215,38 @@ class DockerProvider(Provider):
     def log_path(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
 
-    def _environment(self, spec: FunctionSpec, port: int) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k.startswith("AWS_") or k in PASS_THROUGH}
-        for env_file in spec.environment_file:
-            env.update(read_env_file(Path(env_file)))
-        env.update(spec.environment)
-        host_network = self.network == "host"
-        env.update({
-            "HYDRO_GATEWAY_URL": self.config.url,
-            "HYDRO_FUNCTION_NAME": spec.name,
-            "HYDRO_HOST": "127.0.0.1" if host_network else "0.0.0.0",  # published on 127.0.0.1 only
-            "HYDRO_PORT": str(port if host_network else CONTAINER_PORT),
-            "PYTHONUNBUFFERED": "1",
-        })
-        env.update(self.replica_credentials(spec.name))  # a router's key for its stages (auth: keys)
-        # model trust (store part): the deploy's pin and the gateway's trusted keys, never the function's own
-        from hydro_serving.store.trust import PIN_ENV, replica_trust_environment
+    def secrets_path(self, name: str) -> Path:
+        return self.config.state_dir / "functions" / name / "secrets"
 
-        env.pop(PIN_ENV, None)
-        env.update(replica_trust_environment(spec.annotations, getattr(self.config, "trusted_keys", "")))
+    def _secrets_dir(self, spec: FunctionSpec) -> Path | None:
+        """The declared secrets, copied for the container's user (None: none declared)."""
+        target = self.secrets_path(spec.name)
+        if not spec.secrets:
+            secrets.remove_materialized(target)
+            return None
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            return secrets.materialize(self.config.state_dir, spec.secrets, target, CONTAINER_USER)
+        except (ValidationError, OSError) as exc:
+            raise ReplicaStartError(f"cannot start a replica of '{spec.name}': {exc}", function=spec.name) from None
+
+    def _environment(self, spec: FunctionSpec, port: int) -> dict[str, str]:
+        host_network = self.network == "host"
+        platform = {
+            **self.replica_credentials(spec.name),  # the gateway's additions (a router's key: auth)
+            contract.GATEWAY_URL_ENV: self.config.url,
+            contract.HOST_ENV: "127.0.0.1" if host_network else "0.0.0.0",  # published on 127.0.0.1 only
+            contract.PORT_ENV: str(port if host_network else CONTAINER_PORT),
+        }
+        if spec.secrets:
+            platform[contract.SECRETS_DIR_ENV] = contract.CONTAINER_SECRETS_DIR
+        platform.update(_trust_environment(spec, self.config))  # model trust (store part): the deploy's pin, keys
+        try:
+            env = replica_environment(spec, operator=os.environ, platform=platform, base=False)
+            _drop_undeclared_pin(env, platform)
+        except HydroError as exc:
+            raise ReplicaStartError(f"cannot prepare the environment of '{spec.name}': {exc.message}",
+                                    function=spec.name) from None
         if not host_network:
             for key in ("HYDRO_GATEWAY_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
                 if env.get(key):
@@ -240,9 +267,15 @@ class DockerProvider(Provider):
         if self.network != "host":
             options.update(network=self.network, ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)},
                            extra_hosts={HOST_ALIAS: "host-gateway"})
+        volumes: dict[str, dict[str, str]] = {}
         store = os.environ.get("HYDRO_STORE", "")
         if store.startswith("file://") and Path(store[len("file://"):]).is_dir():
-            options["volumes"] = {store[len("file://"):]: {"bind": store[len("file://"):], "mode": "ro"}}
+            volumes[store[len("file://"):]] = {"bind": store[len("file://"):], "mode": "ro"}
+        secrets_dir = self._secrets_dir(spec)
+        if secrets_dir is not None:
+            volumes[str(secrets_dir)] = {"bind": contract.CONTAINER_SECRETS_DIR, "mode": "ro"}
+        if volumes:
+            options["volumes"] = volumes
         if spec.readonly_root_filesystem:
             options.update(read_only=True, tmpfs={"/tmp": "mode=1777", "/home/app/.cache": "mode=1777"})
         return {k: v for k, v in options.items() if v is not None}
@@ -278,7 +311,7 @@ class DockerProvider(Provider):
     def _follow(self, replica: Replica, container: Any, generation: int) -> None:
         """Append the container's output to the function's log file, line by line, until it ends."""
         path = self.log_path(replica.function)
-        with open(path, "ab") as log:
+        with open_private_log(path) as log:
             log.write(f"[hydro] {time.strftime('%Y-%m-%dT%H:%M:%S')} replica {replica.id} starting in container "
                       f"{container.short_id} on port {replica.info['port']} (generation {generation})\n".encode())
 

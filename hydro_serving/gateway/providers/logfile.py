@@ -10,9 +10,19 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 LOG_TAIL_BYTES = 64 * 1024
 FOLLOW_POLL_SECONDS = 0.2
+LOG_MODE = 0o600  # a function's log is the gateway's: no other user (no other function) reads it
+
+
+def open_private_log(path: Path) -> BinaryIO:
+    """Open a function's log for appending, created 0600 (and made 0600 if an older gateway left it 0644)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, LOG_MODE)
+    os.fchmod(fd, LOG_MODE)
+    return os.fdopen(fd, "ab")
 
 
 async def read_log_lines(path: Path, tail: int | None = None, follow: bool = False) -> AsyncIterator[str]:

@@ -18,6 +18,12 @@ started or does not answer (logged, and not retried for ``RETRY_AFTER`` seconds)
 Environment variables read at import time (thread counts, ``PYTHONPATH``, ``LD_*``, ...) are part
 of the zygote's key: a function that sets them gets a zygote started with them; every other
 variable is applied in the child after the fork.
+
+A zygote is shared by the functions of one template, so it never holds anything of theirs: it is
+started with the replica base environment (never the gateway's), and a spawn request carries the
+path of a 0600 file with the replica's environment, which the child reads after the fork. The
+child enters the function's sandbox (:func:`hydro_serving.replica.sandbox.enter`) before it runs
+anything of the function.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from hydro_serving.replica.environment import base_environment
+from hydro_serving.replica.sandbox import Plan
 
 log = logging.getLogger("hydro.gateway")
 
@@ -56,10 +65,33 @@ def zygote_enabled(environ: Mapping[str, str] | None = None) -> bool:
     return sys.platform.startswith("linux") and raw not in ("0", "false", "no", "off")
 
 
+GATEWAY_PATHS = ("PYTHONPATH", "HYDRO_TEMPLATES")  # where the zygote finds the package and templates
+
+
+def zygote_environment(gateway_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A zygote's own environment: the replica base (never the gateway's secrets: every replica it
+    forks carries a copy of its memory) plus where the gateway's package and templates are."""
+    gateway_env = os.environ if gateway_env is None else gateway_env
+    env = base_environment(gateway_env)
+    env.update({k: gateway_env[k] for k in GATEWAY_PATHS if gateway_env.get(k)})
+    return env
+
+
 def import_environment(env: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The variables of ``env`` that differ from ``base`` (the gateway's) and matter at import time."""
-    base = os.environ if base is None else base
+    """The variables of ``env`` that differ from ``base`` (the zygote's) and matter at import time."""
+    base = zygote_environment() if base is None else base
     return {k: v for k, v in env.items() if IMPORT_SENSITIVE.match(k) and base.get(k) != v}
+
+
+def write_private_json(path: Path, data: Any) -> None:
+    """``data`` as JSON in a new 0600 file (replaced atomically, never written through a link)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)
 
 
 def preload_modules(template: Any) -> list[str]:
@@ -127,9 +159,10 @@ class Zygote:
                 "--parent", str(os.getpid())]
         for module in preload:
             argv += ["--preload", module]
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            with open(log_path, "ab") as out:
+            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "ab") as out:
                 # its own session, so a signal to the gateway's group does not reach it before the replicas
                 # are stopped in order; it dies with the gateway (--parent: PR_SET_PDEATHSIG) all the same
                 self.proc = await asyncio.create_subprocess_exec(
@@ -182,7 +215,7 @@ class Zygote:
             child._set_exit(-signal.SIGKILL)
         self.children.clear()
 
-    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, log_path: str) -> ZygoteChild:
+    async def spawn(self, argv: list[str], env_file: str, cwd: str, log_path: str, plan: Plan) -> ZygoteChild:
         await asyncio.wait_for(asyncio.shield(self.ready), READY_TIMEOUT)
         async with self._lock:  # one request at a time: a reply is matched to its request by id anyway
             if self.writer is None or not self.alive:
@@ -190,7 +223,8 @@ class Zygote:
             self._ids += 1
             future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
             self._replies[self._ids] = future
-            request = {"op": "spawn", "id": self._ids, "argv": argv, "env": env, "cwd": cwd, "log": log_path}
+            request = {"op": "spawn", "id": self._ids, "argv": argv, "env_file": env_file, "cwd": cwd,
+                       "log": log_path, "sandbox": plan.to_dict()}
             self.writer.write(json.dumps(request).encode() + b"\n")
             await self.writer.drain()
             reply = await asyncio.wait_for(future, REPLY_TIMEOUT)
@@ -255,7 +289,7 @@ class ZygoteSpawner:
         self._zygotes[key] = zygote
         log_path = self.logs_dir / f"zygote-{template_name}-{len(self._zygotes)}.log"
         try:
-            await zygote.start(python, preload_modules(template), {**os.environ, **overrides}, log_path)
+            await zygote.start(python, preload_modules(template), {**zygote_environment(), **overrides}, log_path)
         except OSError as exc:
             self._zygotes.pop(key, None)
             self._failed_until[key] = time.monotonic() + RETRY_AFTER
@@ -288,8 +322,11 @@ class ZygoteSpawner:
                 log.warning("zygote of template '%s' not started at deploy: %s", template, exc)
 
     async def spawn(self, template: str, argv: list[str], env: dict[str, str], cwd: str,
-                    log_path: Path) -> ZygoteChild | None:
-        """A replica forked by the template's zygote, or None when the caller should start a plain process."""
+                    log_path: Path, plan: Plan, env_path: Path) -> ZygoteChild | None:
+        """A replica forked by the template's zygote, or None when the caller should start a plain process.
+
+        ``env`` is written to ``env_path`` (0600) for the child to read; the zygote never sees it.
+        """
         if not self._usable(argv):
             return None
         zygote = None
@@ -297,10 +334,13 @@ class ZygoteSpawner:
             zygote = await self._zygote(template, argv[0], env)
             if zygote is None:
                 return None
-            return await zygote.spawn(argv[3:], env, cwd, str(log_path))
+            write_private_json(env_path, env)
+            return await zygote.spawn(argv[3:], str(env_path), cwd, str(log_path), plan)
         except (OSError, ConnectionError, TimeoutError, ValueError) as exc:
             log.warning("zygote of template '%s' could not start a replica (%s); starting a plain process",
                         template, exc)
+            with contextlib.suppress(OSError):  # the plain process gets its environment directly
+                env_path.unlink()
             if zygote is not None and not zygote.alive:  # died before answering: do not crash-loop it
                 self._failed_until[zygote.key] = time.monotonic() + RETRY_AFTER
             return None
