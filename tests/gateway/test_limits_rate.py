@@ -112,47 +112,51 @@ def test_rate_is_checked_by_the_schema(gateway: Any, echo_dir: Path) -> None:
         assert status == 400 and out["field"] == field, (rate, out)
 
 
-def test_per_key_limits_hold_per_key(tmp_path: Path, echo_dir: Path, monkeypatch: Any) -> None:
-    """``per: key`` through the gateway's real app, in process, with a real replica.
+def test_per_key_limits_hold_per_key(tmp_path: Path, echo_dir: Path) -> None:
+    """``per: key`` through the gateway's real app, in process, with a real replica and real API keys.
 
-    Per-function API keys are being added by another part (auth); until they are wired into
-    :func:`hydro_serving.gateway.callers.caller_key_id`, this test stands in for the key check with a
-    header (monkeypatched seam, the only stand-in here): each key gets its own bucket, and a caller
-    without a key draws from its address's bucket.
+    Each key draws from its own bucket; a caller without a key draws from its address's bucket; a key
+    that does not authenticate (another key's id with a forged secret) cannot spend its owner's bucket.
     """
     import asyncio
 
     from aiohttp.test_utils import TestClient, TestServer
 
-    from hydro_serving.gateway import admission
     from hydro_serving.gateway.app import create_app
     from hydro_serving.gateway.config import GatewayConfig
 
-    monkeypatch.setattr(admission, "caller_key_id", lambda request: request.headers.get("X-Test-Key"))
     state = tmp_path / "state"
 
     async def scenario() -> dict[str, list[int]]:
         client = TestClient(TestServer(create_app(GatewayConfig(state_dir=state, discover_interval=0))))
         await client.start_server()
         try:
-            token = json.loads((state / "credentials.json").read_text())["token"]
+            admin = {"Authorization": "Bearer " + json.loads((state / "credentials.json").read_text())["token"]}
             spec = {"name": "keyed", "lang": "python3", "handler": str(echo_dir),
                     "scale": {"min": 0, "max": 1, "idle": 300, "concurrency": 8},
                     "rate": {"rps": 0.01, "burst": 2, "per": "key"}}
-            resp = await client.post("/system/functions", json={"service": "keyed", "hydro": spec},
-                                     headers={"Authorization": f"Bearer {token}"})
+            resp = await client.post("/system/functions", json={"service": "keyed", "hydro": spec}, headers=admin)
             assert resp.status == 202, await resp.text()
+            keys = {}
+            for who in ("alice", "bob"):
+                resp = await client.post("/system/keys", json={"name": who, "functions": ["keyed"]}, headers=admin)
+                assert resp.status in (200, 201), await resp.text()
+                keys[who] = (await resp.json())["key"]
+            key_id = keys["bob"].split("_")[1]
+            forged = f"hk_{key_id}_{'A' * 43}"  # bob's id, not bob's secret
             out: dict[str, list[int]] = {}
-            for who, n in (("alice", 3), ("bob", 2), ("", 3)):
-                headers = {"X-Test-Key": who} if who else {}
-                out[who or "no key"] = []
+            for who, n in (("alice", 3), ("forged", 1), ("bob", 2), ("no key", 3)):
+                token = keys.get(who, forged if who == "forged" else None)
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                out[who] = []
                 for _ in range(n):
                     async with client.post("/function/keyed", json={}, headers=headers) as r:
                         await r.read()
-                        out[who or "no key"].append(r.status)
+                        out[who].append(r.status)
             return out
         finally:
             await client.close()
 
     statuses = asyncio.run(scenario())
-    assert statuses == {"alice": [200, 200, 429], "bob": [200, 200], "no key": [200, 200, 429]}
+    # an open function serves the forged key as a keyless caller: from its address's bucket, never from bob's
+    assert statuses == {"alice": [200, 200, 429], "forged": [200], "bob": [200, 200], "no key": [200, 429, 429]}
