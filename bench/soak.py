@@ -9,11 +9,14 @@ second for ``--minutes``:
 * 10% calls to ``limited`` (``rate: {rps: 1, burst: 2, per: function}``): the 429s are intended;
 * 5% calls to ``sleepy`` (``scale.idle: 8s``) spaced so it scales to zero between them: cold starts;
 * 5% bad requests (invalid JSON, JSON nested past the limit, a percent-encoded name): 4xx intended;
-* every 60 s ``echo`` is redeployed with a new environment (a rolling replace under traffic).
+* every 60 s ``echo`` is redeployed with a new environment (a rolling replace under traffic);
+* 5% calls to ``model``, a scikit-learn function serving ``iris:prod`` from a directory store; every 45 s
+  the ``prod`` alias moves to the other of two versions and ``model`` is redeployed, so the gateway pins
+  the new version and replaces its replicas under traffic.
 
 It reports requests sent / answered / failed by status, p50/p99 latency of the good requests, the
 gateway's RSS and open file descriptors at the start (after warm-up) and at the end, and processes
-left after the gateway is stopped. Model alias moves are not part of this mix (see BENCHMARKS.md).
+left after the gateway is stopped.
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ def handle(payload, context):
     data["trail"] = [*data.get("trail", []), "%s"]
     return data
 '''
-MIX = (("echo", 0.60), ("pipe", 0.20), ("limited", 0.10), ("bad", 0.05), ("sleepy", 0.05))
+MIX = (("echo", 0.55), ("pipe", 0.20), ("limited", 0.10), ("model", 0.05), ("bad", 0.05), ("sleepy", 0.05))
+ALIAS_EVERY = 45.0  # seconds between moves of iris:prod (each followed by a redeploy of ``model``)
+IRIS_ROW = [[5.1, 3.5, 1.4, 0.2]]
 SLEEPY_EVERY = 12.0  # seconds between calls to sleepy (> its idle of 8 s: each call is a cold start)
 REDEPLOY_EVERY = 60.0
 
@@ -100,6 +105,8 @@ class Soak:
         self.results: list[tuple[str, int | str, float]] = []  # (kind, status or error, seconds)
         self.replica_pids: set[int] = set()
         self.redeploys = 0
+        self.alias_moves = 0
+        self.store_url = f"file://{work / 'store'}"
 
     # ---- set-up --------------------------------------------------------------------------------
 
@@ -107,7 +114,9 @@ class Soak:
         log = open(self.work / "gateway.log", "ab")  # noqa: SIM115 - closed with the process
         argv = [sys.executable, "-m", "hydro_serving.cli.main", "gateway", "--port", str(self.port),
                 "--state", str(self.state)]
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.upload_models()
+        env = {**os.environ, "HYDRO_STORE": self.store_url, "HYDRO_CACHE": str(self.work / "cache")}
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         log.close()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -126,6 +135,7 @@ class Soak:
         self.deploy("limited", rate={"rps": 1, "burst": 2, "per": "function"})
         self.deploy("stage-a")
         self.deploy("stage-b")
+        self.deploy_model()
         spec = {"name": "pipe", "lang": "router", "chain": ["stage-a", "stage-b"],
                 "scale": {"min": 0, "max": 2, "idle": 300, "concurrency": 8}}
         status, out = _http("POST", self.url + "/system/functions", {"service": "pipe", "hydro": spec}, self.token)
@@ -141,6 +151,40 @@ class Soak:
         if status == 404:
             status, out = _http("POST", self.url + "/system/functions", body, self.token)
         assert status == 202, out
+
+    def upload_models(self) -> None:
+        """Two versions of a tiny iris classifier in a directory store, ``prod`` on version 1."""
+        import joblib
+        from sklearn.datasets import load_iris
+        from sklearn.linear_model import LogisticRegression
+
+        from hydro_serving.store import open_store
+
+        x, y = load_iris(return_X_y=True)
+        store = open_store(self.store_url)
+        for c in (1.0, 0.1):
+            path = self.work / f"iris-{c}.joblib"
+            joblib.dump(LogisticRegression(C=c, max_iter=500).fit(x, y), path)
+            store.upload(path, "iris")
+        store.set_alias("iris", 1, "prod")
+
+    def deploy_model(self) -> None:
+        spec = {"name": "model", "lang": "sklearn", "model": "iris:prod",
+                "scale": {"min": 0, "max": 2, "idle": 300, "concurrency": 8}}
+        body = {"service": "model", "hydro": spec}
+        status, out = _http("PUT", self.url + "/system/functions", body, self.token)
+        if status == 404:
+            status, out = _http("POST", self.url + "/system/functions", body, self.token)
+        assert status == 202, out
+
+    def move_alias(self) -> None:
+        """``iris:prod`` to the other version, then a redeploy that pins it (replicas replaced under traffic)."""
+        from hydro_serving.store import open_store
+
+        store = open_store(self.store_url)
+        store.set_alias("iris", 2 if store.aliases("iris")["prod"] == 1 else 1, "prod")
+        self.alias_moves += 1
+        self.deploy_model()
 
     def track_replicas(self) -> None:
         status, functions = _http("GET", self.url + "/system/functions", token=self.token)
@@ -159,6 +203,8 @@ class Soak:
             if choice == 1:
                 return "POST", "/function/echo", b"[" * 200 + b"]" * 200, headers
             return "POST", "/function/%65cho", b"{}", headers
+        if kind == "model":
+            return "POST", "/function/model", json.dumps(IRIS_ROW).encode(), headers
         target = {"stage": 0} if kind == "pipe" else {"i": self.rng.randrange(1000)}
         return "POST", f"/function/{kind}", json.dumps(target).encode(), headers
 
@@ -181,6 +227,7 @@ class Soak:
             start = time.monotonic()
             next_sleepy = start
             next_redeploy = start + REDEPLOY_EVERY
+            next_alias = start + ALIAS_EVERY
             next_track = start
             i = 0
             weights = [w for _, w in MIX[:-1]]
@@ -203,6 +250,9 @@ class Soak:
                     next_redeploy += REDEPLOY_EVERY
                     self.redeploys += 1
                     await asyncio.to_thread(self.deploy, "echo", {"VERSION": f"v{self.redeploys}"})
+                if time.monotonic() >= next_alias:
+                    next_alias += ALIAS_EVERY
+                    await asyncio.to_thread(self.move_alias)
                 if time.monotonic() >= next_track:
                     next_track += 5
                     await asyncio.to_thread(self.track_replicas)
@@ -259,7 +309,7 @@ def summarise(soak: Soak, start: dict[str, float], end: dict[str, float], left: 
         "p50_ms": pct(0.50), "p99_ms": pct(0.99),
         "mean_ms": round(1000 * statistics.fmean(good_latencies), 1),
         "gateway_start": start, "gateway_end": end,
-        "redeploys": soak.redeploys, "replica_processes_seen": len(soak.replica_pids),
+        "redeploys": soak.redeploys, "alias_moves": soak.alias_moves, "replica_processes_seen": len(soak.replica_pids),
         "processes_left_after_stop": left,
     }
 
@@ -278,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(3):  # warm-up: every function once, so the baseline is a running gateway
                 for name in ("echo", "pipe", "limited"):
                     _http("POST", f"{soak.url}/function/{name}", {})
+                _http("POST", f"{soak.url}/function/model", IRIS_ROW)
             assert soak.proc is not None
             start = _proc_stats(soak.proc.pid)
             asyncio.run(soak.traffic())
