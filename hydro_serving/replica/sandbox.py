@@ -102,15 +102,17 @@ class Plan:
     gid: int = -1
     cover: tuple[str, ...] = ()
     binds: tuple[tuple[str, bool], ...] = field(default=())  # (path, writable)
+    files: tuple[tuple[str, str], ...] = field(default=())  # (source, target): a file shown read-only elsewhere
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "uid": self.uid, "gid": self.gid, "cover": list(self.cover),
-                "binds": [[p, w] for p, w in self.binds]}
+                "binds": [[p, w] for p, w in self.binds], "files": [[s, t] for s, t in self.files]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
         return cls(str(data["mode"]), int(data["uid"]), int(data["gid"]), tuple(data["cover"]),
-                   tuple((str(p), bool(w)) for p, w in data["binds"]))
+                   tuple((str(p), bool(w)) for p, w in data["binds"]),
+                   tuple((str(s), str(t)) for s, t in data.get("files", ())))
 
 
 def runtime_paths(python: str | None = None, extra: Iterable[str | Path] = ()) -> list[str]:
@@ -147,8 +149,34 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
+def identity_files(folder: Path, uid: int, gid: int, name: str, home: str) -> list[tuple[str, str]]:
+    """``/etc/passwd`` and ``/etc/group`` as the replica sees them: the host's, plus its own uid and gid.
+
+    A per-function uid has no entry on the host, so ``getpwuid`` fails inside the replica: Java then
+    takes ``?`` for ``user.home`` (Spark's launcher refuses to start), ``getpass.getuser()`` raises.
+    Like a container image's passwd, these name the replica's user, with its scratch folder as home.
+    """
+    user = f"hydro-{name}"[:32]
+    out = []
+    for target, line in (("/etc/passwd", f"{user}:x:{uid}:{gid}:Hydro function {name}:{home}:/usr/sbin/nologin\n"),
+                         ("/etc/group", f"{user}:x:{gid}:\n")):
+        try:
+            host = Path(target).read_text()
+        except OSError:
+            host = ""
+        source = folder / Path(target).name
+        source.write_text(host if host.endswith("\n") or not host else host + "\n")
+        with source.open("a") as fh:
+            fh.write(line)
+        os.chown(source, 0, gid)  # the function's group reads it; nobody else's
+        source.chmod(0o640)
+        out.append((str(source), target))
+    return out
+
+
 def make_plan(mode: str, *, uid: int = -1, gid: int = -1, hidden: Iterable[str] = (),
-              readable: Iterable[str] = (), writable: Iterable[str] = ()) -> Plan:
+              readable: Iterable[str] = (), writable: Iterable[str] = (),
+              files: Iterable[tuple[str, str]] = ()) -> Plan:
     """The plan for one replica: ``hidden`` folders are always covered (the state directory, /tmp);
     in ``uid`` mode so is the topmost folder on the way to a needed path that ``uid`` cannot traverse."""
     if mode == OFF:
@@ -172,7 +200,7 @@ def make_plan(mode: str, *, uid: int = -1, gid: int = -1, hidden: Iterable[str] 
     for path, writable_ in kept:
         if not any(_inside(path, other) and (w or not writable_) for other, w in final):
             final.append((path, writable_))
-    return Plan(mode, uid, gid, tuple(tops), tuple(final))
+    return Plan(mode, uid, gid, tuple(tops), tuple(final), tuple(files))
 
 
 # ---- in the child ------------------------------------------------------------------------------
@@ -223,6 +251,7 @@ def enter(plan: Plan) -> None:
         _check(libc.unshare(CLONE_NEWNS), "unshare(mount)")
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE, None)
     sources = {path: os.open(path, O_PATH | os.O_CLOEXEC) for path, _ in plan.binds if os.path.exists(path)}
+    shown = {src: os.open(src, O_PATH | os.O_CLOEXEC) for src, _ in plan.files if os.path.isfile(src)}
     try:
         for folder in plan.cover:
             mode = "1777" if folder == "/tmp" else "0755"
@@ -241,8 +270,15 @@ def enter(plan: Plan) -> None:
             if not writable:  # keep the flags the source had (a user namespace may not drop locked ones)
                 kept = os.statvfs(path).f_flag & KEPT_FLAGS
                 _mount(libc, None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | kept, None)
+        for src, target in plan.files:
+            fd = shown.get(src)
+            if fd is None or not os.path.isfile(target):
+                continue
+            _mount(libc, f"/proc/self/fd/{fd}", target, None, MS_BIND, None)
+            kept = os.statvfs(target).f_flag & KEPT_FLAGS
+            _mount(libc, None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | kept, None)
     finally:
-        for fd in sources.values():
+        for fd in (*sources.values(), *shown.values()):
             os.close(fd)
     _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     if plan.mode == UID:

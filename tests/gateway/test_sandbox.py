@@ -110,8 +110,10 @@ def test_hostile_function_reaches_nothing_but_its_own(gateway_factory: Any, monk
     assert status == 200, body
     results = body["results"]
     # listing the state directory shows (at most) the path to its own folder: the rest is not there
-    own_path = {"list:state": "['functions']", "list:functions": "['hostile']",
-                "list:own folder": "['home', 'secrets', 'spec.json']"}  # the file it was started with is gone
+    # its start file is gone; a per-function uid (root gateway, mode auto) also has its passwd/group entries
+    own_files = "['group', 'home', 'passwd', 'secrets', 'spec.json']" if mode == "auto" and os.geteuid() == 0 \
+        else "['home', 'secrets', 'spec.json']"
+    own_path = {"list:state": "['functions']", "list:functions": "['hostile']", "list:own folder": own_files}
     for name, shown in own_path.items():
         if results[name]["ok"]:
             assert results.pop(name)["got"] == shown, name
@@ -157,6 +159,29 @@ def handle(payload, context):
     status, _, body = gateway.invoke("reader", {})
     assert status == 200, body
     assert body["secret"] == "value-1"
+
+
+def test_a_sandboxed_user_has_a_name_and_a_home(gateway: Any, tmp_path: Path) -> None:
+    """Software that asks the user database (Java's user.home, getpass) finds the replica's own user,
+    and the host's users are still listed (the replica's passwd is the host's plus its own line)."""
+    handler = '''
+import getpass
+import os
+import pwd
+
+def handle(payload, context):
+    me = pwd.getpwuid(os.getuid())
+    return {"user": getpass.getuser(), "home": me.pw_dir, "env_home": os.environ["HOME"],
+            "root_listed": pwd.getpwnam("root").pw_uid == 0, "uid": os.getuid(),
+            "writable": os.access(me.pw_dir, os.W_OK), "passwd_writable": os.access("/etc/passwd", os.W_OK)}
+'''
+    folder = gateway.write_handler(tmp_path / "whoami", handler)
+    gateway.deploy(gateway.python_spec("whoami", folder))
+    status, _, body = gateway.invoke("whoami", {})
+    assert status == 200, body
+    assert body["uid"] != 0 and body["user"] == "hydro-whoami"
+    assert body["home"] == body["env_home"] and body["writable"] and body["root_listed"]
+    assert not body["passwd_writable"]
 
 
 def test_state_directory_is_private(gateway: Any, tmp_path: Path) -> None:

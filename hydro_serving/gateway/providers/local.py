@@ -287,9 +287,11 @@ class LocalProvider(Provider):
             readable.append(spec.handler)
         if spec.model and spec.model_is_local:
             readable.append(str(Path(spec.model.removeprefix("file://")).expanduser()))
+        files = (sandbox.identity_files(self.function_dir(spec.name), owner[0], owner[1], spec.name,
+                                        str(self.home_path(spec.name))) if self.sandbox == sandbox.UID else [])
         return sandbox.make_plan(self.sandbox, uid=owner[0], gid=owner[1],
                                  hidden=[str(self.config.state_dir), "/tmp"], readable=readable,
-                                 writable=[str(self.home_path(spec.name))])
+                                 writable=[str(self.home_path(spec.name))], files=files)
 
     def _secrets_dir(self, spec: FunctionSpec) -> Path | None:
         """The replica's secrets folder, refreshed from the store at each start (None: none declared)."""
