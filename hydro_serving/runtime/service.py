@@ -49,7 +49,21 @@ class WorkerBarrier:
 
         self.workers = workers
         self._count = multiprocessing.RawValue("i", 0)  # an anonymous shared mapping: inherited by fork
+        self._failed = multiprocessing.RawValue("i", 0)
         self._lock = multiprocessing.Lock()
+
+    def claim_failure_exit(self) -> bool:
+        """True for the first worker whose load failed: it alone exits with the boot-error status.
+
+        Two workers exiting with it at the same instant make gunicorn's arbiter raise its HaltServer a
+        second time while handling the first, and the server then exits 1 instead of 3. The first exit
+        halts the server, which stops the siblings anyway.
+        """
+        with self._lock:
+            if self._failed.value:
+                return False
+            self._failed.value = 1
+            return True
 
     def arrive(self) -> None:
         with self._lock:
@@ -108,6 +122,10 @@ class FunctionRuntime:
     def _on_failure(self, exc: BaseException) -> None:
         delay = self.config.load_failure_exit_after
         if not self.exit_on_load_failure or delay is None:
+            return
+        if self.barrier is not None and not self.barrier.claim_failure_exit():
+            log.error("function '%s': load failed here too; a sibling worker's exit stops the server",
+                      self.spec.name)
             return
         log.error("function '%s': exiting in %gs with status %d so the supervisor sees the failed load",
                   self.spec.name, delay, WORKER_BOOT_ERROR)
