@@ -24,6 +24,7 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, Re
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from hydro_serving.replica import contract
+from hydro_serving.transport.http import ConnectRetry as RetryPolicy  # one retry rule for every caller
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +72,6 @@ class StageReply:
             return float(value) if value is not None else None
         except ValueError:
             return None
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Retries for connections that never opened: ``attempts`` extra tries, backoff doubling to ``max_backoff``."""
-
-    attempts: int = 2
-    backoff: float = 0.05
-    max_backoff: float = 0.5
-
-    def delay(self, retry_number: int) -> float:
-        return min(self.backoff * (2**retry_number), self.max_backoff)
 
 
 class StageClient:
