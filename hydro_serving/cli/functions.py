@@ -41,7 +41,7 @@ def knative_options(command: Any) -> Any:
     for option in reversed([
         click.option("--image-prefix", default=None, help="Registry prefix for images, e.g. registry.example.com/"),
         click.option("--store", "store_url", default=None, help="s3://bucket[/prefix] the functions fetch models "
-                     "from (else provider.store of the stack)."),
+                     "from (else provider.store of the stack, else HYDRO_STORE)."),
         click.option("--store-endpoint", default=None, help="S3 endpoint URL inside the cluster (MinIO)."),
         click.option("--store-secret", default=None, help="Secret with the S3 credentials (default hydro-store)."),
         click.option("--timeout", "wait_timeout", type=float, default=300.0, show_default=True,
@@ -109,10 +109,12 @@ def deploy(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str |
 def _deploy_knative(stack: Stack, names: list[str], namespace: str, image_prefix: str | None,
                     store_url: str | None, store_endpoint: str | None, store_secret: str | None,
                     wait_timeout: float) -> None:
+    from hydro_serving.cli.render import store_for_cluster
     from hydro_serving.deploy.knative import deploy_knative
 
     results = deploy_knative(stack, names or None, namespace, image_prefix=image_prefix, store_secret=store_secret,
-                             store=store_url, store_endpoint=store_endpoint, timeout=wait_timeout)
+                             store=store_for_cluster(store_url, stack), store_endpoint=store_endpoint,
+                             timeout=wait_timeout)
     for name, url in results:
         click.echo(f"ready     {name}  ->  {url}")
 
