@@ -18,7 +18,15 @@ from typing import Any
 
 import aiohttp
 
-from hydro_serving.errors import BadRequest, Conflict, HydroError, NotFound, Unauthorized, UntrustedModelError
+from hydro_serving.errors import (
+    BadRequest,
+    Conflict,
+    HydroError,
+    NotFound,
+    Unauthorized,
+    UntrustedModelError,
+    ValidationError,
+)
 from hydro_serving.gateway import auth
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.deployment import Deployment, parse_deployment
@@ -36,6 +44,7 @@ from hydro_serving.router.client import ROUTER_KEY_ENV
 from hydro_serving.stack import FunctionSpec
 from hydro_serving.store import pin_model
 from hydro_serving.store.trust import PIN_ANNOTATION, TrustPolicy, parse_trusted_keys
+from hydro_serving.templates import get_template
 
 log = logging.getLogger("hydro.gateway")
 
@@ -140,6 +149,7 @@ class Gateway:
     async def deploy(self, data: Any, create: bool) -> tuple[FunctionPool, bool]:
         """POST (create) or PUT (update) one function; returns (pool, changed)."""
         deployment = parse_deployment(data)
+        self._check_template(deployment.spec)
         deployment = await self._pin_model(deployment)
         self.provider.check(deployment.spec)
         async with self._admin_lock:
@@ -169,6 +179,20 @@ class Gateway:
             await existing.update(deployment, generation)
             return existing, True
 
+    def _check_template(self, spec: FunctionSpec) -> None:
+        """Refuse a ``lang`` no template here serves (issue 14: ``lang: pytorch`` used to deploy, then 404 at call).
+
+        Only where replicas run from the templates of this machine: the local provider, or a function
+        without a prebuilt ``image``.
+        """
+        if spec.image and self.config.provider != "local":
+            return
+        try:
+            get_template(spec.lang)
+        except NotFound as exc:
+            raise ValidationError(f"function '{spec.name}': lang: {exc.message}", field="hydro.lang",
+                                  function=spec.name) from None
+
     async def _pin_model(self, deployment: Deployment) -> Deployment:
         """Resolve the function's store model, check it is trusted, and record ``name:version@sha256`` as its pin.
 
@@ -184,16 +208,32 @@ class Gateway:
                 pin = await asyncio.get_running_loop().run_in_executor(None, pin_model, spec.model, policy)
             except UntrustedModelError:
                 raise
+            except NotFound as exc:  # the store answered: no such model, version or alias (issue 14)
+                raise ValidationError(f"function '{spec.name}': model: {spec.model} does not exist in the store "
+                                      f"({exc.message})", field="hydro.model", function=spec.name) from None
             except HydroError as exc:
                 if policy.trusted:  # trust cannot be checked: refuse rather than deploy unverified
                     raise
-                log.warning("function %s: model %s not pinned (%s); replicas resolve it when they start",
-                            spec.name, spec.model, exc.message)
+                kept = self._previous_pin(spec)
+                if kept is not None:  # the store is down: keep what the last deploy resolved (issue 14)
+                    log.warning("function %s: model %s not re-resolved (%s); keeping the pin %s of the last deploy",
+                                spec.name, spec.model, exc.message, kept)
+                    annotations[PIN_ANNOTATION] = kept
+                else:
+                    log.warning("function %s: model %s not pinned (%s); replicas resolve it when they start",
+                                spec.name, spec.model, exc.message)
             else:
                 annotations[PIN_ANNOTATION] = str(pin)
         if annotations == spec.annotations:
             return deployment
         return Deployment(replace(spec, annotations=annotations), deployment.fields)
+
+    def _previous_pin(self, spec: FunctionSpec) -> str | None:
+        """The pin the deployed version of this function holds, when it was deployed with the same model ref."""
+        pool = self.pools.get(spec.name)
+        if pool is None or pool.spec.model != spec.model:
+            return None
+        return pool.spec.annotations.get(PIN_ANNOTATION)
 
     async def _check_router(self, deployment: Deployment) -> Deployment:
         """Refuse a router whose stages are not deployed or cannot feed each other; record their signatures."""
