@@ -279,17 +279,22 @@ def invoke(name: str, data: str | None, path: str, method: str, headers: tuple[s
 @state_option
 @provider_option
 @namespace_option
+@click.option("--force", is_flag=True, help="Remove it even if deployed pipelines use it as a stage (they then "
+              "answer 503 naming it).")
 def remove(name: str, stack_file: Path | None, gateway_url: str | None, state: Path | None, provider: str,
-           namespace: str) -> None:
-    """Remove a function (its in-flight requests finish first)."""
+           namespace: str, force: bool) -> None:
+    """Remove a function (its in-flight requests finish first); refused for a stage of a deployed pipeline."""
     if provider == "knative":
         from hydro_serving.deploy.knative import remove_knative
 
         remove_knative([name], namespace)
         click.echo(f"removed {name}")
         return
-    admin_client(gateway_url, state, _stack(stack_file, required=False)).remove(name)
+    users = admin_client(gateway_url, state, _stack(stack_file, required=False)).remove(name, force=force)
     click.echo(f"removed {name}")
+    if users:
+        click.echo(f"warning: pipeline(s) {', '.join(users)} used {name}; they answer 503 until it is deployed "
+                   "again", err=True)
 
 
 @click.command()

@@ -128,8 +128,17 @@ class GatewayClient:
         specs.sort(key=lambda s: s.is_router)  # stable: file order within each group
         return [(spec.name, self.deploy_spec(spec)[0]) for spec in specs]
 
-    def remove(self, name: str) -> None:
-        self._admin("DELETE", "/system/functions", {"functionName": name})
+    def remove(self, name: str, force: bool = False) -> list[str]:
+        """Remove a function; returns the pipelines that used it (only with ``force``: else the gateway says 409)."""
+        body: dict[str, Any] = {"functionName": name}
+        if force:
+            body["force"] = True
+        response = self._admin("DELETE", "/system/functions", body)
+        try:
+            pipelines = response.json().get("pipelines", [])
+        except (ValueError, AttributeError):
+            return []
+        return [str(p) for p in pipelines] if isinstance(pipelines, list) else []
 
     def scale(self, name: str, replicas: int) -> dict[str, Any]:
         return self._admin("POST", f"/system/scale-function/{quote(name)}", {"replicas": replicas}).json()

@@ -23,6 +23,7 @@ from hydro_serving.errors import (
     Conflict,
     HydroError,
     NotFound,
+    ServiceUnavailable,
     Unauthorized,
     UntrustedModelError,
     ValidationError,
@@ -273,9 +274,39 @@ class Gateway:
                 log.warning("signature of %s from the store unavailable: %s", name, exc)
         return None
 
-    async def remove(self, name: str) -> None:
+    def pipelines_using(self, name: str) -> list[str]:
+        """The deployed routers whose chain names ``name`` (as a stage, a variant or a shadow), sorted."""
+        return sorted(pool.name for pool in self.pools.values() if pool.spec.is_router and pool.name != name
+                      and any(name in (*stage.functions, *stage.shadow) for stage in pool.spec.chain))
+
+    def check_stages(self, pool: FunctionPool) -> None:
+        """A pipeline whose stage is not deployed answers 503 naming it, before any stage runs (issue 14).
+
+        Shadows are left out: a missing shadow never changes the response (the router logs it).
+        """
+        spec = pool.spec
+        if not spec.is_router:
+            return
+        for i, stage in enumerate(spec.chain):
+            for fn in stage.functions:
+                if fn not in self.pools:
+                    raise ServiceUnavailable(f"pipeline '{spec.name}' cannot run: stage {i + 1} names function "
+                                             f"'{fn}', which is not deployed (deploy it again, or redeploy the "
+                                             "pipeline without it)", stage=fn, function=spec.name,
+                                             details={"cause": "stage_missing", "stage_index": i + 1})
+
+    async def remove(self, name: str, force: bool = False) -> list[str]:
+        """Remove a function; one that deployed pipelines use is refused (409) unless ``force``.
+
+        Returns the pipelines that used it (non-empty only with ``force``): they answer 503 naming it.
+        """
         async with self._admin_lock:
             pool = self.pool(name)
+            users = self.pipelines_using(name)
+            if users and not force:
+                raise Conflict(f"function '{name}' is a stage of the deployed pipeline(s) {', '.join(users)}; "
+                               "remove or redeploy those first, or remove it anyway with --force (they will "
+                               "answer 503 until it is back)", function=name, details={"pipelines": users})
             self.state.delete(name)  # first: a full disk (507) leaves the function deployed, not half-removed
             del self.pools[name]
         await pool.close("removed", drain=True)
@@ -283,6 +314,10 @@ class Gateway:
         await self.provider.remove(name)
         self.metrics.forget(name)
         self.rate_limiter.forget(name)
+        if users:
+            log.warning("function %s removed with --force; pipeline(s) %s now answer 503 naming it",
+                        name, ", ".join(users))
+        return users
 
     # ---- who may call what ----------------------------------------------------------------------------
 
