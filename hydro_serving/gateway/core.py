@@ -150,9 +150,9 @@ class Gateway:
     async def deploy(self, data: Any, create: bool) -> tuple[FunctionPool, bool]:
         """POST (create) or PUT (update) one function; returns (pool, changed)."""
         deployment = parse_deployment(data)
-        self._check_template(deployment.spec)
-        deployment = await self._pin_model(deployment)
         self.provider.check(deployment.spec)
+        self._check_template(deployment.spec)
+        deployment = await self._pin_model(deployment)  # a store request: after the checks that need none
         async with self._admin_lock:
             name = deployment.name
             existing = self.pools.get(name)
