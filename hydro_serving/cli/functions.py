@@ -79,9 +79,13 @@ def _build_contexts(stack: Stack, names: list[str] | None) -> bool:
     return True
 
 
-def _print_deployed(results: list[tuple[str, str]], url: str) -> None:
-    for name, action in results:
-        click.echo(f"{action:9} {name}  ->  {url}/function/{name}")
+def _deploy_and_print(client: GatewayClient, stack: Stack, names: list[str]) -> None:
+    """Validate the whole stack on the gateway, then apply it, printing each function as it is applied.
+
+    A failure midway is an error that lists what was applied and what was left as it was.
+    """
+    client.deploy_stack(stack, names, on_result=lambda name, action: click.echo(
+        f"{action:9} {name}  ->  {client.url}/function/{name}"))
 
 
 @click.command()
@@ -103,7 +107,7 @@ def deploy(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str |
                         wait_timeout)
         return
     client = admin_client(gateway_url, state, stack)
-    _print_deployed(client.deploy_stack(stack, list(filters)), client.url)
+    _deploy_and_print(client, stack, list(filters))
 
 
 def _deploy_knative(stack: Stack, names: list[str], namespace: str, image_prefix: str | None,
@@ -159,7 +163,7 @@ def up(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str | Non
     client = GatewayClient(url, require_token(target, state_dir))
     if contexts and client.info().get("provider", {}).get("orchestration") == "docker":
         _build_images(stack, names, push=False)
-    _print_deployed(client.deploy_stack(stack, names), client.url)
+    _deploy_and_print(client, stack, names)
 
 
 def _build_images(stack: Stack, names: list[str], push: bool) -> None:

@@ -236,18 +236,57 @@ class Gateway:
             return None
         return pool.spec.annotations.get(PIN_ANNOTATION)
 
-    async def _check_router(self, deployment: Deployment) -> Deployment:
-        """Refuse a router whose stages are not deployed or cannot feed each other; record their signatures."""
+    async def validate(self, data: Any) -> list[str]:
+        """Check a whole stack without changing anything (``POST /system/validate``, issue 14 point 9).
+
+        ``data`` is ``{"functions": [deployment, ...]}``, the bodies ``hydro deploy`` would send. Every
+        check a deploy makes runs on each (the spec, the provider, the template, the model in the store),
+        and each router's chain is checked against the functions deployed *and* those in the batch, with
+        the batch's specs winning, so a stack is refused before its first function is touched.
+        Returns the names checked; the first problem is raised naming the function and the field.
+        """
+        items = data.get("functions") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise ValidationError('the body must be {"functions": [deployment, ...]}', field="functions")
+        batch: dict[str, Deployment] = {}
+        for i, item in enumerate(items):
+            try:
+                deployment = parse_deployment(item)
+                self.provider.check(deployment.spec)
+                self._check_template(deployment.spec)
+                deployment = await self._pin_model(deployment)
+            except HydroError as exc:
+                if exc.function is None:
+                    exc.function = item.get("service") if isinstance(item, dict) else None
+                exc.details.setdefault("index", i)
+                raise
+            if deployment.name in batch:
+                raise ValidationError(f"function '{deployment.name}' appears twice", field=f"functions[{i}]",
+                                      function=deployment.name)
+            batch[deployment.name] = deployment
+        pending = {name: d.spec for name, d in batch.items()}
+        for deployment in batch.values():
+            if deployment.spec.is_router:
+                await self._check_router(deployment, pending)
+        return list(batch)
+
+    async def _check_router(self, deployment: Deployment,
+                            pending: dict[str, FunctionSpec] | None = None) -> Deployment:
+        """Refuse a router whose stages are not deployed or cannot feed each other; record their signatures.
+
+        ``pending``: specs about to be deployed with it (a stack being validated), which count as deployed.
+        """
         spec = deployment.spec
+        specs = {name: pool.spec for name, pool in self.pools.items()} | (pending or {})
         for i, stage in enumerate(spec.chain):
             for fn in [*stage.functions, *stage.shadow]:
-                if fn not in self.pools:
+                if fn not in specs:
                     raise BadRequest(f"stage {i + 1} of router '{spec.name}' names function '{fn}', which is not "
                                      "deployed; deploy it first", field=f"hydro.chain[{i}]", stage=fn,
                                      function=spec.name)
         names = {fn for stage in spec.chain for fn in [*stage.functions, *stage.shadow]}
         loop = asyncio.get_running_loop()
-        signatures = {name: await loop.run_in_executor(None, self._signature_of, name) for name in names}
+        signatures = {name: await loop.run_in_executor(None, self._signature_of, specs[name]) for name in names}
         # ROUTER CONTRACT CHECK (hydro_serving.router.contracts, owned by the router part)
         from hydro_serving.router import contracts
 
@@ -260,9 +299,9 @@ class Gateway:
         options = {**spec.options, contracts.STAGE_SIGNATURES_OPTION: resolved}
         return Deployment(replace(spec, options=options), deployment.fields)
 
-    def _signature_of(self, name: str) -> Any:
-        """A deployed function's declared signature, else its store model's manifest signature (if reachable)."""
-        spec = self.pools[name].spec
+    def _signature_of(self, spec: FunctionSpec) -> Any:
+        """A function's declared signature, else its store model's manifest signature (if reachable)."""
+        name = spec.name
         if spec.signature is not None:
             return spec.signature
         if spec.model and not spec.model_is_local:

@@ -169,6 +169,13 @@ async def update_function(request: web.Request) -> web.Response:
 
 
 @require_admin
+async def validate_functions(request: web.Request) -> web.Response:
+    """``POST /system/validate``: every deploy check on a whole stack, nothing applied (200 or the first error)."""
+    names = await request.app[GATEWAY_KEY].validate(await _json_body(request))
+    return web.json_response({"valid": True, "functions": names})
+
+
+@require_admin
 async def delete_function(request: web.Request) -> web.Response:
     data = await _json_body(request)
     if not isinstance(data, dict):
@@ -400,6 +407,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/system/functions", create_function),
     ("PUT", "/system/functions", update_function),
     ("DELETE", "/system/functions", delete_function),
+    ("POST", "/system/validate", validate_functions),
     ("GET", "/system/function/{name}", get_function),
     ("DELETE", "/system/function/{name}", delete_named_function),
     ("POST", "/system/scale-function/{name}", scale_function),
