@@ -43,6 +43,29 @@ class Response:
         return self.status < 400
 
 
+def check_local_model(spec: FunctionSpec) -> None:
+    """A local model file (``model: ./model.joblib``) against the function's signature, on the deploying machine.
+
+    The model is the deployer's own file, read here rather than by the gateway (a pickle is code);
+    store models were checked at upload and are checked by the gateway against their manifest.
+    """
+    if spec.signature is None or not spec.model or not spec.model_is_local:
+        return
+    from hydro_serving.store.declared import check_signature, declared_inputs
+    from hydro_serving.store.frameworks import detect_framework
+
+    path = Path(spec.model.removeprefix("file://")).expanduser()
+    if not path.exists():
+        return  # the gateway names the missing path
+    try:
+        check_signature(spec.signature, declared_inputs(path, detect_framework(path)),
+                        field=f"functions.{spec.name}.signature")
+    except HydroError as exc:
+        exc.function = spec.name
+        exc.message = f"function '{spec.name}': {exc.message}"
+        raise
+
+
 def stack_field(exc: HydroError) -> str | None:
     """The gateway's ``hydro.lang`` of function ``f1`` as the stack.yml key ``functions.f1.lang``."""
     if exc.field and exc.function and exc.field.startswith("hydro."):
@@ -145,6 +168,8 @@ class GatewayClient:
 
         A gateway that predates the endpoint (404/405) is not asked: the deploy then checks each function.
         """
+        for spec in specs:
+            check_local_model(spec)
         body = {"functions": [self._deployment(spec) for spec in specs]}
         response = self.request("POST", "/system/validate", json.dumps(body).encode(),
                                 {"Content-Type": "application/json"}, admin=True)

@@ -44,6 +44,7 @@ from hydro_serving.monitor.service import for_gateway
 from hydro_serving.router.client import ROUTER_KEY_ENV
 from hydro_serving.stack import FunctionSpec
 from hydro_serving.store import pin_model
+from hydro_serving.store.declared import check_signature
 from hydro_serving.store.trust import PIN_ANNOTATION, TrustPolicy, parse_trusted_keys
 from hydro_serving.templates import get_template
 
@@ -225,9 +226,32 @@ class Gateway:
                                 spec.name, spec.model, exc.message)
             else:
                 annotations[PIN_ANNOTATION] = str(pin)
+                if spec.signature is not None:
+                    await asyncio.get_running_loop().run_in_executor(None, self._check_declared, spec, pin)
         if annotations == spec.annotations:
             return deployment
         return Deployment(replace(spec, annotations=annotations), deployment.fields)
+
+    @staticmethod
+    def _check_declared(spec: FunctionSpec, pin: Any) -> None:
+        """The function's own signature against what its model declared at upload (issue 14 point 8).
+
+        Read from the manifest (recorded there at upload), so the model is never loaded here.
+        """
+        from hydro_serving.store import open_store
+        from hydro_serving.store.declared import declared_of_manifest
+
+        try:
+            manifest = open_store().get_manifest(f"{pin.name}:{pin.version}")
+        except HydroError as exc:  # just resolved, so the store answered: a second look may still fail
+            log.warning("function %s: cannot read the manifest of %s to check its signature: %s",
+                        spec.name, pin, exc.message)
+            return
+        try:
+            check_signature(spec.signature, declared_of_manifest(manifest), field="hydro.signature")
+        except ValidationError as exc:
+            raise ValidationError(f"function '{spec.name}': {exc.message} (model {pin.name}:{pin.version})",
+                                  field=exc.field, function=spec.name) from None
 
     def _previous_pin(self, spec: FunctionSpec) -> str | None:
         """The pin the deployed version of this function holds, when it was deployed with the same model ref."""

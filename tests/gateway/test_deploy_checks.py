@@ -77,3 +77,41 @@ def test_hydro_deploy_names_the_key(gateway: Any, tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
     _, functions = gateway.admin("GET", "/system/functions")
     assert functions == []
+
+
+def test_signature_against_the_model_at_deploy(gateway: Any, tmp_path: Path) -> None:
+    """Issue 14 point 8 at deploy: a stack signature the store model cannot take (the gateway reads what the
+    model declared from its manifest), and one a local model file cannot take (checked by hydro deploy)."""
+    import numpy as np
+
+    from hydro_serving.store import open_store
+
+    x, y = load_iris(return_X_y=True)
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    model = LogisticRegression(max_iter=500).fit(x, y)
+    model.feature_names_in_ = np.array(names, dtype=object)  # as a DataFrame fit records (no pandas here)
+    project = tmp_path / "project"
+    project.mkdir()
+    joblib.dump(model, project / "model.joblib")
+    open_store().upload(project / "model.joblib", "flowers")
+
+    foo = {"inputs": [{"name": "foo", "dtype": "float64", "shape": [-1]}]}
+    status, out = gateway.admin("POST", "/system/functions", {"service": "f3", "hydro": {
+        "name": "f3", "lang": "sklearn", "model": "flowers:1", "signature": foo}})
+    assert status == 400 and out["field"] == "hydro.signature.inputs[0].name", out
+    assert "'foo'" in out["error"] and "sepal_length" in out["error"] and "flowers:1" in out["error"], out
+    good = {"inputs": [{"name": n, "dtype": "float64", "shape": [-1]} for n in names]}
+    status, out = gateway.admin("POST", "/system/functions", {"service": "f3", "hydro": {
+        "name": "f3", "lang": "sklearn", "model": "flowers:1", "signature": good}})
+    assert status == 202, out
+
+    env = {"HYDRO_STATE": str(gateway.state_dir), "HYDRO_GATEWAY": gateway.url}
+    (project / "stack.yml").write_text(
+        "functions:\n  local:\n    lang: sklearn\n    model: ./model.joblib\n    signature:\n"
+        "      inputs: [{name: sepal_length, dtype: float64, shape: [-1]},\n"
+        "               {name: petal, dtype: float64, shape: [-1]}]\n")
+    out = hydro("deploy", cwd=project, env=env)
+    assert out.returncode != 0
+    assert "functions.local.signature.inputs[1].name" in out.stderr and "'petal'" in out.stderr, out.stderr
+    assert "sepal_width" in out.stderr and "Traceback" not in out.stderr
+    assert [f["name"] for f in gateway.admin("GET", "/system/functions")[1]] == ["f3"]
