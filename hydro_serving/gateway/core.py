@@ -43,6 +43,7 @@ from hydro_serving.gateway.state import StateStore
 from hydro_serving.monitor.service import for_gateway
 from hydro_serving.router.client import ROUTER_KEY_ENV
 from hydro_serving.stack import FunctionSpec
+from hydro_serving.stack.model import DNS_LABEL
 from hydro_serving.store import pin_model
 from hydro_serving.store.declared import check_signature
 from hydro_serving.store.trust import PIN_ANNOTATION, TrustPolicy, parse_trusted_keys
@@ -280,8 +281,9 @@ class Gateway:
                 self._check_template(deployment.spec)
                 deployment = await self._pin_model(deployment)
             except HydroError as exc:
-                if exc.function is None:
-                    exc.function = item.get("service") if isinstance(item, dict) else None
+                service = item.get("service") if isinstance(item, dict) else None
+                if exc.function is None and isinstance(service, str) and DNS_LABEL.match(service):
+                    exc.function = service
                 exc.details.setdefault("index", i)
                 raise
             if deployment.name in batch:
