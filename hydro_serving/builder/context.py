@@ -265,11 +265,11 @@ def _write_requirements(folder: Path, wheel: Path, template: Template, function_
 
 def _bake_store_model(stack: Stack, spec: FunctionSpec, target: Path) -> Any:
     """Fetch a store model (sha256-verified cache) into the context; returns the manifest's signature."""
-    from hydro_serving.store import fetch_model, open_store
+    from hydro_serving.store import fetch_model, manifest_of, open_store
 
     assert spec.model is not None
     store_url = stack.provider.store
-    source = fetch_model(spec.model, store_url)
+    source = fetch_model(spec.model, store_url)  # a cached pinned version: no request to the store
     for item in sorted(Path(source).iterdir()):
         if item.is_dir():
             shutil.copytree(item, target / item.name)
@@ -277,6 +277,9 @@ def _bake_store_model(stack: Stack, spec: FunctionSpec, target: Path) -> Any:
             shutil.copyfile(item, target / item.name)
     if spec.signature is not None:
         return None
+    cached = manifest_of(source)  # recorded with the cached files: works with the store down (issue 14)
+    if cached is not None:
+        return cached.signature
     try:
         return open_store(store_url).get_manifest(spec.model).signature
     except HydroError:  # the signature is a convenience; the model files are what matters

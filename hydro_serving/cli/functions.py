@@ -41,7 +41,7 @@ def knative_options(command: Any) -> Any:
     for option in reversed([
         click.option("--image-prefix", default=None, help="Registry prefix for images, e.g. registry.example.com/"),
         click.option("--store", "store_url", default=None, help="s3://bucket[/prefix] the functions fetch models "
-                     "from (else provider.store of the stack)."),
+                     "from (else provider.store of the stack, else HYDRO_STORE)."),
         click.option("--store-endpoint", default=None, help="S3 endpoint URL inside the cluster (MinIO)."),
         click.option("--store-secret", default=None, help="Secret with the S3 credentials (default hydro-store)."),
         click.option("--timeout", "wait_timeout", type=float, default=300.0, show_default=True,
@@ -79,9 +79,13 @@ def _build_contexts(stack: Stack, names: list[str] | None) -> bool:
     return True
 
 
-def _print_deployed(results: list[tuple[str, str]], url: str) -> None:
-    for name, action in results:
-        click.echo(f"{action:9} {name}  ->  {url}/function/{name}")
+def _deploy_and_print(client: GatewayClient, stack: Stack, names: list[str]) -> None:
+    """Validate the whole stack on the gateway, then apply it, printing each function as it is applied.
+
+    A failure midway is an error that lists what was applied and what was left as it was.
+    """
+    client.deploy_stack(stack, names, on_result=lambda name, action: click.echo(
+        f"{action:9} {name}  ->  {client.url}/function/{name}"))
 
 
 @click.command()
@@ -103,16 +107,18 @@ def deploy(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str |
                         wait_timeout)
         return
     client = admin_client(gateway_url, state, stack)
-    _print_deployed(client.deploy_stack(stack, list(filters)), client.url)
+    _deploy_and_print(client, stack, list(filters))
 
 
 def _deploy_knative(stack: Stack, names: list[str], namespace: str, image_prefix: str | None,
                     store_url: str | None, store_endpoint: str | None, store_secret: str | None,
                     wait_timeout: float) -> None:
+    from hydro_serving.cli.render import store_for_cluster
     from hydro_serving.deploy.knative import deploy_knative
 
     results = deploy_knative(stack, names or None, namespace, image_prefix=image_prefix, store_secret=store_secret,
-                             store=store_url, store_endpoint=store_endpoint, timeout=wait_timeout)
+                             store=store_for_cluster(store_url, stack), store_endpoint=store_endpoint,
+                             timeout=wait_timeout)
     for name, url in results:
         click.echo(f"ready     {name}  ->  {url}")
 
@@ -157,7 +163,7 @@ def up(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str | Non
     client = GatewayClient(url, require_token(target, state_dir))
     if contexts and client.info().get("provider", {}).get("orchestration") == "docker":
         _build_images(stack, names, push=False)
-    _print_deployed(client.deploy_stack(stack, names), client.url)
+    _deploy_and_print(client, stack, names)
 
 
 def _build_images(stack: Stack, names: list[str], push: bool) -> None:
@@ -277,17 +283,22 @@ def invoke(name: str, data: str | None, path: str, method: str, headers: tuple[s
 @state_option
 @provider_option
 @namespace_option
+@click.option("--force", is_flag=True, help="Remove it even if deployed pipelines use it as a stage (they then "
+              "answer 503 naming it).")
 def remove(name: str, stack_file: Path | None, gateway_url: str | None, state: Path | None, provider: str,
-           namespace: str) -> None:
-    """Remove a function (its in-flight requests finish first)."""
+           namespace: str, force: bool) -> None:
+    """Remove a function (its in-flight requests finish first); refused for a stage of a deployed pipeline."""
     if provider == "knative":
         from hydro_serving.deploy.knative import remove_knative
 
         remove_knative([name], namespace)
         click.echo(f"removed {name}")
         return
-    admin_client(gateway_url, state, _stack(stack_file, required=False)).remove(name)
+    users = admin_client(gateway_url, state, _stack(stack_file, required=False)).remove(name, force=force)
     click.echo(f"removed {name}")
+    if users:
+        click.echo(f"warning: pipeline(s) {', '.join(users)} used {name}; they answer 503 until it is deployed "
+                   "again", err=True)
 
 
 @click.command()

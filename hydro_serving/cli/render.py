@@ -7,11 +7,22 @@ applies the very same manifests.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
-from hydro_serving.stack import load_stack
+from hydro_serving.replica import contract
+from hydro_serving.stack import Stack, load_stack
+
+
+def store_for_cluster(option: str | None, stack: Stack) -> str | None:
+    """The store Knative pods read: ``--store``, else the stack's ``provider.store``, else ``HYDRO_STORE``.
+
+    The same order as ``hydro demo``: a stack that names its store is explicit; without one, the variable
+    every other command reads (``hydro model``, the gateway) is used (issue 14: render used to ignore it).
+    """
+    return option or stack.provider.store or os.environ.get(contract.STORE_ENV) or None
 
 
 @click.group()
@@ -29,7 +40,7 @@ def render() -> None:
 @click.option("--image-prefix", default=None, metavar="REGISTRY/",
               help="Prefix every image with a registry, e.g. registry.example.com:5000/")
 @click.option("--store", default=None, metavar="s3://BUCKET/PREFIX",
-              help="The model store the pods read (default: the stack's provider.store).")
+              help="The model store the pods read (else the stack's provider.store, else HYDRO_STORE).")
 @click.option("--store-endpoint", default=None, metavar="URL",
               help="AWS_ENDPOINT_URL for the pods, e.g. http://minio.hydro.svc.cluster.local:9000 "
                    "(or put it in the store Secret).")
@@ -45,6 +56,7 @@ def knative(stack_file: str, out_dir: str | None, namespace: str, image_prefix: 
     """One serving.knative.dev/v1 Service per function (and router)."""
     from hydro_serving.builder.knative import KnativeValidator, render_stack, to_yaml, write_manifests
     stack = load_stack(stack_file)
+    store = store_for_cluster(store, stack)
     manifests = render_stack(stack, names, namespace=namespace, image_prefix=image_prefix, store=store,
                              store_endpoint=store_endpoint, store_secret=None if no_store_secret else store_secret)
     if crd:

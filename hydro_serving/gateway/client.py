@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,50 @@ class Response:
     @property
     def ok(self) -> bool:
         return self.status < 400
+
+
+def check_local_model(spec: FunctionSpec) -> None:
+    """A local model file (``model: ./model.joblib``) against the function's signature, on the deploying machine.
+
+    The model is the deployer's own file, read here rather than by the gateway (a pickle is code);
+    store models were checked at upload and are checked by the gateway against their manifest.
+    """
+    if spec.signature is None or not spec.model or not spec.model_is_local:
+        return
+    from hydro_serving.store.declared import check_signature, declared_inputs
+    from hydro_serving.store.frameworks import detect_framework
+
+    path = Path(spec.model.removeprefix("file://")).expanduser()
+    if not path.exists():
+        return  # the gateway names the missing path
+    try:
+        check_signature(spec.signature, declared_inputs(path, detect_framework(path)),
+                        field=f"functions.{spec.name}.signature")
+    except HydroError as exc:
+        exc.function = spec.name
+        exc.message = f"function '{spec.name}': {exc.message}"
+        raise
+
+
+def stack_field(exc: HydroError) -> str | None:
+    """The gateway's ``hydro.lang`` of function ``f1`` as the stack.yml key ``functions.f1.lang``."""
+    if exc.field and exc.function and exc.field.startswith("hydro."):
+        return f"functions.{exc.function}.{exc.field.removeprefix('hydro.')}"
+    return exc.field
+
+
+class DeployIncomplete(HydroError):
+    """A stack deploy that failed after applying some functions: says exactly what changed and what did not."""
+
+    def __init__(self, cause: HydroError, failed: str, done: list[tuple[str, str]], pending: list[str]) -> None:
+        applied = ", ".join(f"{name} ({action})" for name, action in done) or "none"
+        untouched = ", ".join([failed, *pending])
+        super().__init__(f"deploying '{failed}' failed: {cause.message}. Applied before it: {applied}. "
+                         f"Not applied (left as they were): {untouched}", status=cause.status, field=stack_field(cause),
+                         function=failed, details={"applied": dict(done), "not_applied": [failed, *pending]})
+        self.cause = cause
+        self.done = done
+        self.pending = [failed, *pending]
 
 
 def error_from(response: Response, url: str) -> HydroError:
@@ -112,24 +156,72 @@ class GatewayClient:
 
     def deploy_spec(self, spec: FunctionSpec, extra: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """PUT, then POST on 404: ``("updated"|"unchanged"|"created", status)``."""
-        deployment = {**(extra or {}), "service": spec.name, "hydro": spec.to_dict()}
-        if spec.image:
-            deployment.setdefault("image", spec.image)
+        deployment = self._deployment(spec, extra)
         response = self._admin("PUT", "/system/functions", deployment, ok_404=True)
         if response.status == 404:
             return "created", self._admin("POST", "/system/functions", deployment).json()
         status = response.json()
         return ("updated" if status.get("changed", True) else "unchanged"), status
 
-    def deploy_stack(self, stack: Stack, names: list[str] | tuple[str, ...] | None = None
-                     ) -> list[tuple[str, str]]:
-        """Deploy the selected functions (paths made absolute), plain functions before routers."""
+    def validate_specs(self, specs: list[FunctionSpec]) -> None:
+        """Every deploy check on the whole batch, nothing applied (``POST /system/validate``).
+
+        A gateway that predates the endpoint (404/405) is not asked: the deploy then checks each function.
+        """
+        for spec in specs:
+            check_local_model(spec)
+        body = {"functions": [self._deployment(spec) for spec in specs]}
+        response = self.request("POST", "/system/validate", json.dumps(body).encode(),
+                                {"Content-Type": "application/json"}, admin=True)
+        if response.status in (404, 405):  # no such route on this gateway
+            return
+        if response.status == 401:
+            raise HydroError(f"the gateway at {self.url} refused the credentials", status=401)
+        if not response.ok:
+            exc = error_from(response, self.url + "/system/validate")
+            exc.field = stack_field(exc)
+            raise exc
+
+    @staticmethod
+    def _deployment(spec: FunctionSpec, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        deployment = {**(extra or {}), "service": spec.name, "hydro": spec.to_dict()}
+        if spec.image:
+            deployment.setdefault("image", spec.image)
+        return deployment
+
+    def deploy_stack(self, stack: Stack, names: list[str] | tuple[str, ...] | None = None,
+                     on_result: Callable[[str, str], None] | None = None) -> list[tuple[str, str]]:
+        """Validate the selected functions as a whole, then deploy them (plain functions before routers).
+
+        Nothing is applied when the validation fails. When a deploy fails midway,
+        :class:`DeployIncomplete` says which functions were applied (and how) and which were not.
+        ``on_result(name, action)`` is called as each one is applied.
+        """
         specs = [spec.resolved(stack.root) for spec in stack.select(names)]
         specs.sort(key=lambda s: s.is_router)  # stable: file order within each group
-        return [(spec.name, self.deploy_spec(spec)[0]) for spec in specs]
+        self.validate_specs(specs)
+        done: list[tuple[str, str]] = []
+        for i, spec in enumerate(specs):
+            try:
+                action = self.deploy_spec(spec)[0]
+            except HydroError as exc:
+                raise DeployIncomplete(exc, spec.name, done, [s.name for s in specs[i + 1:]]) from None
+            done.append((spec.name, action))
+            if on_result is not None:
+                on_result(spec.name, action)
+        return done
 
-    def remove(self, name: str) -> None:
-        self._admin("DELETE", "/system/functions", {"functionName": name})
+    def remove(self, name: str, force: bool = False) -> list[str]:
+        """Remove a function; returns the pipelines that used it (only with ``force``: else the gateway says 409)."""
+        body: dict[str, Any] = {"functionName": name}
+        if force:
+            body["force"] = True
+        response = self._admin("DELETE", "/system/functions", body)
+        try:
+            pipelines = response.json().get("pipelines", [])
+        except (ValueError, AttributeError):
+            return []
+        return [str(p) for p in pipelines] if isinstance(pipelines, list) else []
 
     def scale(self, name: str, replicas: int) -> dict[str, Any]:
         return self._admin("POST", f"/system/scale-function/{quote(name)}", {"replicas": replicas}).json()

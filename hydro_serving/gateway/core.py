@@ -18,7 +18,16 @@ from typing import Any
 
 import aiohttp
 
-from hydro_serving.errors import BadRequest, Conflict, HydroError, NotFound, Unauthorized, UntrustedModelError
+from hydro_serving.errors import (
+    BadRequest,
+    Conflict,
+    HydroError,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+    UntrustedModelError,
+    ValidationError,
+)
 from hydro_serving.gateway import auth
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.deployment import Deployment, parse_deployment
@@ -34,8 +43,11 @@ from hydro_serving.gateway.state import StateStore
 from hydro_serving.monitor.service import for_gateway
 from hydro_serving.router.client import ROUTER_KEY_ENV
 from hydro_serving.stack import FunctionSpec
+from hydro_serving.stack.model import DNS_LABEL
 from hydro_serving.store import pin_model
+from hydro_serving.store.declared import check_signature
 from hydro_serving.store.trust import PIN_ANNOTATION, TrustPolicy, parse_trusted_keys
+from hydro_serving.templates import get_template
 
 log = logging.getLogger("hydro.gateway")
 
@@ -140,8 +152,9 @@ class Gateway:
     async def deploy(self, data: Any, create: bool) -> tuple[FunctionPool, bool]:
         """POST (create) or PUT (update) one function; returns (pool, changed)."""
         deployment = parse_deployment(data)
-        deployment = await self._pin_model(deployment)
         self.provider.check(deployment.spec)
+        self._check_template(deployment.spec)
+        deployment = await self._pin_model(deployment)  # a store request: after the checks that need none
         async with self._admin_lock:
             name = deployment.name
             existing = self.pools.get(name)
@@ -169,6 +182,20 @@ class Gateway:
             await existing.update(deployment, generation)
             return existing, True
 
+    def _check_template(self, spec: FunctionSpec) -> None:
+        """Refuse a ``lang`` no template here serves (issue 14: ``lang: pytorch`` used to deploy, then 404 at call).
+
+        Only where replicas run from the templates of this machine: the local provider, or a function
+        without a prebuilt ``image``.
+        """
+        if spec.image and self.config.provider != "local":
+            return
+        try:
+            get_template(spec.lang)
+        except NotFound as exc:
+            raise ValidationError(f"function '{spec.name}': lang: {exc.message}", field="hydro.lang",
+                                  function=spec.name) from None
+
     async def _pin_model(self, deployment: Deployment) -> Deployment:
         """Resolve the function's store model, check it is trusted, and record ``name:version@sha256`` as its pin.
 
@@ -184,29 +211,108 @@ class Gateway:
                 pin = await asyncio.get_running_loop().run_in_executor(None, pin_model, spec.model, policy)
             except UntrustedModelError:
                 raise
+            except NotFound as exc:  # the store answered: no such model, version or alias (issue 14)
+                raise ValidationError(f"function '{spec.name}': model: {spec.model} does not exist in the store "
+                                      f"({exc.message})", field="hydro.model", function=spec.name) from None
             except HydroError as exc:
                 if policy.trusted:  # trust cannot be checked: refuse rather than deploy unverified
                     raise
-                log.warning("function %s: model %s not pinned (%s); replicas resolve it when they start",
-                            spec.name, spec.model, exc.message)
+                kept = self._previous_pin(spec)
+                if kept is not None:  # the store is down: keep what the last deploy resolved (issue 14)
+                    log.warning("function %s: model %s not re-resolved (%s); keeping the pin %s of the last deploy",
+                                spec.name, spec.model, exc.message, kept)
+                    annotations[PIN_ANNOTATION] = kept
+                else:
+                    log.warning("function %s: model %s not pinned (%s); replicas resolve it when they start",
+                                spec.name, spec.model, exc.message)
             else:
                 annotations[PIN_ANNOTATION] = str(pin)
+                if spec.signature is not None:
+                    await asyncio.get_running_loop().run_in_executor(None, self._check_declared, spec, pin)
         if annotations == spec.annotations:
             return deployment
         return Deployment(replace(spec, annotations=annotations), deployment.fields)
 
-    async def _check_router(self, deployment: Deployment) -> Deployment:
-        """Refuse a router whose stages are not deployed or cannot feed each other; record their signatures."""
+    @staticmethod
+    def _check_declared(spec: FunctionSpec, pin: Any) -> None:
+        """The function's own signature against what its model declared at upload (issue 14 point 8).
+
+        Read from the manifest (recorded there at upload), so the model is never loaded here.
+        """
+        from hydro_serving.store import open_store
+        from hydro_serving.store.declared import declared_of_manifest
+
+        try:
+            manifest = open_store().get_manifest(f"{pin.name}:{pin.version}")
+        except HydroError as exc:  # just resolved, so the store answered: a second look may still fail
+            log.warning("function %s: cannot read the manifest of %s to check its signature: %s",
+                        spec.name, pin, exc.message)
+            return
+        try:
+            check_signature(spec.signature, declared_of_manifest(manifest), field="hydro.signature")
+        except ValidationError as exc:
+            raise ValidationError(f"function '{spec.name}': {exc.message} (model {pin.name}:{pin.version})",
+                                  field=exc.field, function=spec.name) from None
+
+    def _previous_pin(self, spec: FunctionSpec) -> str | None:
+        """The pin the deployed version of this function holds, when it was deployed with the same model ref."""
+        pool = self.pools.get(spec.name)
+        if pool is None or pool.spec.model != spec.model:
+            return None
+        return pool.spec.annotations.get(PIN_ANNOTATION)
+
+    async def validate(self, data: Any) -> list[str]:
+        """Check a whole stack without changing anything (``POST /system/validate``, issue 14 point 9).
+
+        ``data`` is ``{"functions": [deployment, ...]}``, the bodies ``hydro deploy`` would send. Every
+        check a deploy makes runs on each (the spec, the provider, the template, the model in the store),
+        and each router's chain is checked against the functions deployed *and* those in the batch, with
+        the batch's specs winning, so a stack is refused before its first function is touched.
+        Returns the names checked; the first problem is raised naming the function and the field.
+        """
+        items = data.get("functions") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise ValidationError('the body must be {"functions": [deployment, ...]}', field="functions")
+        batch: dict[str, Deployment] = {}
+        for i, item in enumerate(items):
+            try:
+                deployment = parse_deployment(item)
+                self.provider.check(deployment.spec)
+                self._check_template(deployment.spec)
+                deployment = await self._pin_model(deployment)
+            except HydroError as exc:
+                service = item.get("service") if isinstance(item, dict) else None
+                if exc.function is None and isinstance(service, str) and DNS_LABEL.match(service):
+                    exc.function = service
+                exc.details.setdefault("index", i)
+                raise
+            if deployment.name in batch:
+                raise ValidationError(f"function '{deployment.name}' appears twice", field=f"functions[{i}]",
+                                      function=deployment.name)
+            batch[deployment.name] = deployment
+        pending = {name: d.spec for name, d in batch.items()}
+        for deployment in batch.values():
+            if deployment.spec.is_router:
+                await self._check_router(deployment, pending)
+        return list(batch)
+
+    async def _check_router(self, deployment: Deployment,
+                            pending: dict[str, FunctionSpec] | None = None) -> Deployment:
+        """Refuse a router whose stages are not deployed or cannot feed each other; record their signatures.
+
+        ``pending``: specs about to be deployed with it (a stack being validated), which count as deployed.
+        """
         spec = deployment.spec
+        specs = {name: pool.spec for name, pool in self.pools.items()} | (pending or {})
         for i, stage in enumerate(spec.chain):
             for fn in [*stage.functions, *stage.shadow]:
-                if fn not in self.pools:
+                if fn not in specs:
                     raise BadRequest(f"stage {i + 1} of router '{spec.name}' names function '{fn}', which is not "
                                      "deployed; deploy it first", field=f"hydro.chain[{i}]", stage=fn,
                                      function=spec.name)
         names = {fn for stage in spec.chain for fn in [*stage.functions, *stage.shadow]}
         loop = asyncio.get_running_loop()
-        signatures = {name: await loop.run_in_executor(None, self._signature_of, name) for name in names}
+        signatures = {name: await loop.run_in_executor(None, self._signature_of, specs[name]) for name in names}
         # ROUTER CONTRACT CHECK (hydro_serving.router.contracts, owned by the router part)
         from hydro_serving.router import contracts
 
@@ -219,9 +325,9 @@ class Gateway:
         options = {**spec.options, contracts.STAGE_SIGNATURES_OPTION: resolved}
         return Deployment(replace(spec, options=options), deployment.fields)
 
-    def _signature_of(self, name: str) -> Any:
-        """A deployed function's declared signature, else its store model's manifest signature (if reachable)."""
-        spec = self.pools[name].spec
+    def _signature_of(self, spec: FunctionSpec) -> Any:
+        """A function's declared signature, else its store model's manifest signature (if reachable)."""
+        name = spec.name
         if spec.signature is not None:
             return spec.signature
         if spec.model and not spec.model_is_local:
@@ -233,9 +339,39 @@ class Gateway:
                 log.warning("signature of %s from the store unavailable: %s", name, exc)
         return None
 
-    async def remove(self, name: str) -> None:
+    def pipelines_using(self, name: str) -> list[str]:
+        """The deployed routers whose chain names ``name`` (as a stage, a variant or a shadow), sorted."""
+        return sorted(pool.name for pool in self.pools.values() if pool.spec.is_router and pool.name != name
+                      and any(name in (*stage.functions, *stage.shadow) for stage in pool.spec.chain))
+
+    def check_stages(self, pool: FunctionPool) -> None:
+        """A pipeline whose stage is not deployed answers 503 naming it, before any stage runs (issue 14).
+
+        Shadows are left out: a missing shadow never changes the response (the router logs it).
+        """
+        spec = pool.spec
+        if not spec.is_router:
+            return
+        for i, stage in enumerate(spec.chain):
+            for fn in stage.functions:
+                if fn not in self.pools:
+                    raise ServiceUnavailable(f"pipeline '{spec.name}' cannot run: stage {i + 1} names function "
+                                             f"'{fn}', which is not deployed (deploy it again, or redeploy the "
+                                             "pipeline without it)", stage=fn, function=spec.name,
+                                             details={"cause": "stage_missing", "stage_index": i + 1})
+
+    async def remove(self, name: str, force: bool = False) -> list[str]:
+        """Remove a function; one that deployed pipelines use is refused (409) unless ``force``.
+
+        Returns the pipelines that used it (non-empty only with ``force``): they answer 503 naming it.
+        """
         async with self._admin_lock:
             pool = self.pool(name)
+            users = self.pipelines_using(name)
+            if users and not force:
+                raise Conflict(f"function '{name}' is a stage of the deployed pipeline(s) {', '.join(users)}; "
+                               "remove or redeploy those first, or remove it anyway with --force (they will "
+                               "answer 503 until it is back)", function=name, details={"pipelines": users})
             self.state.delete(name)  # first: a full disk (507) leaves the function deployed, not half-removed
             del self.pools[name]
         await pool.close("removed", drain=True)
@@ -243,6 +379,10 @@ class Gateway:
         await self.provider.remove(name)
         self.metrics.forget(name)
         self.rate_limiter.forget(name)
+        if users:
+            log.warning("function %s removed with --force; pipeline(s) %s now answer 503 naming it",
+                        name, ", ".join(users))
+        return users
 
     # ---- who may call what ----------------------------------------------------------------------------
 

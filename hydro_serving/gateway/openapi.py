@@ -117,15 +117,24 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "put": _op("Update a function (replicas are replaced without failing requests)",
                            {"202": _json(_STATUS), "404": _ERROR},
                            auth=True, body="#/components/schemas/FunctionDeployment"),
-                "delete": _op("Remove a function (in-flight requests finish first)",
-                              {"202": _json({"type": "object"}), "404": _ERROR},
+                "delete": _op("Remove a function (in-flight requests finish first); 409 when a deployed "
+                              "pipeline uses it, unless force",
+                              {"202": _json({"type": "object"}), "404": _ERROR, "409": _ERROR},
                               auth=True, body="#/components/schemas/DeleteFunctionRequest"),
+            },
+            "/system/validate": {
+                "post": _op("Check a whole stack as a deploy would (templates, models, pipeline contracts); "
+                            "nothing is applied",
+                            {"200": _json({"type": "object"}), "400": _ERROR}, auth=True,
+                            body="#/components/schemas/ValidateRequest"),
             },
             "/system/function/{name}": {
                 "get": _op("Status of one function", {"200": _json(_STATUS), "404": _ERROR}, auth=True,
                            params=[_NAME]),
-                "delete": _op("Remove one function", {"202": _json({"type": "object"}), "404": _ERROR}, auth=True,
-                              params=[_NAME]),
+                "delete": _op("Remove one function (409 when a deployed pipeline uses it, unless ?force=true)",
+                              {"202": _json({"type": "object"}), "404": _ERROR, "409": _ERROR}, auth=True,
+                              params=[_NAME, {"name": "force", "in": "query",
+                                              "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}}]),
             },
             "/system/scale-function/{name}": {
                 "post": _op("Set the number of replicas now (idle replicas still scale back to scale.min)",
@@ -197,7 +206,11 @@ def openapi_document(version: str) -> dict[str, Any]:
                     "envVars": {"type": "object"}, "labels": {"type": "object"}, "annotations": {"type": "object"},
                     "hydro": {"type": "object"}, "status": {"type": "object"}}},
                 "DeleteFunctionRequest": {"type": "object", "required": ["functionName"],
-                                          "properties": {"functionName": _FUNCTION_NAME}},
+                                          "properties": {"functionName": _FUNCTION_NAME,
+                                                         "force": {"type": "boolean"}}},
+                "ValidateRequest": {"type": "object", "required": ["functions"], "properties": {
+                    "functions": {"type": "array",
+                                  "items": {"$ref": "#/components/schemas/FunctionDeployment"}}}},
                 "ApiKey": {"type": "object", "properties": {
                     "name": {"type": "string"}, "id": {"type": "string"},
                     "functions": {"type": "array", "items": {"type": "string"}},

@@ -169,6 +169,13 @@ async def update_function(request: web.Request) -> web.Response:
 
 
 @require_admin
+async def validate_functions(request: web.Request) -> web.Response:
+    """``POST /system/validate``: every deploy check on a whole stack, nothing applied (200 or the first error)."""
+    names = await request.app[GATEWAY_KEY].validate(await _json_body(request))
+    return web.json_response({"valid": True, "functions": names})
+
+
+@require_admin
 async def delete_function(request: web.Request) -> web.Response:
     data = await _json_body(request)
     if not isinstance(data, dict):
@@ -176,8 +183,26 @@ async def delete_function(request: web.Request) -> web.Response:
     name = data.get("functionName")
     if not isinstance(name, str) or not name:
         raise ValidationError("functionName is required", field="functionName")
-    await request.app[GATEWAY_KEY].remove(name)
-    return web.json_response({"removed": name}, status=202)
+    force = data.get("force", False)
+    if not isinstance(force, bool):
+        raise ValidationError("force must be true or false", field="force")
+    return await _removed(request, name, force or _force_query(request))
+
+
+def _force_query(request: web.Request) -> bool:
+    value = request.query.get("force", "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ValidationError("force must be true or false", field="force")
+    return value in ("true", "1")
+
+
+async def _removed(request: web.Request, name: str, force: bool) -> web.Response:
+    """Remove (409 when a pipeline uses it, unless forced); the answer lists the pipelines left without it."""
+    users = await request.app[GATEWAY_KEY].remove(name, force=force)
+    body: dict[str, Any] = {"removed": name}
+    if users:
+        body["pipelines"] = users
+    return web.json_response(body, status=202)
 
 
 @require_admin
@@ -188,9 +213,7 @@ async def get_function(request: web.Request) -> web.Response:
 
 @require_admin
 async def delete_named_function(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    await request.app[GATEWAY_KEY].remove(name)
-    return web.json_response({"removed": name}, status=202)
+    return await _removed(request, request.match_info["name"], _force_query(request))
 
 
 @require_admin
@@ -242,6 +265,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     if pool is None:
         raise NotFound(f"function '{name}' is not deployed", function=name)
     limit_headers = admit(request, gw.rate_limiter, pool)  # 429 before any replica is involved
+    gw.check_stages(pool)  # a pipeline with a removed stage: 503 naming it, before stage 1 runs
     if request.headers.get(PREWARM_HEADER, "").lower() == "true":
         ready = pool.prewarm()
         return web.json_response({"function": name, "status": "ready" if ready else "starting"}, status=202)
@@ -383,6 +407,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/system/functions", create_function),
     ("PUT", "/system/functions", update_function),
     ("DELETE", "/system/functions", delete_function),
+    ("POST", "/system/validate", validate_functions),
     ("GET", "/system/function/{name}", get_function),
     ("DELETE", "/system/function/{name}", delete_named_function),
     ("POST", "/system/scale-function/{name}", scale_function),

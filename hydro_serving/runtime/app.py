@@ -28,7 +28,7 @@ from hydro_serving.errors import (
     http_error,
 )
 from hydro_serving.runtime.adapters import adapter_class
-from hydro_serving.runtime.codec import dump_json, parse_invoke_body, parse_json, render_result
+from hydro_serving.runtime.codec import dump_json, json_in_form, parse_invoke_body, parse_json, render_result
 from hydro_serving.runtime.config import RuntimeConfig
 from hydro_serving.runtime.metrics import RuntimeMetrics
 from hydro_serving.runtime.service import FunctionRuntime, WorkerBarrier
@@ -261,7 +261,7 @@ def _v2_infer(name: str) -> Response:
     _check_name(runtime, name)
     runtime.require_loaded()
     body = _read_body(runtime)
-    if request.mimetype not in ("", "application/json"):
+    if request.mimetype not in ("", "application/json") and not json_in_form(body, request.mimetype):
         raise UnsupportedMediaType(f"Content-Type {request.mimetype} is not supported; V2 infer takes "
                                    "application/json", field="Content-Type")
     document = parse_json(body)

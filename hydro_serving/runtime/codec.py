@@ -19,6 +19,27 @@ def is_json_mimetype(mimetype: str) -> bool:
     return mimetype in ("", "application/json") or (mimetype.startswith("application/") and mimetype.endswith("+json"))
 
 
+FORM_MIMETYPE = "application/x-www-form-urlencoded"
+
+
+def json_in_form(body: bytes, mimetype: str) -> bool:
+    """Is this curl's ``-d '{...}'``: a body labelled form-encoded (curl's default) that is a JSON document?
+
+    OpenFaaS users call functions with plain ``curl -d``; such a body is taken as the JSON it is
+    (issue 14). A real form (``a=1&b=2``) never starts with ``{`` or ``[``, so it is not mistaken.
+    """
+    if mimetype != FORM_MIMETYPE:
+        return False
+    head = body.lstrip()[:1]
+    if head not in (b"{", b"["):
+        return False
+    try:
+        parse_json(body)
+    except BadRequest:
+        return False
+    return True
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -47,13 +68,14 @@ def parse_invoke_body(body: bytes, mimetype: str, accepts_raw: bool) -> Any:
     take other bodies, like OpenFaaS's python3-http: ``text/*`` as ``str``, anything else as
     ``bytes``, and an empty body as ``None`` (a GET).
     """
-    if is_json_mimetype(mimetype):
+    if is_json_mimetype(mimetype) or json_in_form(body, mimetype):
         if accepts_raw and not body:
             return None
         return parse_json(body)
     if not accepts_raw:
         raise UnsupportedMediaType(
-            f"Content-Type {mimetype} is not supported; send JSON with Content-Type: application/json",
+            f"Content-Type {mimetype} is not supported; send JSON with Content-Type: application/json"
+            + (" (the body is not a JSON document)" if mimetype == FORM_MIMETYPE else ""),
             field="Content-Type")
     if mimetype.startswith("text/"):
         try:

@@ -273,6 +273,7 @@ def fetch_model(ref: str, store_url: str | None = None, cache_dir: Path | None =
     """
     parsed: ModelRef = parse_ref(ref)
     policy = policy if policy is not None else TrustPolicy.from_env()
+    asked_alias = (parsed.alias or "latest") if parsed.version is None else None
     if policy.pin is not None:
         if parsed.name != policy.pin.name:
             raise UntrustedModelError(f"the deploy pinned {policy.pin}, but the function asks for {parsed}",
@@ -282,11 +283,13 @@ def fetch_model(ref: str, store_url: str | None = None, cache_dir: Path | None =
     cache = ModelCache(Path(cache_dir) if cache_dir is not None else default_cache_dir(), url)
     if parsed.version is not None:
         tree = cache.trusted(parsed.name, parsed.version, policy)
-        if tree is not None:
-            return tree
-        store = open_store(url)
-        manifest = store.trusted_manifest(parsed, policy)
-        return cache.materialize(store, manifest, store.get_signature(manifest.name, manifest.version))
+        if tree is None:
+            store = open_store(url)
+            manifest = store.trusted_manifest(parsed, policy)
+            tree = cache.materialize(store, manifest, store.get_signature(manifest.name, manifest.version))
+        if asked_alias is not None:  # an alias the deploy pinned: its resolution is the fallback when S3 is down
+            cache.remember(parsed.name, asked_alias, parsed.version)
+        return tree
     alias = parsed.alias or "latest"
     try:
         store = open_store(url)

@@ -44,6 +44,7 @@ from typing import Any
 from hydro_serving.contract import Signature
 from hydro_serving.errors import ConfigError, Conflict, NotFound, StoreError, UntrustedModelError, ValidationError
 from hydro_serving.store.backend import Backend, MissingKey, ObjectInfo
+from hydro_serving.store.declared import METADATA_KEY, check_signature, declared_inputs
 from hydro_serving.store.frameworks import detect_framework
 from hydro_serving.store.hashing import safe_relpath, sha256_file
 from hydro_serving.store.manifest import MANIFEST_NAME, ORIGINS, SIGNATURE_NAME, FileEntry, Manifest, check_relpath
@@ -332,6 +333,12 @@ class ModelStore:
         sig = self._signature(signature)
         profile = profile_csv(training_data) if training_data is not None else None
         meta = dict(metadata or {})
+        meta.pop(METADATA_KEY, None)  # the store's own key: what the model declares, never the caller's word
+        if origin == "upload" and (sig is not None or framework != "tensorflow"):  # TF: only to check a signature
+            declared = declared_inputs(path, framework)
+            check_signature(sig, declared)  # issue 14: a signature the model cannot take is refused now
+            if declared is not None:
+                meta[METADATA_KEY] = declared.to_dict()  # the gateway checks a stack's signature against it
         try:
             json.dumps(meta)
         except (TypeError, ValueError) as exc:

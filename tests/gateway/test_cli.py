@@ -90,7 +90,7 @@ def test_deploy_reports_stack_and_gateway_errors(gateway: Any, stack_dir: Path) 
     assert out.returncode == 1 and "nope" in out.stderr
     (stack_dir / "bad.yml").write_text(STACK.format(url=gateway.url).replace("./echo", "./no-such-dir"))
     out = hydro("deploy", "-f", str(stack_dir / "bad.yml"), env=env)
-    assert out.returncode == 1 and "hydro.handler" in out.stderr and "does not exist" in out.stderr
+    assert out.returncode == 1 and "functions.echo.handler" in out.stderr and "does not exist" in out.stderr
 
 
 HEADERS_HANDLER = """

@@ -319,3 +319,31 @@ def test_repository_stack_renders_valid(validator: KnativeValidator) -> None:
     manifests = render_stack(stack, store=stack.provider.store or "s3://hydro-models")
     assert {m["metadata"]["name"] for m in manifests} == set(stack.functions)
     validator.validate_all(manifests)
+
+
+def test_cli_render_honours_hydro_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14 point 5: HYDRO_STORE is read as by every other command; provider.store and --store come first."""
+    stack = tmp_path / "stack.yml"
+    stack.write_text("functions:\n  clf:\n    lang: sklearn\n    model: clf:1\n")
+    monkeypatch.setenv("HYDRO_STORE", "s3://from-env/models")
+    result = CliRunner().invoke(cli, ["render", "knative", "-f", str(stack)])
+    assert result.exit_code == 0, result.output
+    (doc,) = [d for d in yaml.safe_load_all(result.output) if d]
+    assert env_of(doc)["HYDRO_STORE"] == "s3://from-env/models"
+
+    result = CliRunner().invoke(cli, ["render", "knative", "-f", str(stack), "--store", "s3://flag/m"])
+    (doc,) = [d for d in yaml.safe_load_all(result.output) if d]
+    assert env_of(doc)["HYDRO_STORE"] == "s3://flag/m"
+
+    stack.write_text("provider: {name: hydro, store: 's3://stack/m'}\n"
+                     "functions:\n  clf:\n    lang: sklearn\n    model: clf:1\n")
+    result = CliRunner().invoke(cli, ["render", "knative", "-f", str(stack)])
+    (doc,) = [d for d in yaml.safe_load_all(result.output) if d]
+    assert env_of(doc)["HYDRO_STORE"] == "s3://stack/m"
+
+    monkeypatch.setenv("HYDRO_STORE", "file:///tmp/not-for-a-cluster")  # hostile/mistaken: an error naming the key
+    stack.write_text("functions:\n  clf:\n    lang: sklearn\n    model: clf:1\n")
+    result = CliRunner().invoke(cli, ["render", "knative", "-f", str(stack)])
+    assert isinstance(result.exception, ConfigError), result.output  # the CLI's main prints it as one line
+    assert "cannot be reached from a cluster" in result.exception.message
+    assert result.exception.field == "provider.store"

@@ -57,7 +57,8 @@ def test_cli_workflow(backend: str, request: pytest.FixtureRequest, monkeypatch:
     code, out, _ = run_cli(["model", *store, "show", "iris:production", "--json"], capsys)
     manifest = json.loads(out)
     assert manifest["version"] == 1 and manifest["framework"] == "sklearn"
-    assert manifest["metadata"] == {"owner": "ds", "run": "7"}
+    assert {k: v for k, v in manifest["metadata"].items() if not k.startswith("hydro.")} == {"owner": "ds", "run": "7"}
+    assert manifest["metadata"]["hydro.model_inputs"]["width"] == 4  # what the model declares (issue 14)
     assert manifest["signature"]["inputs"][0]["shape"] == [-1, 4]
     sepal = manifest["training_profile"]["columns"][0]
     assert sepal["type"] == "float" and sepal["min"] == 4.9 and sepal["max"] == 6.3
