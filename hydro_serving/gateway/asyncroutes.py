@@ -270,3 +270,74 @@ ASYNC_ROUTES: list[tuple[str, str, Any]] = [
     ("DELETE", "/system/async/{call_id}", purge_call),
     ("POST", "/system/async/{call_id}/redrive", redrive_call),
 ]
+
+
+def openapi_paths() -> dict[str, Any]:
+    """The async queue's part of the gateway's OpenAPI document (``/openapi.json``)."""
+    error = {"$ref": "#/components/responses/Error"}
+    admin = [{"bearer": []}, {"basic": []}]
+    name = {"name": "name", "in": "path", "required": True, "description": "the function",
+            "schema": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", "maxLength": 63}}
+    rest = {"name": "path", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "the rest of the path, forwarded to the function"}
+    call_id = {"name": "call_id", "in": "path", "required": True, "description": "X-Call-Id of the submit",
+               "schema": {"type": "string", "pattern": CALL_ID.pattern}}
+    function_q = {"name": "function", "in": "query", "required": False,
+                  "schema": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"}}
+
+    def ok(status: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {status: {"description": "OK", "content": {"application/json": {"schema": schema}}}}
+
+    accepted = {"202": {"description": "stored; runs later", "headers": {
+        "X-Call-Id": {"schema": {"type": "string"}, "required": True}, "Location": {"schema": {"type": "string"}}},
+        "content": {"application/json": {"schema": {"type": "object", "required": ["callId"], "properties": {
+            "callId": {"type": "string"}, "function": {"type": "string"}, "status": {"type": "string"}}}}}}}
+
+    def submit_item(params: list[dict[str, Any]]) -> dict[str, Any]:
+        item = {}
+        for method in ("get", "post", "put", "patch", "delete"):
+            op: dict[str, Any] = {
+                "summary": "Submit an async call: stored durably, 202 with X-Call-Id; the result is POSTed to "
+                           "X-Callback-Url. Checked as /function/<name> (auth, 404, 429, 413)",
+                "tags": ["async"], "security": [{}, {"bearer": []}, {"basic": []}],
+                "parameters": [*params, {"name": "X-Callback-Url", "in": "header", "required": False,
+                                         "schema": {"type": "string", "format": "uri"}}],
+                "responses": {**accepted, **{s: error for s in ("400", "401", "403", "404", "408", "413", "429",
+                                                                  "507")}}}
+            if method in ("post", "put", "patch"):
+                op["requestBody"] = {"required": False, "content": {"*/*": {"schema": {}}}}
+            item[method] = op
+        return item
+
+    def admin_op(summary: str, responses: dict[str, Any], params: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"summary": summary, "tags": ["async"], "security": admin, "parameters": params,
+                "responses": {**responses, "400": error, "401": error, "404": error}}
+
+    status_q = {"name": "status", "in": "query", "required": False,
+                "schema": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "dead"]}}
+    final_q = {**status_q, "schema": {"type": "string", "enum": list(FINAL)}}
+    limit_q = {"name": "limit", "in": "query", "required": False,
+               "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST}}
+    redriven = ok("202", {"type": "object", "properties": {"redriven": {"type": "integer"},
+                                                           "callIds": {"type": "array", "items": {"type": "string"}}}})
+    purged = ok("200", {"type": "object", "properties": {"purged": {"type": "integer"}}})
+    return {
+        "/async-function/{name}": submit_item([name]),
+        "/async-function/{name}/{path}": submit_item([name, rest]),
+        "/system/async": {
+            "get": admin_op("List async calls, newest first (status=dead: the dead-letter queue)",
+                            ok("200", {"type": "array", "items": {"type": "object"}}), [status_q, function_q, limit_q]),
+            "delete": admin_op("Purge every finished call of a status (default dead)", purged, [final_q, function_q]),
+        },
+        "/system/async/redrive": {"post": admin_op("Redrive every dead call (of one function)", redriven,
+                                                   [function_q])},
+        "/system/async/{call_id}": {
+            "get": {**admin_op("One call: status, attempts, timings, the kept response; the admin or the API key "
+                               "that submitted it", ok("200", {"type": "object"}), [call_id]),
+                    "security": [{"bearer": []}, {"basic": []}]},
+            "delete": admin_op("Purge one finished call", {**purged, "409": error}, [call_id]),
+        },
+        "/system/async/{call_id}/redrive": {"post": admin_op("Run a dead or failed call again", {**redriven,
+                                                                                                "409": error},
+                                                             [call_id])},
+    }
