@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from multidict import CIMultiDict
+from prometheus_client import Counter, Gauge
 
 from hydro_serving.errors import HydroError, TooManyRequests
 from hydro_serving.gateway.asyncstore import AsyncStore, Outcome, Request
@@ -134,6 +135,15 @@ class AsyncQueue:
         self._wake: asyncio.Event | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._purge_task: asyncio.Task[None] | None = None
+        registry = gateway.metrics.registry
+        self.m_submitted = Counter("hydro_gateway_async_submitted", "Async calls accepted (202)", ["function"],
+                                   registry=registry)
+        self.m_attempts = Counter("hydro_gateway_async_attempts", "Async call attempts by how they ended "
+                                  "(succeeded, failed, retry, dead)", ["function", "outcome"], registry=registry)
+        self.m_callbacks = Counter("hydro_gateway_async_callbacks", "Callback deliveries by how they ended "
+                                   "(delivered, retry, failed)", ["outcome"], registry=registry)
+        self.m_pending = Gauge("hydro_gateway_async_pending", "Async calls queued or running", ["function"],
+                               registry=registry)
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -143,6 +153,7 @@ class AsyncQueue:
         queued, callbacks = self.store.recover()
         for call_id, function, next_at in queued:
             self._pending[function] = self._pending.get(function, 0) + 1
+            self.m_pending.labels(function).inc()
             self._schedule("call", call_id, function, next_at)
         for call_id, next_at in callbacks:
             self._schedule("callback", call_id, "", next_at)
@@ -183,6 +194,8 @@ class AsyncQueue:
         now = time.time()
         self.store.insert(call_id, function, method, path, kept, body, callback, key_id, now)
         self._pending[function] = pending + 1
+        self.m_submitted.labels(function).inc()
+        self.m_pending.labels(function).inc()
         self._schedule("call", call_id, function, now)
         return call_id
 
@@ -191,6 +204,7 @@ class AsyncQueue:
         now = time.time()
         for call_id, function in calls:
             self._pending[function] = self._pending.get(function, 0) + 1
+            self.m_pending.labels(function).inc()
             self._schedule("call", call_id, function, now)
 
     # ---- scheduling ---------------------------------------------------------------------------------
@@ -298,6 +312,7 @@ class AsyncQueue:
             store.retry_later(call_id, outcome, now + delay)
             log.info("async call %s of %s: attempt %d ended %s; retry in %.2fs", call_id, function, attempt,
                      outcome.status or outcome.error, delay)
+            self.m_attempts.labels(function, "retry").inc()
             self._schedule("call", call_id, function, now + delay)
             return
         if outcome.status is not None and 200 <= outcome.status < 300:
@@ -313,6 +328,8 @@ class AsyncQueue:
         expires = None if status == "dead" else now + policy.retention
         store.finish(call_id, status, outcome, now, expires, has_callback)
         self._pending[function] = max(0, self._pending.get(function, 0) - 1)
+        self.m_pending.labels(function).dec()
+        self.m_attempts.labels(function, status).inc()
         if has_callback:
             self._schedule("callback", call_id, "", now)
 
@@ -395,16 +412,19 @@ class AsyncQueue:
         attempt = row["callback_attempts"] + 1
         if status is not None and 200 <= status < 300:
             store.callback_attempted(call_id, "delivered", status, None, None)
+            self.m_callbacks.labels("delivered").inc()
             return
         error = error or f"the callback answered {status}"
         if is_retryable(status) and attempt <= retries:
             due = time.time() + backoff_delay(policy, attempt, retry_after)
             store.callback_attempted(call_id, "pending", status, error, due)
+            self.m_callbacks.labels("retry").inc()
             self._schedule("callback", call_id, "", due)
             return
         log.warning("async call %s: callback to %s given up after %d attempt(s): %s", call_id, row["callback"],
                     attempt, error)
         store.callback_attempted(call_id, "failed", status, error, None)
+        self.m_callbacks.labels("failed").inc()
 
 
 def callback_headers(row: Mapping[str, Any]) -> dict[str, str]:

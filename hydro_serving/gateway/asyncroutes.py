@@ -12,6 +12,7 @@ read by the admin only: the gateway cannot tell one anonymous caller from anothe
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 from datetime import UTC, datetime
@@ -115,8 +116,6 @@ def _body(raw: bytes | None) -> dict[str, Any]:
 
 def describe(row: dict[str, Any]) -> dict[str, Any]:
     """The JSON of ``GET /system/async/<id>`` (and of ``hydro async show``)."""
-    import json
-
     out: dict[str, Any] = {
         "callId": row["id"], "function": row["function"], "status": row["status"], "attempts": row["attempts"],
         "method": row["method"], "path": row["path"] or "/",

@@ -191,6 +191,9 @@ def test_a_thousand_async_calls_to_a_cold_function_are_all_accepted_and_called_b
     assert status == 200 and call["status"] == "succeeded" and call["attempts"] == 1
     assert call["response"]["status"] == 200 and json.loads(call["response"]["body"])["echo"] == {"i": 0}
     assert call["callback"]["state"] == "delivered"
+    assert gateway.metric("hydro_gateway_async_submitted_total", function="echo") == 1000
+    assert gateway.metric("hydro_gateway_async_attempts_total", function="echo", outcome="succeeded") == 1000
+    assert gateway.metric("hydro_gateway_async_pending", function="echo") == 0
 
 
 def test_gateway_sigkilled_after_300_accepted_calls_completes_every_one_after_restart(
