@@ -80,7 +80,7 @@ def async_redrive(call_id: str | None, all_dead: bool, function: str | None, sta
         raise ValidationError("give one CALL_ID or --all", field="call_id")
     client = _client(stack_file, gateway_url, state)
     if all_dead:
-        out = client._admin("POST", "/system/async/redrive" + _query(function=function)).json()
+        out = client._admin("POST", "/system/async/dead/redrive" + _query(function=function)).json()
     else:
         out = client._admin("POST", f"/system/async/{quote(call_id or '', safe='')}/redrive").json()
     click.echo(f"redriven {out['redriven']} call(s)")

@@ -177,8 +177,8 @@ def _queue(request: web.Request) -> AsyncQueue:
 
 
 def _status_param(request: web.Request, default: str | None, allowed: tuple[str, ...]) -> str | None:
-    status = request.query.get("status", default)
-    if status in (None, ""):
+    status = request.query.get("status")
+    if status is None:
         return default
     if status not in allowed:
         raise ValidationError(f"status must be one of {', '.join(allowed)}, got '{status[:40]}'", field="status")
@@ -188,7 +188,7 @@ def _status_param(request: web.Request, default: str | None, allowed: tuple[str,
 def _function_param(request: web.Request) -> str | None:
     from hydro_serving.stack.model import DNS_LABEL
 
-    function = request.query.get("function") or None
+    function = request.query.get("function")
     if function is not None and not DNS_LABEL.match(function):
         raise ValidationError(f"'{function[:80]}' is not a function name", field="function")
     return function
@@ -228,7 +228,10 @@ async def redrive_call(request: web.Request) -> web.Response:
 
 @require_admin
 async def redrive_all(request: web.Request) -> web.Response:
-    """``POST /system/async/redrive[?function=f]``: every dead call (of one function) runs again."""
+    """``POST /system/async/dead/redrive[?function=f]``: every dead call (of one function) runs again.
+
+    Not ``/system/async/redrive``: that would also match ``/system/async/{call_id}`` (GET, DELETE).
+    """
     queue = _queue(request)
     assert queue.store is not None
     calls = queue.store.redrive(None, _function_param(request), time.time())
@@ -264,7 +267,7 @@ ASYNC_ROUTES: list[tuple[str, str, Any]] = [
     ("*", "/async-function/{name}/{path:.*}", submit),
     ("GET", "/system/async", list_calls),
     ("DELETE", "/system/async", purge_calls),
-    ("POST", "/system/async/redrive", redrive_all),
+    ("POST", "/system/async/dead/redrive", redrive_all),
     ("GET", "/system/async/{call_id}", get_call),
     ("DELETE", "/system/async/{call_id}", purge_call),
     ("POST", "/system/async/{call_id}/redrive", redrive_call),
@@ -328,7 +331,7 @@ def openapi_paths() -> dict[str, Any]:
                             ok("200", {"type": "array", "items": {"type": "object"}}), [status_q, function_q, limit_q]),
             "delete": admin_op("Purge every finished call of a status (default dead)", purged, [final_q, function_q]),
         },
-        "/system/async/redrive": {"post": admin_op("Redrive every dead call (of one function)", redriven,
+        "/system/async/dead/redrive": {"post": admin_op("Redrive every dead call (of one function)", redriven,
                                                    [function_q])},
         "/system/async/{call_id}": {
             "get": {**admin_op("One call: status, attempts, timings, the kept response; the admin or the API key "

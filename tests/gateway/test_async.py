@@ -273,8 +273,9 @@ def test_dead_letters_are_redriven_all_at_once_and_purged(gateway: Any, tmp_path
     gateway.deploy(gateway.python_spec("broken", folder, **{"async": policy}))
     ids = [submit(gateway, "broken", {"i": i})[2]["callId"] for i in range(3)]
     gateway.wait_for(lambda: len(gateway.admin("GET", "/system/async?status=dead")[1]) == 3, 60, "3 dead calls")
-    status, out = gateway.admin("POST", "/system/async/redrive?function=broken")
-    assert status == 202 and sorted(out["callIds"]) == sorted(ids)
+    redriven = hydro(gateway, "async", "redrive", "--all", "--function", "broken")
+    assert redriven.returncode == 0 and "redriven 3" in redriven.stdout, redriven.stderr
+    assert sorted(redriven.stdout.split()[3:]) == sorted(ids)
     gateway.wait_for(lambda: len(gateway.admin("GET", "/system/async?status=dead")[1]) == 3, 60, "dead again")
     purged = hydro(gateway, "async", "purge", "--status", "dead")
     assert purged.returncode == 0 and "purged 3" in purged.stdout, purged.stderr
@@ -368,6 +369,11 @@ def test_garbage_call_ids_are_400_and_unknown_ones_404(shared_gateway: Any) -> N
     assert status == 400 and body["field"] == "limit"
     status, body = shared_gateway.admin("GET", "/system/async?status=zombie")
     assert status == 400 and body["field"] == "status"
+    for query in ("function=", "function=Bad_Name", "status=", "limit=0", "limit=1001"):
+        status, body = shared_gateway.admin("GET", f"/system/async?{query}")
+        assert status == 400 and body["field"] == query.split("=")[0], query
+    status, body = shared_gateway.admin("DELETE", "/system/async?status=queued")
+    assert status == 400 and body["field"] == "status"  # a live call is never purged
 
 
 def test_a_huge_body_is_413_before_it_is_stored(shared_gateway: Any, echo_dir: Path) -> None:
