@@ -62,6 +62,7 @@ DEFAULT_POLICY = AsyncPolicy()
 CALLBACK_CONCURRENCY = 32
 CALLBACK_TIMEOUT = 30.0
 MAX_CALLBACK_URL = 2048
+UNRECORDED_RETRY = 5.0  # seconds before a call whose attempt could not be recorded (state disk) is tried again
 # request headers never stored with a call: hop-by-hop ones, the caller's credentials (the gateway's own
 # or meant for the function: neither is kept at rest), and the async headers the gateway sets itself
 NOT_STORED = HOP_BY_HOP | {"authorization", "x-callback-url", "x-call-id", "cookie"}
@@ -281,6 +282,13 @@ class AsyncQueue:
     async def _run(self, call_id: str, function: str) -> None:
         try:
             await self._attempt(call_id, function)
+        except Exception as exc:  # e.g. the state disk is full: the call must not stay "running" until a restart
+            log.error("async call %s of %s: attempt not recorded (%s); retried in %gs", call_id, function, exc,
+                      UNRECORDED_RETRY)
+            with contextlib.suppress(Exception):
+                assert self.store is not None
+                self.store.requeue(call_id)
+            self._schedule("call", call_id, function, time.time() + UNRECORDED_RETRY)
         finally:
             self._inflight[function] -= 1
             if not self._inflight[function]:

@@ -179,6 +179,12 @@ class AsyncStore:
                 (status, now, outcome.status, json.dumps(outcome.headers), outcome.body, outcome.error, expires_at,
                  "pending" if callback else "none", now, call_id))
 
+    def requeue(self, call_id: str) -> None:
+        """A ``running`` call back to ``queued`` (its attempt could not be recorded)."""
+        with self._writing():
+            self._db.execute("UPDATE async_calls SET status = 'queued' WHERE id = ? AND status = 'running'",
+                             (call_id,))
+
     def requeue_running(self) -> None:
         """On a graceful stop: attempts cut short go back to the queue (they run again at the next start)."""
         with self._writing():
