@@ -363,7 +363,7 @@ def test_submit_is_rate_limited_as_a_sync_call(shared_gateway: Any, echo_dir: Pa
 def test_unknown_function_is_404_at_submit_and_nothing_is_stored(shared_gateway: Any) -> None:
     status, _, body = submit(shared_gateway, "no-such-fn", {"a": 1})
     assert status == 404 and body["function"] == "no-such-fn" and "not deployed" in body["error"]
-    assert shared_gateway.admin("GET", "/system/async")[1] == []
+    assert shared_gateway.admin("GET", "/system/async?function=no-such-fn")[1] == []
     status, _, body = submit(shared_gateway, "%65cho", {})
     assert status == 400 and body["field"] == "name"
 
