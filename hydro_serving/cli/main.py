@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "list": "hydro_serving.cli.functions:list_functions",
     "describe": "hydro_serving.cli.functions:describe",
     "invoke": "hydro_serving.cli.functions:invoke",
+    "async": "hydro_serving.cli.asyncs:async_",
     "remove": "hydro_serving.cli.functions:remove",
     "logs": "hydro_serving.cli.functions:logs",
     "secret": "hydro_serving.cli.functions:secret",

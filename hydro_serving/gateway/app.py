@@ -13,6 +13,9 @@ import json
 from aiohttp import web
 
 from hydro_serving import __version__
+from hydro_serving.gateway.appkeys import ASYNC_KEY
+from hydro_serving.gateway.asyncq import AsyncQueue
+from hydro_serving.gateway.asyncroutes import ASYNC_ROUTES
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.core import Gateway
 from hydro_serving.gateway.guard import guard_middleware
@@ -32,15 +35,19 @@ def create_app(config: GatewayConfig, provider: Provider | None = None) -> web.A
     gateway = Gateway(config, provider)
     app[GATEWAY_KEY] = gateway
     app[OPENAPI_KEY] = json.dumps(openapi_document(__version__)).encode()
-    for method, path, handler in ROUTES:
+    queue = AsyncQueue(gateway)  # /async-function: durable async invocations (its state in gateway.db)
+    app[ASYNC_KEY] = queue
+    for method, path, handler in [*ROUTES, *ASYNC_ROUTES]:
         app.router.add_route(method, path, handler)
     # /system/monitoring/... and /system/feedback/<fn>, behind the admin guard
     register_monitoring(app, gateway.monitor, lambda: {n: p.spec for n, p in gateway.pools.items()}, require_admin)
 
     async def on_startup(_: web.Application) -> None:
         await gateway.start()
+        await queue.start()  # after the pools exist: resumed calls find their function
 
     async def on_cleanup(_: web.Application) -> None:
+        await queue.stop()  # first: attempts in flight are cut and re-queued before replicas stop
         await gateway.stop()
 
     app.on_startup.append(on_startup)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from hydro_serving.gateway.asyncq import AsyncQueue
 from hydro_serving.gateway.core import Gateway
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
 OPENAPI_KEY: web.AppKey[bytes] = web.AppKey("openapi", bytes)
+ASYNC_KEY: web.AppKey[AsyncQueue] = web.AppKey("async_queue", AsyncQueue)

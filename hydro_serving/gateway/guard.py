@@ -19,7 +19,7 @@ from aiohttp import web
 from hydro_serving.errors import BadRequest, UnsupportedMediaType
 from hydro_serving.stack.model import DNS_LABEL
 
-NAMED_PREFIXES = ("/function/", "/system/function/", "/system/scale-function/")
+NAMED_PREFIXES = ("/function/", "/async-function/", "/system/function/", "/system/scale-function/")
 
 
 def _check_authorization(request: web.Request) -> None:

@@ -82,6 +82,13 @@ def _invoke_item(params: list[dict[str, Any]]) -> dict[str, Any]:
     return item
 
 
+def _async_paths() -> dict[str, Any]:
+    """``/async-function/...`` and ``/system/async/...`` (hydro_serving.gateway.asyncroutes documents its own)."""
+    from hydro_serving.gateway.asyncroutes import openapi_paths
+
+    return openapi_paths()
+
+
 def _monitoring_paths() -> dict[str, Any]:
     """``/system/monitoring/...`` and ``/system/feedback/...`` (hydro_serving.monitor.api documents its own)."""
     from hydro_serving.monitor.api import openapi_paths
@@ -171,6 +178,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             "/function/{name}": _invoke_item([_NAME]),
             "/function/{name}/{path}": _invoke_item([_NAME, _PATH]),
             **_monitoring_paths(),
+            **_async_paths(),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},

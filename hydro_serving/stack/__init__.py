@@ -2,6 +2,7 @@
 
 from hydro_serving.stack.loader import function_from_dict, load_stack, parse_stack, substitute
 from hydro_serving.stack.model import (
+    AsyncPolicy,
     Batching,
     FunctionSpec,
     Provider,
@@ -15,6 +16,7 @@ from hydro_serving.stack.model import (
 from hydro_serving.stack.options import check_options
 
 __all__ = [
+    "AsyncPolicy",
     "Batching",
     "FunctionSpec",
     "Provider",

@@ -189,6 +189,48 @@ class Streaming:
                    int(raw.get("concurrency", 1)))
 
 
+DEFAULT_ASYNC_RETRIES = 10
+DEFAULT_ASYNC_BACKOFF = (1.0, 120.0)
+DEFAULT_ASYNC_RETENTION = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class AsyncPolicy:
+    """``async:`` of a function: how the gateway's async queue retries its calls and keeps their results.
+
+    ``retries`` more attempts after the first (then the call is dead-lettered), waits drawn with full
+    jitter from ``backoff_min * 2**n`` capped at ``backoff_max``; results are kept ``retention`` seconds.
+    ``callback_retries`` is the same for delivering the result to ``X-Callback-Url`` (default: ``retries``).
+    """
+
+    retries: int = DEFAULT_ASYNC_RETRIES
+    backoff_min: float = DEFAULT_ASYNC_BACKOFF[0]
+    backoff_max: float = DEFAULT_ASYNC_BACKOFF[1]
+    retention: float = DEFAULT_ASYNC_RETENTION
+    callback_retries: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"retries": self.retries, "backoff": f"{self.backoff_min:g}s..{self.backoff_max:g}s",
+                               "retention": self.retention}
+        if self.callback_retries is not None:
+            out["callback_retries"] = self.callback_retries
+        return out
+
+
+def parse_backoff(value: str) -> tuple[float, float]:
+    """``"1s..2m"`` -> (1.0, 120.0); ValueError with the reason otherwise."""
+    low, sep, high = str(value).strip().partition("..")
+    if not sep:
+        raise ValueError(f"must be MIN..MAX such as 1s..2m, got {value!r}")
+    try:
+        pair = parse_duration(low.strip()), parse_duration(high.strip())
+    except ValueError:
+        raise ValueError(f"must be MIN..MAX durations such as 1s..2m or 250ms..10s, got {value!r}") from None
+    if pair[0] <= 0 or pair[1] < pair[0]:
+        raise ValueError(f"needs 0 < MIN <= MAX, got {value!r}")
+    return pair
+
+
 @dataclass(frozen=True)
 class FunctionSpec:
     """A function as declared in stack.yml (paths still relative to the stack's directory)."""
@@ -221,6 +263,7 @@ class FunctionSpec:
     auth: str | None = None  # "key": callers need an API key for it even without --auth-functions
     streaming: Streaming | None = None
     monitoring: Monitoring | None = None
+    async_policy: AsyncPolicy | None = None  # ``async:`` in stack.yml (a keyword in Python)
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -286,6 +329,8 @@ class FunctionSpec:
             out["streaming"] = self.streaming.to_dict()
         if self.monitoring is not None:
             out["monitoring"] = self.monitoring.to_dict()
+        if self.async_policy is not None:
+            out["async"] = self.async_policy.to_dict()
         return out
 
     @classmethod
@@ -410,6 +455,19 @@ def build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
     if streaming is not None and streaming.in_topic in (streaming.out_topic, streaming.errors_topic):
         fail(("streaming", "in"), f"streaming.in ('{streaming.in_topic}') must differ from streaming.out and "
                                   "streaming.errors: the function would consume its own answers")
+    async_policy = None
+    if raw.get("async") is not None:
+        async_raw = raw["async"]
+        backoff = DEFAULT_ASYNC_BACKOFF
+        if async_raw.get("backoff") is not None:
+            try:
+                backoff = parse_backoff(async_raw["backoff"])
+            except ValueError as exc:
+                fail(("async", "backoff"), str(exc))
+        async_policy = AsyncPolicy(
+            retries=int(async_raw.get("retries", DEFAULT_ASYNC_RETRIES)), backoff_min=backoff[0],
+            backoff_max=backoff[1], retention=parse_duration(async_raw.get("retention", DEFAULT_ASYNC_RETENTION)),
+            callback_retries=async_raw.get("callback_retries"))
     return FunctionSpec(
         name=name,
         lang=raw["lang"],
@@ -442,6 +500,7 @@ def build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
         auth=raw.get("auth"),
         streaming=streaming,
         monitoring=Monitoring.from_raw(raw["monitoring"]) if raw.get("monitoring") is not None else None,
+        async_policy=async_policy,
     )
 
 

@@ -19,11 +19,12 @@ TransportFactory = Callable[[str, Mapping[str, str]], Transport]
 BUILTIN: dict[str, str] = {
     "http": "hydro_serving.transport.http:HttpTransport",
     "https": "hydro_serving.transport.http:HttpTransport",
+    "hydro-async": "hydro_serving.transport.hydroasync:AsyncTransport",  # the gateway's durable async queue
+    "hydro-async+https": "hydro_serving.transport.hydroasync:AsyncTransport",
 }
 # Transports issue 17 plans, each to become a BUILTIN line: a URL naming one fails with this message.
 PLANNED: dict[str, str] = {
     "http+unix": "HTTP over a unix socket (issue 17 point 3) is not available yet; use http://",
-    "hydro-async": "the gateway's async queue (issue 17 point 1) is not available yet; use http://",
 }
 
 

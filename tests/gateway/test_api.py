@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from hydro_serving.gateway.app import ROUTES
+from hydro_serving.gateway.asyncroutes import ASYNC_ROUTES
 from hydro_serving.gateway.openapi import openapi_document
 
 
@@ -29,7 +30,7 @@ def test_health_openapi_and_metrics_are_open(gateway: Any) -> None:
 
 def test_openapi_documents_every_route() -> None:
     paths = openapi_document("0")["paths"]
-    for method, path, _ in ROUTES:
+    for method, path, _ in [*ROUTES, *ASYNC_ROUTES]:
         doc_path = path.replace("{path:.*}", "{path}")
         assert doc_path in paths, path
         if method != "*":

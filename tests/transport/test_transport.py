@@ -110,8 +110,7 @@ def test_connection_lost_mid_answer_is_final(server: Any) -> None:
 
 @pytest.mark.parametrize(("url", "words"), [
     ("http+unix:///run/hydro/gateway.sock", "unix socket"),
-    ("hydro-async://127.0.0.1:8080", "async queue"),
-    ("ftp://example", "known schemes are http://, https://"),
+    ("ftp://example", "known schemes are http://, https://, hydro-async://"),
     ("127.0.0.1:8080", "no scheme"),
     ("/just/a/path", "no scheme"),
 ])
@@ -119,6 +118,20 @@ def test_unknown_and_planned_schemes_are_config_errors_naming_the_field(url: str
     with pytest.raises(ConfigError) as info:
         open_transport(url)
     assert info.value.field == "transport" and words in info.value.message
+
+
+def test_hydro_async_transport_submits_to_the_async_queue_with_the_callback(server: Any) -> None:
+    """hydro-async:// posts to /async-function/<name> (the gateway's queue), ?callback= as X-Callback-Url."""
+    url, calls = server
+    target = url.replace("http://", "hydro-async://") + "?callback=http://127.0.0.1:9/cb"
+    reply = open_transport(target, {"Authorization": "Bearer k"}).invoke("echo", b"{}", {}, timeout=5)
+    assert reply.status == 200  # this fake server answers 200; the gateway answers 202 (tests/gateway/test_async.py)
+    path, headers, body = calls[0]
+    assert path == "/async-function/echo" and body == b"{}"
+    assert headers["x-callback-url"] == "http://127.0.0.1:9/cb" and headers["authorization"] == "Bearer k"
+    with pytest.raises(ConfigError) as info:
+        open_transport("hydro-async://")
+    assert info.value.field == "transport"
 
 
 class _Memory(Transport):
