@@ -40,9 +40,13 @@ def create_app(config: GatewayConfig, provider: Provider | None = None) -> web.A
     async def on_startup(_: web.Application) -> None:
         await gateway.start()
 
+    async def on_shutdown(_: web.Application) -> None:
+        gateway.begin_stop()
+
     async def on_cleanup(_: web.Application) -> None:
         await gateway.stop()
 
     app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     return app
