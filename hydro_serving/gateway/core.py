@@ -135,8 +135,8 @@ class Gateway:
         self.flush_counts()
         live = {name: len(pool.replicas) for name, pool in self.pools.items() if pool.replicas}
         if live:
-            log.info("stopping: %d replica(s) of %s", sum(live.values()),
-                     ", ".join(f"{name} ({n})" for name, n in sorted(live.items())))
+            log.info("stopping: %d replica(s) of %s (SIGTERM, then SIGKILL after %gs)", sum(live.values()),
+                     ", ".join(f"{name} ({n})" for name, n in sorted(live.items())), self.config.stop_grace)
         phase = time.monotonic()
         await asyncio.gather(*(pool.close("shutdown", drain=False) for pool in self.pools.values()),
                              return_exceptions=True)

@@ -210,7 +210,7 @@ def test_ctrl_c_on_logs_follow_leaves_no_error_in_the_gateway_log(gateway: Any, 
     log = gateway.log()
     assert " ERROR " not in log and "Traceback" not in log and "Task was destroyed" not in log, log[-3000:]
     assert "stopping: no request in flight" in log and "stopped in" in log
-    assert "stopping: 1 replica(s) of echo (1)" in log  # what the stop waited for is said
+    assert "stopping: 1 replica(s) of echo (1) (SIGTERM, then SIGKILL after" in log  # what the stop waited for is said
 
 
 def test_a_followed_log_does_not_hold_the_gateway_stop(gateway: Any, echo_dir: Path) -> None:
