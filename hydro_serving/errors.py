@@ -210,7 +210,7 @@ def require_extra(module: str, extra: str) -> Any:
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingExtra(
-            f"{module} is not installed; install it with: pip install 'hydro-serving[{extra}]'"
+            f"the Python package '{module}' is not installed; install it with: pip install 'hydro-serving[{extra}]'"
         ) from exc
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -70,10 +71,34 @@ def connect(timeout: float = 10.0, operation_timeout: float | None = None) -> An
         finally:
             probe.close()
     except Exception as exc:  # the SDK raises DockerException, requests' errors or OSError depending on the failure
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise EngineUnavailable(f"no Docker engine found ({where}): {reason}",
+        raise EngineUnavailable(f"no Docker engine found ({where}): {engine_reason(exc)}",
                                 details={"docker_host": host or f"unix://{DEFAULT_SOCKET}"}) from None
     return docker.from_env(timeout=int(max(1, operation_timeout)))
+
+
+def engine_reason(exc: BaseException) -> str:
+    """Why the engine did not answer, as a whole sentence: the OS error at the root of the SDK's chain.
+
+    The SDK wraps a refused connection in three layers of requests/urllib3 text
+    (``Error while fetching server API version: HTTPConnectionPool(…): Max retries exceeded …``);
+    cutting that at a fixed length stopped the message mid-sentence. The root ``OSError``
+    ("Connection refused", "No such file or directory", "Permission denied") is what the user can act on.
+    """
+    seen: set[int] = set()
+    queue: list[BaseException] = [exc]
+    while queue:
+        err = queue.pop(0)
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        if type(err).__module__ == "builtins" and isinstance(err, OSError) and err.strerror:
+            return err.strerror
+        if isinstance(err, TimeoutError | socket.timeout):
+            return "the engine did not answer in time"
+        linked = [err.__cause__, err.__context__, getattr(err, "reason", None), *err.args]
+        queue.extend(e for e in linked if isinstance(e, BaseException))
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 def image_reference(image: str) -> tuple[str, str]:

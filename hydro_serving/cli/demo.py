@@ -64,8 +64,7 @@ def demo(gateway_url: str | None, store_url: str | None, stack_file: Path | None
     state_dir = (state or default_state_dir()).expanduser().resolve()
     url, started = ensure_local_gateway(target.url, state_dir)
     if started:
-        _line("gateway", f"started at {url} (log {state_dir / 'gateway.log'}; stop it with "
-                         f"kill $(cat {state_dir / 'gateway.pid'}))")
+        _line("gateway", f"started at {url} (log {state_dir / 'gateway.log'}; stop it with hydro down)")
     else:
         _line("gateway", f"{url} is up")
     client = GatewayClient(url, require_token(target, state_dir))

@@ -158,8 +158,9 @@ def up(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str | Non
         os.environ["HYDRO_TRUSTED_KEYS"] = ",".join(stack.provider.trusted_keys)
     url, started = ensure_local_gateway(target.url, state_dir)
     if started:
+        stop = "hydro down" + ("" if state is None else f" --state {state_dir}")
         click.echo(f"started a local gateway at {url} (state {state_dir}, log {state_dir / 'gateway.log'}); "
-                   "stop it with: kill $(cat " + str(state_dir / "gateway.pid") + ")")
+                   f"stop it with: {stop}")
     client = GatewayClient(url, require_token(target, state_dir))
     if contexts and client.info().get("provider", {}).get("orchestration") == "docker":
         _build_images(stack, names, push=False)
@@ -226,9 +227,39 @@ def describe(name: str, stack_file: Path | None, gateway_url: str | None, state:
     click.echo(json.dumps(status, indent=2))
 
 
+def request_body(data: str | None, data_raw: str | None = None) -> bytes:
+    """The body ``hydro invoke`` sends, with curl's meaning of ``-d``: ``@file`` is the file, ``@-`` stdin.
+
+    Users arrive from ``curl -d @payload.json``; sending the literal text ``@payload.json`` made
+    the function answer a confusing parse error. ``--data-raw`` keeps a leading ``@`` as text.
+    """
+    if data is not None and data_raw is not None:
+        raise click.UsageError("give -d/--data or --data-raw, not both")
+    if data_raw is not None:
+        return data_raw.encode()
+    if data is None:
+        return b"" if sys.stdin.isatty() else sys.stdin.buffer.read()
+    if not data.startswith("@"):
+        return data.encode()
+    source = data[1:]
+    if source == "-":
+        return sys.stdin.buffer.read()
+    if not source:
+        raise click.BadParameter("'@' must be followed by a file name (or - for stdin)", param_hint="-d/--data")
+    try:
+        return Path(source).expanduser().read_bytes()
+    except FileNotFoundError:
+        raise click.BadParameter(f"no file {source} (a body starting with @ names a file, as in curl; send it as "
+                                 "text with --data-raw)", param_hint="-d/--data") from None
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {source}: {exc.strerror}", param_hint="-d/--data") from None
+
+
 @click.command()
 @click.argument("name")
-@click.option("-d", "--data", default=None, help="Request body (else read from stdin).")
+@click.option("-d", "--data", default=None, help="Request body; @FILE reads the file and @- stdin, as curl does "
+              "(else the body is read from stdin when it is not a terminal).")
+@click.option("--data-raw", "data_raw", default=None, help="Request body taken as it is, even when it starts with @.")
 @click.option("--path", "path", default="", help="Path under the function, e.g. v2/models/NAME/infer.")
 @click.option("-X", "--method", default="POST", show_default=True)
 @click.option("-H", "--header", "headers", multiple=True, help="Extra header 'Name: value' (repeatable).")
@@ -239,8 +270,8 @@ def describe(name: str, stack_file: Path | None, gateway_url: str | None, state:
 @file_option
 @gateway_option
 @state_option
-def invoke(name: str, data: str | None, path: str, method: str, headers: tuple[str, ...], verbose: bool,
-           api_key: str | None, use_admin: bool, stack_file: Path | None, gateway_url: str | None,
+def invoke(name: str, data: str | None, data_raw: str | None, path: str, method: str, headers: tuple[str, ...],
+           verbose: bool, api_key: str | None, use_admin: bool, stack_file: Path | None, gateway_url: str | None,
            state: Path | None) -> None:
     """Invoke a function; exits non-zero when it answers with an error status.
 
@@ -248,7 +279,7 @@ def invoke(name: str, data: str | None, path: str, method: str, headers: tuple[s
     with --auth-functions, or auth: key), --auth for the admin token. The gateway never passes
     either to the function.
     """
-    body = data.encode() if data is not None else (b"" if sys.stdin.isatty() else sys.stdin.buffer.read())
+    body = request_body(data, data_raw)
     extra: dict[str, str] = {}
     for header in headers:
         key, sep, value = header.partition(":")

@@ -75,3 +75,78 @@ def _size(raw: str, option: str) -> int:
     if value < 1:
         raise click.BadParameter("must be at least 1 byte", param_hint=option)
     return value
+
+
+def _is_our_gateway(pid: int, state_dir: Path) -> bool | None:
+    """Whether process ``pid`` is a ``hydro gateway`` on ``state_dir`` (None: cannot tell, no /proc)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False if Path("/proc/self").exists() else None
+    except OSError:
+        return None
+    args = [a.decode(errors="replace") for a in argv]
+    return "gateway" in args and any("hydro" in a for a in args[:3]) and str(state_dir) in args
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is gone for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@click.command()
+@click.option("--state", "state", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The state directory the gateway was started with (else HYDRO_STATE or the user data dir).")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds to wait for a graceful stop before the gateway is killed.")
+def down(state: Path | None, timeout: float) -> None:
+    """Stop the gateway that 'hydro up' started in the background (its pid file is <state>/gateway.pid).
+
+    The gateway stops its replicas as it exits; the pid file is removed. A pid file whose process
+    is gone (or is no longer a gateway on this state directory) is stale: it is removed and nothing
+    is signalled.
+    """
+    import os
+    import signal
+    import time
+
+    state_dir = (state or default_state_dir()).expanduser().resolve()
+    pid_path = state_dir / "gateway.pid"
+    try:
+        raw = pid_path.read_text().strip()
+    except FileNotFoundError:
+        click.echo(f"no gateway started by 'hydro up' to stop (no {pid_path})")
+        return
+    try:
+        pid = int(raw)
+        if pid <= 1:
+            raise ValueError(raw)
+    except ValueError:
+        pid_path.unlink(missing_ok=True)
+        click.echo(f"removed {pid_path}: it did not hold a process id ({raw[:40]!r})")
+        return
+    if not _alive(pid) or _is_our_gateway(pid, state_dir) is False:
+        pid_path.unlink(missing_ok=True)
+        click.echo(f"removed a stale pid file {pid_path} (process {pid} is not a running gateway); nothing to stop")
+        return
+    began = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    deadline = began + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    forced = _alive(pid)
+    if forced:
+        os.kill(pid, signal.SIGKILL)
+    pid_path.unlink(missing_ok=True)
+    how = f"killed after {timeout:g}s without stopping" if forced else f"stopped in {time.monotonic() - began:.1f}s"
+    click.echo(f"gateway (pid {pid}) {how}; log {state_dir / 'gateway.log'}")

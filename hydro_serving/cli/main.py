@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "keys": "hydro_serving.cli.keys:keys",
     # gateway and functions
     "gateway": "hydro_serving.cli.gateway:gateway",
+    "down": "hydro_serving.cli.gateway:down",
     "deploy": "hydro_serving.cli.functions:deploy",
     "up": "hydro_serving.cli.functions:up",
     "list": "hydro_serving.cli.functions:list_functions",
@@ -77,6 +78,19 @@ def cli() -> None:
     """Hydro Serving: models as functions, pipelines as routers, scaled to zero."""
 
 
+def error_line(exc: HydroError) -> str:
+    """The one line the CLI prints for ``exc``: its message, plus the field only when that adds something.
+
+    A stack error already starts with its key path (``functions.f1.scael: unknown key … (line 7)``),
+    and pseudo-fields such as ``(yaml)`` or ``(top level)`` are for API callers, not for a reader:
+    repeating either at the end (``((yaml))``) is noise.
+    """
+    field = exc.field
+    if not field or field in exc.message or (field.startswith("(") and field.endswith(")")):
+        return exc.message
+    return f"{exc.message} ({field})"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a HydroError becomes one line on stderr and exit status 1, never a traceback."""
     try:
@@ -88,8 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except HydroError as exc:
-        where = f" ({exc.field})" if exc.field else ""
-        click.echo(f"error: {exc.message}{where}", err=True)
+        click.echo(f"error: {error_line(exc)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

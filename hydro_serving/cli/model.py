@@ -87,8 +87,13 @@ def upload(ctx: click.Context, path: Path, name: str, framework: str | None, sig
     total = sum(p.stat().st_size for p in files)
     pickles = [p.name for p in files if p.name.lower().endswith(PICKLE_SUFFIXES)]
     with _progress(total, f"uploading {name}") as progress:
-        manifest = store.upload(path, name, framework=framework, signature=signature_file,
-                                training_data=training_data, metadata=metadata, progress=progress, sign_key=key)
+        try:
+            manifest = store.upload(path, name, framework=framework, signature=signature_file,
+                                    training_data=training_data, metadata=metadata, progress=progress, sign_key=key)
+        except ValidationError as exc:
+            if exc.field != "training_data":
+                raise
+            raise ValidationError(f"--training-data: {exc.message}", field="--training-data") from None
     if pickles:
         click.echo(f"note: {', '.join(pickles[:3])} is pickle, and loading pickle runs code: whoever can write it "
                    "can run anything where it is loaded. "

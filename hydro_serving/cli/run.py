@@ -33,21 +33,39 @@ def run_environment(spec: Any, stack_store: str | None, spec_path: Path,
                               store_credentials=credentials, platform={contract.FUNCTION_SPEC_ENV: str(spec_path)})
 
 
+def replica_concurrency(lang: str, workers: int | None, threads: int | None) -> tuple[int, int]:
+    """Workers and threads as a deployed replica of ``lang`` gets them, unless the user said otherwise.
+
+    ``hydro run`` used to serve with 1 worker while replicas ran 2, so a model measured on the
+    laptop behaved unlike the deployed one; the runtime's own defaults decide for both now.
+    """
+    from hydro_serving.runtime.server import default_threads, default_workers
+    from hydro_serving.templates import get_template
+
+    if workers is None:
+        workers = default_workers(get_template(lang))
+    return workers, threads if threads is not None else default_threads(workers)
+
+
 @click.command("run")
 @click.argument("name")
 @click.option("-f", "--file", "stack_file", default="stack.yml", show_default=True, type=click.Path(dir_okay=False),
               help="the stack file")
 @click.option("--port", type=int, default=8080, show_default=True, help="port to listen on")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
-@click.option("--workers", type=int, default=1, show_default=True, help="worker processes")
-@click.option("--threads", type=int, default=8, show_default=True, help="threads per worker")
-def run(name: str, stack_file: str, port: int, host: str, workers: int, threads: int) -> None:
+@click.option("--workers", type=click.IntRange(min=1), default=None, envvar="HYDRO_WORKERS",
+              help="worker processes (env HYDRO_WORKERS; default: what a deployed replica of the template runs, "
+                   "2 for most models on 2+ CPUs, 1 for custom functions and routers)")
+@click.option("--threads", type=click.IntRange(min=1), default=None, envvar="HYDRO_THREADS",
+              help="threads per worker (env HYDRO_THREADS; default: 8 for one worker, 4 each for more)")
+def run(name: str, stack_file: str, port: int, host: str, workers: int | None, threads: int | None) -> None:
     """Serve function NAME from the stack file locally, in the foreground (Ctrl-C stops it)."""
     from hydro_serving.runtime.server import serve
     from hydro_serving.stack import load_stack
 
     stack = load_stack(stack_file)
     spec = stack.function(name).resolved(stack.root)
+    workers, threads = replica_concurrency(spec.lang, workers, threads)
     with tempfile.TemporaryDirectory(prefix=f"hydro-run-{name}-") as tmp:
         spec_path = Path(tmp) / "function.json"
         spec_path.write_text(json.dumps(spec.to_dict(), indent=2))
@@ -56,7 +74,7 @@ def run(name: str, stack_file: str, port: int, host: str, workers: int, threads:
             os.environ["HYDRO_TRUSTED_KEYS"] = ",".join(stack.provider.trusted_keys)
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{port}"
-        click.echo(f"Serving function '{name}' (lang {spec.lang}) at {url}/  "
+        click.echo(f"Serving function '{name}' (lang {spec.lang}, {workers} worker(s) x {threads} threads) at {url}/  "
                    f"(ready: {url}/_/ready, V2: {url}/v2/models/{name}/infer); Ctrl-C to stop", err=True)
         try:
             serve(spec, host, port, workers, threads, access_log=True)

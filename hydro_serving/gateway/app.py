@@ -46,10 +46,14 @@ def create_app(config: GatewayConfig, provider: Provider | None = None) -> web.A
         await gateway.start()
         await queue.start()  # after the pools exist: resumed calls find their function
 
+    async def on_shutdown(_: web.Application) -> None:
+        gateway.begin_stop()
+
     async def on_cleanup(_: web.Application) -> None:
         await queue.stop()  # first: attempts in flight are cut and re-queued before replicas stop
         await gateway.stop()
 
     app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     return app

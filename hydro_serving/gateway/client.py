@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlparse
 
 from hydro_serving.errors import ConfigError, HydroError
-from hydro_serving.gateway.config import default_state_dir
+from hydro_serving.gateway.config import DEFAULT_PORT, default_state_dir
 from hydro_serving.stack import FunctionSpec, Stack
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -100,6 +100,19 @@ def error_from(response: Response, url: str) -> HydroError:
     return HydroError(f"{url} answered {response.status}: {text}", status=response.status)
 
 
+def start_hint(url: str) -> str:
+    """How to start a gateway where ``url`` points: ``hydro gateway`` listens on 8080 unless told the port."""
+    parsed = urlparse(url)
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:
+        port = DEFAULT_PORT
+    if parsed.hostname not in LOCAL_HOSTS:
+        return f"start the gateway on {parsed.hostname}, or point --gateway / HYDRO_GATEWAY at one that runs"
+    flag = "" if port == DEFAULT_PORT else f" --port {port}"
+    return f"start one with 'hydro gateway{flag}' or 'hydro up'"
+
+
 class GatewayClient:
     """Calls of the gateway API; admin calls send ``Authorization: Bearer <token>``."""
 
@@ -123,8 +136,7 @@ class GatewayClient:
             return Response(exc.code, dict(exc.headers.items()), exc.read())
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ConfigError(f"no gateway answers at {self.url} ({reason}); start one with 'hydro gateway' "
-                              "or 'hydro up'") from None
+            raise ConfigError(f"no gateway answers at {self.url} ({reason}); {start_hint(self.url)}") from None
 
     def _admin(self, method: str, path: str, data: Any = None, ok_404: bool = False) -> Response:
         body = json.dumps(data).encode() if data is not None else None
@@ -264,7 +276,8 @@ class GatewayClient:
         except urllib.error.HTTPError as exc:
             raise error_from(Response(exc.code, dict(exc.headers.items()), exc.read()), req.full_url) from None
         except (urllib.error.URLError, OSError) as exc:
-            raise ConfigError(f"no gateway answers at {self.url} ({getattr(exc, 'reason', exc)})") from None
+            raise ConfigError(f"no gateway answers at {self.url} ({getattr(exc, 'reason', exc)}); "
+                              f"{start_hint(self.url)}") from None
         with resp:
             for raw in resp:
                 try:

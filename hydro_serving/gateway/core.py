@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -53,6 +54,7 @@ log = logging.getLogger("hydro.gateway")
 
 MAX_REAP_TICK = 1.0
 MIN_REAP_TICK = 0.05
+COUNT_FLUSH_INTERVAL = 2.0  # seconds between batched writes of invocation counts to gateway.db
 
 
 class Gateway:
@@ -78,6 +80,9 @@ class Gateway:
         # payload sampling, drift windows, feedback (hydro_serving.monitor); its own SQLite file
         self.monitor = for_gateway(config.state_dir, self.metrics.registry)
         self._rotation: asyncio.Task[None] | None = None
+        self._counts_flusher: asyncio.Task[None] | None = None
+        self.stopping = asyncio.Event()  # set as the server begins to stop: open log streams end at once
+        self._saved_counts: dict[str, int] = {}  # what gateway.db holds, so a flush writes only what moved
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -86,6 +91,7 @@ class Gateway:
         self.session = new_session()
         auth.record_url(self.config.state_dir, self.config.url)  # the CLI sends the admin token only here
         self.keys.purge_internal()  # the routers that held them stopped with the previous gateway
+        self._saved_counts = self.state.invocation_counts()
         for stored in self.state.all():
             try:
                 deployment = Deployment.from_stored(stored.deployment)
@@ -97,8 +103,11 @@ class Gateway:
                 await self.provider.deploy(deployment.spec, stored.generation)
             except HydroError as exc:  # e.g. its image was removed: keep the gateway up; starts will report it
                 log.error("function %s: %s", stored.name, exc)
-            self.pools[stored.name] = self._pool(deployment, stored.generation, stored.created_at)
+            pool = self._pool(deployment, stored.generation, stored.created_at)
+            pool.invocations = self._saved_counts.get(stored.name, 0)  # INVOCATIONS survives a restart
+            self.pools[stored.name] = pool
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
+        self._counts_flusher = asyncio.get_running_loop().create_task(self._flush_counts_loop())
         if self.config.discover_interval > 0:  # models dropped into the store by other tools become versions
             loop = DiscoveryLoop(self.config.discover_interval, allow_unsafe=self.config.discover_unsafe_formats)
             self._discovery = asyncio.get_running_loop().create_task(loop.run())
@@ -108,20 +117,70 @@ class Gateway:
                 rotate_loop(self.config.state_dir, self.config.log_max_bytes))
         log.info("gateway state %s: %d function(s) known", self.config.state_dir, len(self.pools))
 
+    def begin_stop(self) -> None:
+        """The server stops accepting requests: say what it will wait for, and end the followed log streams.
+
+        aiohttp then waits (up to its grace period) for requests in flight; a followed log never
+        ends by itself, which is what made a stop take the whole grace period before.
+        """
+        self.stopping.set()
+        waiting = {name: pool.queued + sum(r.inflight for r in pool.replicas) for name, pool in self.pools.items()}
+        waiting = {name: n for name, n in waiting.items() if n}
+        if waiting:
+            log.info("stopping: waiting for %d request(s) in flight: %s", sum(waiting.values()),
+                     ", ".join(f"{name} ({n})" for name, n in sorted(waiting.items())))
+        else:
+            log.info("stopping: no request in flight")
+
     async def stop(self) -> None:
-        """Stop every replica (gracefully, then forced) and release resources."""
-        for task in (self._reaper, self._discovery, self._rotation):
+        """Stop every replica (gracefully, then forced) and release resources, saying what it waits for.
+
+        A stop with nothing in the log looked hung; each phase that can wait is logged with what
+        it waits for and how long it took.
+        """
+        began = time.monotonic()
+        for task in (self._reaper, self._discovery, self._rotation, self._counts_flusher):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        self.flush_counts()
+        live = {name: len(pool.replicas) for name, pool in self.pools.items() if pool.replicas}
+        if live:
+            log.info("stopping: %d replica(s) of %s (SIGTERM, then SIGKILL after %gs)", sum(live.values()),
+                     ", ".join(f"{name} ({n})" for name, n in sorted(live.items())), self.config.stop_grace)
+        phase = time.monotonic()
         await asyncio.gather(*(pool.close("shutdown", drain=False) for pool in self.pools.values()),
                              return_exceptions=True)
+        if live:
+            log.info("stopping: replicas stopped in %.1fs", time.monotonic() - phase)
+        phase = time.monotonic()
         await self.provider.close()
         await self.monitor.stop()
         if self.session is not None:
             await self.session.close()
         self.state.close()
+        log.info("stopped in %.1fs (provider and monitor closed in %.1fs)", time.monotonic() - began,
+                 time.monotonic() - phase)
+
+    def flush_counts(self) -> None:
+        """Write the invocation counts that moved since the last flush, in one transaction."""
+        current = {name: pool.invocations for name, pool in self.pools.items()}
+        changed = {name: n for name, n in current.items() if self._saved_counts.get(name) != n}
+        if not changed:
+            return
+        try:
+            self.state.save_invocation_counts(changed)
+        except (HydroError, OSError, sqlite3.Error) as exc:  # a full disk must not stop serving; retried later
+            log.warning("invocation counts not saved: %s", exc)
+            return
+        self._saved_counts.update(changed)
+
+    async def _flush_counts_loop(self) -> None:
+        """Batch the request path's counter increments into gateway.db every COUNT_FLUSH_INTERVAL seconds."""
+        while True:
+            await asyncio.sleep(COUNT_FLUSH_INTERVAL)
+            self.flush_counts()
 
     def _pool(self, deployment: Deployment, generation: int, created_at: float | None = None) -> FunctionPool:
         assert self.session is not None
@@ -374,6 +433,7 @@ class Gateway:
                                "answer 503 until it is back)", function=name, details={"pipelines": users})
             self.state.delete(name)  # first: a full disk (507) leaves the function deployed, not half-removed
             del self.pools[name]
+            self._saved_counts.pop(name, None)
         await pool.close("removed", drain=True)
         self._revoke_router_keys(name)
         await self.provider.remove(name)

@@ -36,9 +36,11 @@ from hydro_serving.gateway.admission import admit
 from hydro_serving.gateway.appkeys import GATEWAY_KEY, OPENAPI_KEY
 from hydro_serving.gateway.callers import is_internal_caller
 from hydro_serving.gateway.core import Gateway
+from hydro_serving.gateway.counting import is_invocation
 from hydro_serving.gateway.exposure import disk_full, for_caller
 from hydro_serving.gateway.guard import check_json_content_type
 from hydro_serving.gateway.limits import body_limit, read_body, send_and_close
+from hydro_serving.gateway.logstream import stream_lines
 from hydro_serving.gateway.proxy import forward_headers, replica_is_loading, response_headers, upstream_url
 from hydro_serving.gateway.requestid import REQUEST_ID_HEADER, request_id, set_request_id
 from hydro_serving.gateway.scaler import FunctionPool
@@ -248,12 +250,7 @@ async def system_logs(request: web.Request) -> web.StreamResponse:
     if follow_raw not in ("1", "true", "yes", "0", "false", "no", ""):
         raise ValidationError("follow must be true or false", field="follow")
     follow = follow_raw in ("1", "true", "yes")
-    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await response.prepare(request)
-    async for line in gw.provider.logs(name, tail=tail, follow=follow):
-        await response.write(json.dumps({"name": name, "text": line}).encode() + b"\n")
-    await response.write_eof()
-    return response
+    return await stream_lines(request, name, gw.provider.logs(name, tail=tail, follow=follow), gw.stopping)
 
 
 async def invoke(request: web.Request) -> web.StreamResponse:
@@ -292,8 +289,9 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         raise
     finally:
         elapsed = time.perf_counter() - started
-        pool.invocations += 1
-        pool.metrics.invoked(status, elapsed)
+        if is_invocation(request.method, request.match_info.get("path", ""), status):
+            pool.invocations += 1  # gateway.db gets it in the next batch (Gateway.flush_counts)
+            pool.metrics.invoked(status, elapsed)
         if pipeline is not None and is_internal_caller(request):  # labels from trusted routers only
             shadow = request.headers.get(SHADOW_HEADER, "").lower() == "true"
             gw.metrics.observe_stage(pipeline, request.headers.get(STAGE_HEADER, ""), name, shadow, status, elapsed)

@@ -20,6 +20,7 @@ from hydro_serving.gateway.config import GatewayConfig
 log = logging.getLogger("hydro.gateway")
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+SHUTDOWN_GRACE_SECONDS = 10.0  # how long a stopping gateway lets requests in flight finish
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -93,7 +94,7 @@ async def serve(app: web.Application, config: GatewayConfig) -> None:
     :func:`capped_factory`; ``keepalive_timeout`` doubles as the header timeout (aiohttp arms it when a
     connection opens and closes a connection still waiting for a complete request when it fires).
     """
-    runner = web.AppRunner(app, access_log=None, handle_signals=True, shutdown_timeout=10.0,
+    runner = web.AppRunner(app, access_log=None, handle_signals=True, shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
                            keepalive_timeout=config.header_timeout)
     await runner.setup()
     server = runner.server
@@ -111,6 +112,7 @@ async def serve(app: web.Application, config: GatewayConfig) -> None:
     try:
         await asyncio.Event().wait()
     finally:
+        log.info("stopping: no new connections; requests in flight get up to %gs", SHUTDOWN_GRACE_SECONDS)
         listener.close()
         await runner.cleanup()
 
@@ -158,3 +160,12 @@ def run_gateway(config: GatewayConfig) -> None:
                 loop.run_until_complete(main)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+        forget_pid_file(config)
+
+
+def forget_pid_file(config: GatewayConfig) -> None:
+    """Remove ``<state>/gateway.pid`` (written by ``hydro up``) when it names this process: no stale file left."""
+    path = config.state_dir / "gateway.pid"
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text().strip()) == os.getpid():
+            path.unlink()

@@ -45,6 +45,14 @@ CREATE TABLE IF NOT EXISTS api_keys (
     internal    INTEGER NOT NULL DEFAULT 0
 )
 """
+# invocations per function, so INVOCATIONS survives a gateway restart; written in batches by the
+# gateway's flusher (never on the request path), removed with the function
+COUNTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS invocation_counts (
+    name        TEXT PRIMARY KEY,
+    count       INTEGER NOT NULL
+)
+"""
 KEY_COLUMNS = "id, name, digest, functions, created_at, expires_at, revoked_at, internal"
 
 
@@ -77,6 +85,7 @@ class StateStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(SCHEMA)
         self._db.execute(KEYS_SCHEMA)
+        self._db.execute(COUNTS_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
@@ -122,7 +131,31 @@ class StateStore:
 
     def delete(self, name: str) -> bool:
         with self._writing():
+            self._db.execute("DELETE FROM invocation_counts WHERE name = ?", (name,))
             return self._db.execute("DELETE FROM functions WHERE name = ?", (name,)).rowcount > 0
+
+    # ---- invocation counts (batched by the gateway: one transaction per flush) ----------------------------
+
+    def invocation_counts(self) -> dict[str, int]:
+        return {str(name): int(count) for name, count in
+                self._db.execute("SELECT name, count FROM invocation_counts").fetchall()}
+
+    def save_invocation_counts(self, counts: dict[str, int]) -> None:
+        """Write the given functions' totals in one transaction (only functions still stored are kept)."""
+        if not counts:
+            return
+        with self._writing():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO invocation_counts (name, count) SELECT ?, ? WHERE EXISTS "
+                    "(SELECT 1 FROM functions WHERE name = ?) "
+                    "ON CONFLICT(name) DO UPDATE SET count = excluded.count",
+                    [(name, count, name) for name, count in counts.items()])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     # ---- API keys (rows as tuples in KEY_COLUMNS order; hydro_serving.gateway.keys gives them meaning) ----
 

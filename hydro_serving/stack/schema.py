@@ -85,7 +85,10 @@ def _friendly(err: Any) -> str:
     if err.validator == "enum":
         return f"must be one of {', '.join(map(str, err.validator_value))}, got {err.instance!r}"
     if err.validator in ("oneOf", "anyOf"):
-        return f"has an invalid value {json.dumps(err.instance)[:60]}"
+        # "invalid value" alone leaves the user guessing: the schema's description says what is accepted
+        expected = err.schema.get("description") if isinstance(err.schema, Mapping) else None
+        accepted = f"; expected {expected}" if expected else ""
+        return f"has an invalid value {json.dumps(err.instance)[:60]}{accepted}"
     return err.message
 
 

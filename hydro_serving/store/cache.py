@@ -1,6 +1,6 @@
 """The local model cache: ``fetch_model("name:3")`` -> a directory with the model's files.
 
-Layout under ``HYDRO_CACHE`` (default ``$HYDRO_HOME/cache``)::
+Layout under ``HYDRO_CACHE`` (default: :func:`default_cache_dir`, ``$XDG_CACHE_HOME/hydro/models``)::
 
     blobs/<sha256>                          verified file contents, shared by every version
     models/<store-id>/<name>/<version>/     the model's files as uploaded (hard links to blobs)
@@ -59,8 +59,37 @@ LOCK_TIMEOUT = 900.0
 
 
 def default_cache_dir() -> Path:
+    """``HYDRO_CACHE``; else ``$HYDRO_HOME/cache`` when HYDRO_HOME is set; else the user's cache directory.
+
+    The user's cache directory is ``$XDG_CACHE_HOME/hydro/models`` (``~/.cache/hydro/models``):
+    a cache is what backup tools and ``rm -rf ~/.cache`` are told they may drop, and these files
+    can be fetched again. Older versions kept it under the data directory
+    (``$XDG_DATA_HOME/hydro/cache``); that folder is moved to the new place once, on first use
+    (one rename, atomic; when it cannot be moved, e.g. across file systems, it is used where it is).
+    """
     env = os.environ.get("HYDRO_CACHE")
-    return Path(env).expanduser() if env else hydro_home() / "cache"
+    if env:
+        return Path(env).expanduser()
+    if os.environ.get("HYDRO_HOME"):
+        return hydro_home() / "cache"
+    import platformdirs
+
+    new = Path(platformdirs.user_cache_dir("hydro")) / "models"
+    old = Path(platformdirs.user_data_dir("hydro")) / "cache"
+    if new.exists() or not old.is_dir():
+        return new
+    try:
+        new.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(old, new)
+    except FileNotFoundError:  # another process moved it first
+        return new
+    except OSError as exc:
+        if new.exists():  # another process moved it (or created the new one) meanwhile
+            return new
+        log.warning("model cache left at its old place %s (cannot move it to %s: %s)", old, new, exc.strerror)
+        return old
+    log.info("model cache moved from %s to %s", old, new)
+    return new
 
 
 def _stat_key(st: os.stat_result) -> list[int]:

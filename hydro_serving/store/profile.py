@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,28 @@ def _to_float(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+_YAML_KEY = re.compile(r"^[A-Za-z_][\w .-]*:(\s|$)")
+_YAML_ITEM = re.compile(r"^-(\s|$)")
+
+
+def _looks_like_yaml(sample: str) -> bool:
+    """YAML read as CSV gives one column and a row per line (a signature was once profiled as 61 rows).
+
+    The file is YAML when its first meaningful line is a document marker, a directive, a ``key:``
+    or a ``- item``, and that line has no CSV delimiter in it (a header ``a:b,c`` stays CSV).
+    """
+    for line in sample.splitlines():
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if text.startswith(("---", "%YAML")):
+            return True
+        if any(d in text for d in ",;\t|"):
+            return False
+        return bool(_YAML_KEY.match(text) or _YAML_ITEM.match(text))
+    return False
+
+
 def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     def bad(why: str) -> ValidationError:
         return ValidationError(f"training data {path.name} is not a CSV file: {why}", field="training_data")
@@ -65,6 +88,8 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
             raise bad("it is not UTF-8 text") from exc
     if sample.lstrip()[:1] in ("{", "["):
         raise bad("it looks like JSON")
+    if _looks_like_yaml(sample):
+        raise bad("it looks like YAML")
     try:
         dialect: Any = csv.Sniffer().sniff(sample.split("\n", 20)[0] if sample else sample, delimiters=",;\t|")
     except csv.Error:

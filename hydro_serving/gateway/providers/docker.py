@@ -138,7 +138,8 @@ class DockerProvider(Provider):
         import importlib.util
 
         if importlib.util.find_spec("docker") is None:  # fail at `hydro gateway --provider docker`, not at deploy
-            raise MissingExtra("the docker provider needs the docker SDK; install it with: "
+            raise MissingExtra("the docker provider needs the Python package 'docker' (the Docker SDK for Python; "
+                               "the engine is found through DOCKER_HOST); install it with: "
                                "pip install 'hydro-serving[docker]'", field="provider")
         self.config = config
         # an explicit argument, then the config (once the CLI has --docker-network), then the environment
