@@ -79,9 +79,13 @@ def _build_contexts(stack: Stack, names: list[str] | None) -> bool:
     return True
 
 
-def _print_deployed(results: list[tuple[str, str]], url: str) -> None:
-    for name, action in results:
-        click.echo(f"{action:9} {name}  ->  {url}/function/{name}")
+def _print_deployed(results: list[tuple[str, str, dict[str, Any]]], url: str) -> None:
+    """One line per function; a store model's line says which version its reference resolved to."""
+    for name, action, status in results:
+        model = (status.get("hydro") or {}).get("model")
+        pin = status.get("modelPin")
+        resolved = f"  (model {model} = {pin})" if model and pin else ""
+        click.echo(f"{action:9} {name}  ->  {url}/function/{name}{resolved}")
 
 
 @click.command()
@@ -103,7 +107,7 @@ def deploy(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str |
                         wait_timeout)
         return
     client = admin_client(gateway_url, state, stack)
-    _print_deployed(client.deploy_stack(stack, list(filters)), client.url)
+    _print_deployed(client.deploy_stack_status(stack, list(filters)), client.url)
 
 
 def _deploy_knative(stack: Stack, names: list[str], namespace: str, image_prefix: str | None,
@@ -157,7 +161,7 @@ def up(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str | Non
     client = GatewayClient(url, require_token(target, state_dir))
     if contexts and client.info().get("provider", {}).get("orchestration") == "docker":
         _build_images(stack, names, push=False)
-    _print_deployed(client.deploy_stack(stack, names), client.url)
+    _print_deployed(client.deploy_stack_status(stack, names), client.url)
 
 
 def _build_images(stack: Stack, names: list[str], push: bool) -> None:

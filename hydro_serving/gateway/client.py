@@ -124,9 +124,14 @@ class GatewayClient:
     def deploy_stack(self, stack: Stack, names: list[str] | tuple[str, ...] | None = None
                      ) -> list[tuple[str, str]]:
         """Deploy the selected functions (paths made absolute), plain functions before routers."""
+        return [(name, action) for name, action, _ in self.deploy_stack_status(stack, names)]
+
+    def deploy_stack_status(self, stack: Stack, names: list[str] | tuple[str, ...] | None = None
+                            ) -> list[tuple[str, str, dict[str, Any]]]:
+        """As :meth:`deploy_stack`, with each function's status (``modelPin``: what its model resolved to)."""
         specs = [spec.resolved(stack.root) for spec in stack.select(names)]
         specs.sort(key=lambda s: s.is_router)  # stable: file order within each group
-        return [(spec.name, self.deploy_spec(spec)[0]) for spec in specs]
+        return [(spec.name, *self.deploy_spec(spec)) for spec in specs]
 
     def remove(self, name: str) -> None:
         self._admin("DELETE", "/system/functions", {"functionName": name})

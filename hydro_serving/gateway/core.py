@@ -162,6 +162,7 @@ class Gateway:
                 return pool, True
             if deployment.fingerprint() == existing.deployment.fingerprint():
                 return existing, False
+            self._log_repin(deployment)
             generation = existing.generation + 1
             await self.provider.deploy(deployment.spec, generation)  # idempotent; refused before it is stored
             self.state.put(name, deployment.to_json(), generation)
@@ -180,8 +181,10 @@ class Gateway:
         if spec.model and not spec.model_is_local:
             policy = TrustPolicy(trusted=parse_trusted_keys(self.config.trusted_keys.split(",")),
                                  allow_discovered_pickle=self.config.discover_unsafe_formats)
+            store_url = _declared_store(spec)
             try:
-                pin = await asyncio.get_running_loop().run_in_executor(None, pin_model, spec.model, policy)
+                pin = await asyncio.get_running_loop().run_in_executor(None, pin_model, spec.model, policy,
+                                                                       store_url)
             except UntrustedModelError:
                 raise
             except HydroError as exc:
@@ -191,9 +194,21 @@ class Gateway:
                             spec.name, spec.model, exc.message)
             else:
                 annotations[PIN_ANNOTATION] = str(pin)
+                log.info("function %s: model %s resolved to %s", spec.name, spec.model, pin)
         if annotations == spec.annotations:
             return deployment
         return Deployment(replace(spec, annotations=annotations), deployment.fields)
+
+    def _log_repin(self, deployment: Deployment) -> None:
+        """Say in the gateway log when a redeploy moves a function onto another model version (an alias moved)."""
+        existing = self.pools.get(deployment.name)
+        if existing is None:
+            return
+        before = existing.spec.annotations.get(PIN_ANNOTATION)
+        after = deployment.spec.annotations.get(PIN_ANNOTATION)
+        if before and after and before != after:
+            log.info("function %s: model %s moved from %s to %s; rolling replicas onto it", deployment.name,
+                     deployment.spec.model, before, after)
 
     async def _check_router(self, deployment: Deployment) -> Deployment:
         """Refuse a router whose stages are not deployed or cannot feed each other; record their signatures."""
@@ -348,3 +363,18 @@ class Gateway:
         if spec.requests:
             out["requests"] = dict(spec.requests)
         return out
+
+
+def _declared_store(spec: FunctionSpec) -> str | None:
+    """The store a function declares for its model (its own ``HYDRO_STORE``), else None: the gateway's.
+
+    A deploy must pin against the store the replica will read: pinning against the gateway's own
+    store instead left such functions unpinned, so an alias move was invisible to a redeploy.
+    """
+    from hydro_serving.replica import contract
+    from hydro_serving.replica.environment import declared_environment
+
+    try:
+        return declared_environment(spec).get(contract.STORE_ENV) or None
+    except HydroError:  # an unreadable environment_file is reported by the provider, not here
+        return None
