@@ -243,7 +243,7 @@ class Gateway:
             try:
                 from hydro_serving.store import open_store
 
-                return open_store().get_manifest(spec.model).signature
+                return open_store(_declared_store(spec)).get_manifest(spec.model).signature
             except Exception as exc:  # an unreachable store must not block a deploy; the check is best effort
                 log.warning("signature of %s from the store unavailable: %s", name, exc)
         return None
