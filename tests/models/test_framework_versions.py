@@ -124,3 +124,20 @@ def test_the_runtime_warns_at_load_and_reports_the_difference(iris_model_file: P
         "scikit-learn": {"trained": "0.24.2", "installed": sklearn.__version__}}
     assert (f"function old: model old:1 was trained with scikit-learn 0.24.2 (here {sklearn.__version__})"
             in caplog.text)
+
+
+def test_hydro_model_upload_records_and_show_prints_them(tmp_path: Path, iris_model_file: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI path a user takes: ``hydro model upload`` (no framework imported by the CLI) then ``show``."""
+    from tests.store.conftest import run_cli
+
+    sig = tmp_path / "sig.yml"
+    sig.write_text("inputs:\n  - {name: x, dtype: float64, shape: [-1], nullable: true}\n")
+    code, out, err = run_cli(["model", "upload", str(iris_model_file), "--name", "iris", "--signature", str(sig)],
+                             capsys)
+    assert (code, out.strip()) == (0, "iris:1"), err
+    code, out, _ = run_cli(["model", "show", "iris:1", "--json"], capsys)
+    assert json.loads(out)["framework_versions"]["scikit-learn"] == sklearn.__version__
+    code, out, _ = run_cli(["model", "show", "iris:1"], capsys)
+    assert "trained with: joblib" in out and f"scikit-learn {sklearn.__version__}" in out
+    assert "in  x: float64 [-1] nullable" in out
