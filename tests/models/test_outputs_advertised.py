@@ -176,3 +176,21 @@ def test_onnx_declared_outputs_map_to_the_model_outputs_by_position(serve: Any, 
     meta = client.get("/v2/models/wine-onnx").get_json()
     v2 = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 4], "data": [v for row in ROWS for v in row]}]}
     _agree(meta, client.post("/v2/models/wine-onnx/infer", json=v2).get_json())
+
+
+@pytest.mark.heavy
+def test_keras_declared_output_is_the_answer_under_its_declared_name(serve: Any, tmp_path: Path) -> None:
+    import keras
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(4,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="prob")(inputs))
+    model.save(tmp_path / "model.keras")
+    open_store().upload(tmp_path / "model.keras", "keras-match", signature={
+        "inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 4]}],
+        "outputs": [{"name": "probability", "dtype": "float64", "shape": [-1]}]})
+    client = serve({"name": "keras-match", "lang": "tensorflow", "model": "keras-match:1"})
+    answer = client.post("/", json=ROWS).get_json()
+    assert [set(row) for row in answer] == [{"probability"}, {"probability"}], answer
+    meta = client.get("/v2/models/keras-match").get_json()
+    v2 = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 4], "data": [v for row in ROWS for v in row]}]}
+    _agree(meta, client.post("/v2/models/keras-match/infer", json=v2).get_json())
