@@ -122,6 +122,8 @@ def load_function(spec: FunctionSpec, template: Template | None = None,
     check_entrypoint(template, handler_class)
     handler = handler_class()
     manifest, mismatches = check_framework_versions(spec, model_path)
+    if manifest is not None:  # the replica's log says which version a reference (an alias) resolved to
+        log.info("function %s: model %s resolved to %s", spec.name, spec.model, manifest.ref)
     handler.load(model_path, LoadContext(spec=spec, model_dir=model_path, handler_dir=handler_dir,
                                          metrics_registry=metrics_registry, template=template))
     return LoadedFunction(spec=spec, template=template, adapter=kind(handler), model_path=model_path,
