@@ -140,20 +140,23 @@ def model_outputs_from_signature(declared: Any, sources: Sequence[str]) -> Outpu
                       f"({', '.join(sources)}); map them in options.outputs", field="signature.outputs")
 
 
-def reported_outputs(method: str, kind: str, classes: Sequence[Any], proba_dtype: str = "float64") -> tuple[Any, ...]:
-    """What a label/proba model answers without declared outputs, as signature fields (for the V2 metadata)."""
+def reported_outputs(method: str, kind: str, classes: Sequence[Any], value_dtype: str = "float64") -> tuple[Any, ...]:
+    """What a label/proba model answers without declared outputs, as signature fields (for the V2 metadata).
+
+    ``value_dtype`` is what the framework computes in (a regressor's values, probabilities).
+    """
     import numpy as np
 
     from hydro_serving.contract.signature import Field
 
     if kind == "label":
-        dtype = np.asarray(list(classes)).dtype.name if len(classes) else "float64"
+        dtype = np.asarray(list(classes)).dtype.name if len(classes) else value_dtype
         if dtype.startswith("<U") or dtype.startswith("str") or dtype == "object":
             dtype = "string"
         return (Field(method, dtype, (-1,)),)
     width = len(classes)
     shape = (-1, width) if kind == "proba" or width > 2 else (-1,)
-    return (Field(method, proba_dtype, shape),)
+    return (Field(method, value_dtype, shape),)
 
 
 def parse_model_outputs(raw: Any, sources: Sequence[str], *, noun: str = "model output",

@@ -194,3 +194,23 @@ def test_keras_declared_output_is_the_answer_under_its_declared_name(serve: Any,
     meta = client.get("/v2/models/keras-match").get_json()
     v2 = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 4], "data": [v for row in ROWS for v in row]}]}
     _agree(meta, client.post("/v2/models/keras-match/infer", json=v2).get_json())
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("objective", ["reg:squarederror", "binary:logistic", "multi:softprob"])
+def test_xgboost_metadata_advertises_what_infer_returns(serve: Any, tmp_path: Path, objective: str) -> None:
+    import xgboost as xgb
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(120, 4))
+    y = (x[:, 0] > 0).astype(int) + (objective == "multi:softprob") * (x[:, 1] > 0).astype(int)
+    params = {"objective": objective, **({"num_class": 3} if objective.startswith("multi") else {})}
+    booster = xgb.train(params, xgb.DMatrix(x, label=y), num_boost_round=5)
+    path = tmp_path / "model.ubj"
+    booster.save_model(str(path))
+    name = f"xgb-{objective.split(':')[0]}"
+    open_store().upload(path, name)
+    for options in ({}, {"method": "predict_proba"}) if objective != "reg:squarederror" else ({},):
+        client = serve({"name": name, "lang": "xgboost", "model": f"{name}:1", "options": options})
+        meta = client.get(f"/v2/models/{name}").get_json()
+        _agree(meta, client.post(f"/v2/models/{name}/infer", json=_v2(ROWS)).get_json())
