@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import os
 import re
 import shutil
@@ -35,6 +36,8 @@ from hydro_serving.builder.templates import SHARED_DOCKERFILE, Template, get_tem
 from hydro_serving.builder.wheel import build_wheel
 from hydro_serving.errors import ConfigError, HydroError, NotFound, StackError
 from hydro_serving.stack.model import FunctionSpec, Stack
+
+log = logging.getLogger("hydro.builder")
 
 APP_HOME = "/home/app"
 IN_IMAGE_HANDLER = f"{APP_HOME}/function"
@@ -162,7 +165,7 @@ def _fill_context(ctx: Path, stack: Stack, root: Path, spec: FunctionSpec, templ
         if not any((ctx / folder).iterdir()):
             (ctx / folder / ".keep").write_text("")
 
-    _write_requirements(ctx / "requirements", wheel, template, ctx / "function")
+    _write_requirements(ctx / "requirements", wheel, template, ctx / "function", _trained_versions(stack, spec))
 
     image_spec = replace(
         spec,
@@ -251,16 +254,40 @@ def _fill_placeholders(text: str, source: Path, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(value, text)
 
 
-def _write_requirements(folder: Path, wheel: Path, template: Template, function_dir: Path) -> None:
-    """hydro.txt installs the runtime wheel (with the template's extra), then template and function needs."""
+def _write_requirements(folder: Path, wheel: Path, template: Template, function_dir: Path,
+                        trained: dict[str, str] | None = None) -> None:
+    """hydro.txt installs the runtime wheel (with the template's extra), then template and function needs.
+
+    ``trained`` (the store manifest's ``framework_versions``) pins the template's framework
+    packages to the versions the model was trained with (``scikit-learn>=1.3`` -> ``==1.9.1``).
+    """
+    from hydro_serving.store.versions import pin_requirements
+
     folder.mkdir()
     shutil.copyfile(wheel, folder / wheel.name)
     extra = f"[{template.extra}]" if template.extra else ""
     (folder / "hydro.txt").write_text(f"/tmp/requirements/{wheel.name}{extra}\n")
     template_reqs = template.requirements_file
-    (folder / "template.txt").write_text(template_reqs.read_text() if template_reqs.is_file() else "")
+    text = template_reqs.read_text() if template_reqs.is_file() else ""
+    if trained:
+        text = "\n".join(pin_requirements(text.splitlines(), trained)) + "\n"
+    (folder / "template.txt").write_text(text)
     function_reqs = function_dir / "requirements.txt"
     (folder / "function.txt").write_text(function_reqs.read_text() if function_reqs.is_file() else "")
+
+
+def _trained_versions(stack: Stack, spec: FunctionSpec) -> dict[str, str]:
+    """The framework versions a store model was trained with (empty for a local model or an unreachable store)."""
+    if not spec.model or spec.model_is_local:
+        return {}
+    from hydro_serving.store import open_store
+
+    try:
+        return dict(open_store(stack.provider.store).get_manifest(spec.model).framework_versions)
+    except HydroError as exc:  # a build without the store builds unpinned, and says so
+        log.warning("function %s: framework versions of %s unknown (%s); the build is not pinned to them",
+                    spec.name, spec.model, exc.message)
+        return {}
 
 
 def _bake_store_model(stack: Stack, spec: FunctionSpec, target: Path) -> Any:

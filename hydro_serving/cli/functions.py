@@ -79,13 +79,13 @@ def _build_contexts(stack: Stack, names: list[str] | None) -> bool:
     return True
 
 
-def _deploy_and_print(client: GatewayClient, stack: Stack, names: list[str]) -> None:
-    """Validate the whole stack on the gateway, then apply it, printing each function as it is applied.
-
-    A failure midway is an error that lists what was applied and what was left as it was.
-    """
-    client.deploy_stack(stack, names, on_result=lambda name, action: click.echo(
-        f"{action:9} {name}  ->  {client.url}/function/{name}"))
+def _print_deployed(results: list[tuple[str, str, dict[str, Any]]], url: str) -> None:
+    """One line per function; a store model's line says which version its reference resolved to."""
+    for name, action, status in results:
+        model = (status.get("hydro") or {}).get("model")
+        pin = status.get("modelPin")
+        resolved = f"  (model {model} = {pin})" if model and pin else ""
+        click.echo(f"{action:9} {name}  ->  {url}/function/{name}{resolved}")
 
 
 @click.command()
@@ -107,7 +107,7 @@ def deploy(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str |
                         wait_timeout)
         return
     client = admin_client(gateway_url, state, stack)
-    _deploy_and_print(client, stack, list(filters))
+    _print_deployed(client.deploy_stack_status(stack, list(filters)), client.url)
 
 
 def _deploy_knative(stack: Stack, names: list[str], namespace: str, image_prefix: str | None,
@@ -164,7 +164,7 @@ def up(stack_file: Path | None, filters: tuple[str, ...], gateway_url: str | Non
     client = GatewayClient(url, require_token(target, state_dir))
     if contexts and client.info().get("provider", {}).get("orchestration") == "docker":
         _build_images(stack, names, push=False)
-    _deploy_and_print(client, stack, names)
+    _print_deployed(client.deploy_stack_status(stack, names), client.url)
 
 
 def _build_images(stack: Stack, names: list[str], push: bool) -> None:

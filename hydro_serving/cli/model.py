@@ -171,6 +171,8 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
         signer = "a damaged manifest.sig"
     click.echo(f"signed by:  {signer}")
     click.echo(f"framework:  {m.framework or '-'}")
+    if m.framework_versions:  # what trained it: builds pin these, replicas warn when theirs differ
+        click.echo("trained with: " + ", ".join(f"{p} {v}" for p, v in sorted(m.framework_versions.items())))
     click.echo(f"created:    {m.created_at} ({m.origin})")
     click.echo(f"files:      {len(m.files)} ({_size(m.total_size)})")
     for f in m.files:
@@ -180,7 +182,7 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
         for kind, fields in (("in ", m.signature.inputs), ("out", m.signature.outputs)):
             for fld in fields:
                 shape = "any" if fld.shape is None else list(fld.shape)
-                click.echo(f"  {kind} {fld.name}: {fld.dtype} {shape}")
+                click.echo(f"  {kind} {fld.name}: {fld.dtype} {shape}" + (" nullable" if fld.nullable else ""))
     if m.metadata:
         click.echo("metadata:")
         for key, value in m.metadata.items():

@@ -21,6 +21,7 @@ from hydro_serving.contract.dtypes import canonical_dtype, is_widening, json_val
 from hydro_serving.errors import BadRequest, ValidationError
 
 Shape = tuple[int, ...]
+NULLABLE_DTYPES = ("float16", "float32", "float64")
 
 
 class ContractError(BadRequest):
@@ -38,6 +39,7 @@ class Field:
     shape: Shape | None = None  # None: any shape
     profile: str | None = None  # hint for monitoring: numerical, categorical, text, ...
     description: str | None = None
+    nullable: bool = False  # null is a missing value (NaN) for a model that takes them (float inputs only)
 
     @property
     def row_shape(self) -> Shape | None:
@@ -54,13 +56,15 @@ class Field:
             out["profile"] = self.profile
         if self.description:
             out["description"] = self.description
+        if self.nullable:
+            out["nullable"] = True
         return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Field:
         if not isinstance(data, Mapping):
             raise ContractError(f"{where} must be an object with name, dtype and shape", field=where)
-        unknown = set(data) - {"name", "dtype", "type", "shape", "profile", "description"}
+        unknown = set(data) - {"name", "dtype", "type", "shape", "profile", "description", "nullable"}
         if unknown:
             key = sorted(unknown)[0]
             raise ContractError(f"unknown key '{key}' in {where}", field=f"{where}.{key}")
@@ -75,7 +79,13 @@ class Field:
         profile = data.get("profile")
         if profile is not None and not isinstance(profile, str):
             raise ContractError(f"{where}.profile must be a string", field=f"{where}.profile")
-        return cls(name, dtype, shape, profile, data.get("description"))
+        nullable = data.get("nullable", False)
+        if not isinstance(nullable, bool):
+            raise ContractError(f"{where}.nullable must be true or false", field=f"{where}.nullable")
+        if nullable and dtype not in NULLABLE_DTYPES:
+            raise ContractError(f"{where}.nullable: a missing value is NaN, which only a float input can hold "
+                                f"({where} is {dtype})", field=f"{where}.nullable")
+        return cls(name, dtype, shape, profile, data.get("description"), nullable)
 
 
 def _parse_shape(raw: Any, where: str) -> Shape | None:
@@ -169,7 +179,7 @@ class Signature:
             if fld.name not in record:
                 raise ValidationError(f"missing field '{fld.name}'" + (f" in record {prefix}" if prefix else ""),
                                       field=where)
-            _check_value(record[fld.name], fld.dtype, fld.row_shape, where)
+            _check_value(record[fld.name], fld.dtype, fld.row_shape, where, fld.nullable)
 
     def _validate_object(self, payload: Mapping[str, Any]) -> None:
         missing = [f.name for f in self.inputs if f.name not in payload]
@@ -179,14 +189,14 @@ class Signature:
             value = payload[fld.name]
             row_rank = len(fld.row_shape) if fld.row_shape is not None else None
             if row_rank is not None and _rank(value) > row_rank:
-                _check_value(value, fld.dtype, fld.shape, fld.name)  # columnar: a whole tensor
+                _check_value(value, fld.dtype, fld.shape, fld.name, fld.nullable)  # columnar: a whole tensor
             else:
-                _check_value(value, fld.dtype, fld.row_shape, fld.name)
+                _check_value(value, fld.dtype, fld.row_shape, fld.name, fld.nullable)
 
     def _validate_matrix(self, rows: list[list[Any]]) -> None:
         if len(self.inputs) == 1 and self.inputs[0].shape is not None and len(self.inputs[0].shape) == 2:
             fld = self.inputs[0]
-            _check_value(rows, fld.dtype, fld.shape, fld.name)
+            _check_value(rows, fld.dtype, fld.shape, fld.name, fld.nullable)
             return
         width = len(self.inputs)
         for i, row in enumerate(rows):
@@ -197,7 +207,7 @@ class Signature:
                     field=f"[{i}]",
                 )
             for fld, value in zip(self.inputs, row, strict=True):
-                _check_value(value, fld.dtype, fld.row_shape, f"[{i}].{fld.name}")
+                _check_value(value, fld.dtype, fld.row_shape, f"[{i}].{fld.name}", fld.nullable)
 
     # ---- compatibility between stages --------------------------------------------------------
 
@@ -271,11 +281,19 @@ def _rank(value: Any) -> int:
     return rank
 
 
-def _check_value(value: Any, dtype: str, shape: Shape | None, where: str) -> None:
-    """Check a nested JSON list against a dtype and a shape (``-1`` any size, None any shape)."""
+def _check_value(value: Any, dtype: str, shape: Shape | None, where: str, nullable: bool = False) -> None:
+    """Check a nested JSON list against a dtype and a shape (``-1`` any size, None any shape).
+
+    ``null`` is a missing value only where the field is declared ``nullable: true``.
+    """
     if shape is not None:
         _check_shape(value, shape, where)
     for path, leaf in _leaves(value, where):
+        if leaf is None:
+            if nullable:
+                continue
+            raise ValidationError(f"{path} is null: a missing value is accepted only for inputs the signature "
+                                  f"declares nullable: true (this one is {dtype})", field=path)
         if not json_value_matches(leaf, dtype):
             raise ValidationError(
                 f"{path} must be {dtype}, got {type(leaf).__name__} {_short(leaf)}", field=path

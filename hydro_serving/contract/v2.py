@@ -17,7 +17,7 @@ from hydro_serving.contract.dtypes import (
     numpy_dtype,
     to_v2_datatype,
 )
-from hydro_serving.contract.signature import Field, Signature, shapes_compatible
+from hydro_serving.contract.signature import NULLABLE_DTYPES, Field, Signature, shapes_compatible
 from hydro_serving.errors import ValidationError
 
 
@@ -64,7 +64,13 @@ def tensor_to_numpy(tensor: Mapping[str, Any], where: str, expected: Field | Non
         raise ValidationError(
             f"{where}: shape {shape} needs {expected_len} values, data has {len(flat)}", field=f"{where}.data"
         )
+    nullable = expected is not None and expected.nullable and dtype in NULLABLE_DTYPES
     for i, value in enumerate(flat):
+        if value is None and nullable:  # a missing value (NaN) where the signature allows it
+            continue
+        if value is None:
+            raise ValidationError(f"{where}.data[{i}] is null: a missing value is accepted only for inputs the "
+                                  "signature declares nullable: true", field=f"{where}.data")
         if not json_value_matches(value, dtype):
             raise ValidationError(
                 f"{where}.data[{i}] must be {dtype} ({to_v2_datatype(dtype)}), got {type(value).__name__}",

@@ -209,16 +209,23 @@ class GatewayClient:
         :class:`DeployIncomplete` says which functions were applied (and how) and which were not.
         ``on_result(name, action)`` is called as each one is applied.
         """
+        return [(name, action) for name, action, _ in self.deploy_stack_status(stack, names, on_result)]
+
+    def deploy_stack_status(self, stack: Stack, names: list[str] | tuple[str, ...] | None = None,
+                            on_result: Callable[[str, str], None] | None = None
+                            ) -> list[tuple[str, str, dict[str, Any]]]:
+        """As :meth:`deploy_stack`, with each function's status (``modelPin``: what its model resolved to)."""
         specs = [spec.resolved(stack.root) for spec in stack.select(names)]
         specs.sort(key=lambda s: s.is_router)  # stable: file order within each group
         self.validate_specs(specs)
-        done: list[tuple[str, str]] = []
+        done: list[tuple[str, str, dict[str, Any]]] = []
         for i, spec in enumerate(specs):
             try:
-                action = self.deploy_spec(spec)[0]
+                action, status = self.deploy_spec(spec)
             except HydroError as exc:
-                raise DeployIncomplete(exc, spec.name, done, [s.name for s in specs[i + 1:]]) from None
-            done.append((spec.name, action))
+                raise DeployIncomplete(exc, spec.name, [(name, act) for name, act, _ in done],
+                                       [s.name for s in specs[i + 1:]]) from None
+            done.append((spec.name, action, status))
             if on_result is not None:
                 on_result(spec.name, action)
         return done

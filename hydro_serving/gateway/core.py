@@ -234,6 +234,7 @@ class Gateway:
                 return pool, True
             if deployment.fingerprint() == existing.deployment.fingerprint():
                 return existing, False
+            self._log_repin(deployment)
             generation = existing.generation + 1
             await self.provider.deploy(deployment.spec, generation)  # idempotent; refused before it is stored
             self.state.put(name, deployment.to_json(), generation)
@@ -266,8 +267,10 @@ class Gateway:
         if spec.model and not spec.model_is_local:
             policy = TrustPolicy(trusted=parse_trusted_keys(self.config.trusted_keys.split(",")),
                                  allow_discovered_pickle=self.config.discover_unsafe_formats)
+            store_url = _declared_store(spec)
             try:
-                pin = await asyncio.get_running_loop().run_in_executor(None, pin_model, spec.model, policy)
+                pin = await asyncio.get_running_loop().run_in_executor(None, pin_model, spec.model, policy,
+                                                                       store_url)
             except UntrustedModelError:
                 raise
             except NotFound as exc:  # the store answered: no such model, version or alias (issue 14)
@@ -286,11 +289,23 @@ class Gateway:
                                 spec.name, spec.model, exc.message)
             else:
                 annotations[PIN_ANNOTATION] = str(pin)
+                log.info("function %s: model %s resolved to %s", spec.name, spec.model, pin)
                 if spec.signature is not None:
                     await asyncio.get_running_loop().run_in_executor(None, self._check_declared, spec, pin)
         if annotations == spec.annotations:
             return deployment
         return Deployment(replace(spec, annotations=annotations), deployment.fields)
+
+    def _log_repin(self, deployment: Deployment) -> None:
+        """Say in the gateway log when a redeploy moves a function onto another model version (an alias moved)."""
+        existing = self.pools.get(deployment.name)
+        if existing is None:
+            return
+        before = existing.spec.annotations.get(PIN_ANNOTATION)
+        after = deployment.spec.annotations.get(PIN_ANNOTATION)
+        if before and after and before != after:
+            log.info("function %s: model %s moved from %s to %s; rolling replicas onto it", deployment.name,
+                     deployment.spec.model, before, after)
 
     @staticmethod
     def _check_declared(spec: FunctionSpec, pin: Any) -> None:
@@ -302,7 +317,7 @@ class Gateway:
         from hydro_serving.store.declared import declared_of_manifest
 
         try:
-            manifest = open_store().get_manifest(f"{pin.name}:{pin.version}")
+            manifest = open_store(_declared_store(spec)).get_manifest(f"{pin.name}:{pin.version}")
         except HydroError as exc:  # just resolved, so the store answered: a second look may still fail
             log.warning("function %s: cannot read the manifest of %s to check its signature: %s",
                         spec.name, pin, exc.message)
@@ -393,7 +408,7 @@ class Gateway:
             try:
                 from hydro_serving.store import open_store
 
-                return open_store().get_manifest(spec.model).signature
+                return open_store(_declared_store(spec)).get_manifest(spec.model).signature
             except Exception as exc:  # an unreachable store must not block a deploy; the check is best effort
                 log.warning("signature of %s from the store unavailable: %s", name, exc)
         return None
@@ -548,3 +563,18 @@ class Gateway:
         if spec.requests:
             out["requests"] = dict(spec.requests)
         return out
+
+
+def _declared_store(spec: FunctionSpec) -> str | None:
+    """The store a function declares for its model (its own ``HYDRO_STORE``), else None: the gateway's.
+
+    A deploy must pin against the store the replica will read: pinning against the gateway's own
+    store instead left such functions unpinned, so an alias move was invisible to a redeploy.
+    """
+    from hydro_serving.replica import contract
+    from hydro_serving.replica.environment import declared_environment
+
+    try:
+        return declared_environment(spec).get(contract.STORE_ENV) or None
+    except HydroError:  # an unreadable environment_file is reported by the provider, not here
+        return None

@@ -103,6 +103,26 @@ def first_stage_signature(router: FunctionSpec, signature_of: SignatureOf) -> Si
     return Signature(inputs=_merge_inputs(known, router.name))
 
 
+def pipeline_signature(router: FunctionSpec, signature_of: SignatureOf) -> Signature | None:
+    """What a pipeline takes and answers, for its V2 metadata: stage 1's inputs, the last stage's outputs.
+
+    The outputs are those of the last stage's first variant that declares any (variants of one
+    stage answer alike: :func:`check_chain` checks them against what follows, or the caller sees them).
+    """
+    if not router.chain:
+        return None
+    first = first_stage_signature(router, signature_of)
+    outputs: tuple[Any, ...] = ()
+    for fn in router.chain[-1].functions:
+        sig = signature_of(fn)
+        if sig is not None and sig.outputs:
+            outputs = sig.outputs
+            break
+    if first is None and not outputs:
+        return None
+    return Signature(inputs=first.inputs if first is not None else (), outputs=outputs)
+
+
 def resolve_stage_signatures(router: FunctionSpec, signature_of: SignatureOf) -> dict[str, dict[str, Any]]:
     """``{function: Signature.to_dict()}`` for every chain function (variants and shadows) that declares one.
 

@@ -43,7 +43,7 @@ from hydro_serving.errors import (
 from hydro_serving.replica import contract
 from hydro_serving.router.breaker import BreakerBoard
 from hydro_serving.router.client import RetryPolicy, StageCallError, StageClient, StageReply
-from hydro_serving.router.contracts import first_stage_signature, signatures_from_options
+from hydro_serving.router.contracts import first_stage_signature, pipeline_signature, signatures_from_options
 from hydro_serving.router.deadline import Deadline
 from hydro_serving.router.metrics import RouterMetrics
 from hydro_serving.router.options import RouterOptions
@@ -103,6 +103,7 @@ class Router:
         self.options = RouterOptions.from_options(spec.options)
         sigs = dict(signatures) if signatures is not None else signatures_from_options(spec.options, spec.name)
         self.input_signature = first_stage_signature(spec, sigs.get)
+        self.signature = pipeline_signature(spec, sigs.get)  # what its V2 metadata advertises
         self._rng = rng or random.Random()
         self._clock = clock
         opts = self.options

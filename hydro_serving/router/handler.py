@@ -45,6 +45,7 @@ class RouterHandler(FunctionHandler):
         # the runtime's registry when it offers one, so /metrics shows the per-stage series
         registry = getattr(context, "metrics_registry", None)
         self.router = Router(spec, gateway, registry=registry, stage_url_template=template)
+        self.signature = self.router.signature  # stage 1's inputs, the last stage's outputs (V2 metadata)
 
     def handle(self, payload: Any, context: InvocationContext) -> RawResponse:
         body = context.body

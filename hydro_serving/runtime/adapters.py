@@ -83,6 +83,11 @@ class FunctionAdapter(Adapter):
     def call(self, payload: Any, context: InvocationContext) -> Call:
         return lambda: self.handler.handle(payload, context)
 
+    @property
+    def signature(self) -> Signature | None:
+        found = self.handler.signature  # FunctionHandler's attribute (a router reports its pipeline's)
+        return found if isinstance(found, Signature) else None
+
     def call_v2(self, arrays: Mapping[str, Any], context: InvocationContext) -> Call:
         columnar = {name: array.tolist() for name, array in arrays.items()}
         return lambda: _as_outputs(self.handler.handle(columnar, context))

@@ -243,10 +243,12 @@ def _v2_metadata(name: str) -> Response:
     runtime = _runtime()
     _check_name(runtime, name)
     signature = runtime.signature
+    model = runtime.model_metadata()  # versions: the store version loaded; parameters: framework versions
     return _json({
-        "name": runtime.spec.name, "versions": [], "platform": runtime.spec.lang,
+        "name": runtime.spec.name, "versions": model["versions"], "platform": runtime.spec.lang,
         "inputs": _tensors(signature.inputs) if signature else [],
         "outputs": _tensors(signature.outputs) if signature else [],
+        **({"parameters": model["parameters"]} if "parameters" in model else {}),
     })
 
 

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,8 @@ class LoadedFunction:
     adapter: Adapter
     model_path: Path | None
     handler_dir: Path | None
+    manifest: Any = None  # the store's Manifest of a store model (version, framework versions), else None
+    version_mismatches: dict[str, Any] = field(default_factory=dict)  # {package: {trained, installed}}
 
     @property
     def handler(self) -> Any:
@@ -119,10 +121,36 @@ def load_function(spec: FunctionSpec, template: Template | None = None,
     handler_class = import_entrypoint(template)
     check_entrypoint(template, handler_class)
     handler = handler_class()
+    manifest, mismatches = check_framework_versions(spec, model_path)
+    if manifest is not None:  # the replica's log says which version a reference (an alias) resolved to
+        log.info("function %s: model %s resolved to %s", spec.name, spec.model, manifest.ref)
     handler.load(model_path, LoadContext(spec=spec, model_dir=model_path, handler_dir=handler_dir,
                                          metrics_registry=metrics_registry, template=template))
     return LoadedFunction(spec=spec, template=template, adapter=kind(handler), model_path=model_path,
-                          handler_dir=handler_dir)
+                          handler_dir=handler_dir, manifest=manifest, version_mismatches=mismatches)
+
+
+def check_framework_versions(spec: FunctionSpec, model_path: Path | None) -> tuple[Any, dict[str, Any]]:
+    """The store model's manifest and how this process's framework versions differ from its training's.
+
+    A difference is a warning, not a failure (a patch release rarely matters, and refusing would
+    take a function down on an image rebuild); the V2 metadata reports it (``parameters``).
+    """
+    if model_path is None or not spec.model or spec.model_is_local:
+        return None, {}
+    from hydro_serving.store import manifest_of
+    from hydro_serving.store.versions import version_mismatches
+
+    manifest = manifest_of(model_path)
+    if manifest is None or not manifest.framework_versions:
+        return manifest, {}
+    mismatches = version_mismatches(manifest.framework_versions)
+    if mismatches:
+        said = ", ".join(f"{p} {m['trained']} (here {m['installed'] or 'not installed'})"
+                         for p, m in mismatches.items())
+        log.warning("function %s: model %s was trained with %s; predictions may differ", spec.name,
+                    manifest.ref, said)
+    return manifest, mismatches
 
 
 def describe_failure(exc: BaseException) -> str:

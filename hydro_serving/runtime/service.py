@@ -187,13 +187,33 @@ class FunctionRuntime:
 
     @property
     def signature(self) -> Signature | None:
-        """The declared signature (stack.yml, else the store manifest), else what the handler reports."""
+        """The declared signature (stack.yml, else the store manifest), else what the handler reports.
+
+        Declared inputs without declared outputs take the outputs the handler reports, so the V2
+        metadata advertises what infer returns (issue 14 point 12).
+        """
         loaded = self.loader.loaded
-        if loaded is not None and loaded.spec.signature is not None:
-            return loaded.spec.signature
-        if self.spec.signature is not None:
-            return self.spec.signature
-        return loaded.adapter.signature if loaded is not None else None
+        declared = loaded.spec.signature if loaded is not None else None
+        declared = declared if declared is not None else self.spec.signature
+        reported = loaded.adapter.signature if loaded is not None else None
+        if declared is None:
+            return reported
+        if not declared.outputs and reported is not None and reported.outputs:
+            return Signature(inputs=declared.inputs, outputs=reported.outputs)
+        return declared
+
+    def model_metadata(self) -> dict[str, Any]:
+        """The loaded store model's version(s) and framework versions, for the V2 metadata."""
+        loaded = self.loader.loaded
+        manifest = loaded.manifest if loaded is not None else None
+        if manifest is None:
+            return {"versions": []}
+        parameters: dict[str, Any] = {"model": manifest.ref}
+        if manifest.framework_versions:
+            parameters["framework_versions"] = dict(manifest.framework_versions)
+        if loaded is not None and loaded.version_mismatches:
+            parameters["framework_version_mismatch"] = loaded.version_mismatches
+        return {"versions": [str(manifest.version)], "parameters": parameters}
 
     # ---- invocation --------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hydro_serving.contract import Signature
 from hydro_serving.sdk.context import InvocationContext, LoadContext
 
 
@@ -19,6 +20,8 @@ class FunctionHandler:
     ``handle`` may return JSON-able data, ``str``, ``bytes`` or a :class:`RawResponse`; it raises
     :class:`hydro_serving.errors.ValidationError` for a caller's mistake.
     """
+
+    signature: Signature | None = None  # what the function reports it takes and answers (V2 metadata)
 
     def load(self, model_dir: Path | None, context: LoadContext) -> None:
         """Prepare once before the function is ready (open files, build clients); by default nothing."""

@@ -75,6 +75,90 @@ def parse_outputs(raw: Any, kinds: Sequence[str], classes: Sequence[Any], check:
     return parsed
 
 
+FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+def outputs_from_signature(declared: Any, method_kind: str, classes: Sequence[Any], check: KindCheck) -> Outputs | None:
+    """The outputs a signature declares, mapped to kinds, for a model given no ``options.outputs``.
+
+    Without this the answer ignored the signature: a bare list under the method's name while the
+    V2 metadata advertised the declared names. The rule (README "Outputs: what is advertised is
+    what is returned"):
+
+    * one declared output is the method's answer (``options.method``, default ``predict``) under
+      the declared name; a float scalar under ``predict_proba`` of a binary classifier is the
+      positive class's probability;
+    * with several, each maps by dtype and shape: a non-float output is the label, a float output
+      of row shape ``[k]`` the class probabilities, a float scalar the positive class's
+      probability of a binary classifier (the value itself for a regressor).
+
+    An output that fits none of these is a load error naming it (map it with ``options.outputs``).
+    None when the signature declares no outputs (the answer stays one value per row).
+    """
+    fields = list(getattr(declared, "outputs", None) or ())
+    if not fields:
+        return None
+    plan: Outputs = {}
+    binary = len(classes) == 2
+    for i, fld in enumerate(fields):
+        where = f"signature.outputs[{i}] ({fld.name})"
+        row = fld.row_shape
+        floating = fld.dtype in FLOAT_DTYPES
+        if len(fields) == 1 and not (method_kind == "proba" and floating and row == () and binary):
+            kind, column = method_kind, None
+        elif not floating and row in (None, ()):
+            kind, column = "label", None
+        elif floating and row is not None and len(row) == 1 and classes:
+            kind, column = "proba", None
+        elif floating and row in (None, ()) and binary:
+            kind, column = "proba", 1
+        elif floating and row in (None, ()) and not classes:
+            kind, column = "label", None
+        else:
+            raise ConfigError(f"{where}: cannot tell which output of the model this is; map it in "
+                              f"options.outputs ({{{fld.name}: label | proba | proba:<class>}})",
+                              field=f"signature.outputs[{i}]")
+        check(kind, where)
+        plan[fld.name] = (kind, column)
+    return plan
+
+
+def model_outputs_from_signature(declared: Any, sources: Sequence[str]) -> Outputs | None:
+    """Declared outputs onto a model's own named outputs (onnx, tensorflow): by name, else by position.
+
+    None when the signature declares no outputs (the model's outputs are answered as they are);
+    a load error naming the field when neither the names nor the count match.
+    """
+    fields = list(getattr(declared, "outputs", None) or ())
+    if not fields:
+        return None
+    if all(f.name in sources for f in fields):
+        return {f.name: (f.name, None) for f in fields}
+    if len(fields) == len(sources):
+        return {f.name: (source, None) for f, source in zip(fields, sources, strict=True)}
+    raise ConfigError(f"signature outputs ({', '.join(f.name for f in fields)}) are not the model's outputs "
+                      f"({', '.join(sources)}); map them in options.outputs", field="signature.outputs")
+
+
+def reported_outputs(method: str, kind: str, classes: Sequence[Any], value_dtype: str = "float64") -> tuple[Any, ...]:
+    """What a label/proba model answers without declared outputs, as signature fields (for the V2 metadata).
+
+    ``value_dtype`` is what the framework computes in (a regressor's values, probabilities).
+    """
+    import numpy as np
+
+    from hydro_serving.contract.signature import Field
+
+    if kind == "label":
+        dtype = np.asarray(list(classes)).dtype.name if len(classes) else value_dtype
+        if dtype.startswith("<U") or dtype.startswith("str") or dtype == "object":
+            dtype = "string"
+        return (Field(method, dtype, (-1,)),)
+    width = len(classes)
+    shape = (-1, width) if kind == "proba" or width > 2 else (-1,)
+    return (Field(method, value_dtype, shape),)
+
+
 def parse_model_outputs(raw: Any, sources: Sequence[str], *, noun: str = "model output",
                         int_columns: bool = True) -> Outputs:
     """``options.outputs`` naming the model's own outputs: ``{name: <output> | <output>:<column>}``.
@@ -256,6 +340,7 @@ class LabelProbaModel(ModelHandler):
         self.width: int | None = None
         self.declared: Any = None
         self.signature: Any = None
+        self.reported_outputs: tuple[Any, ...] = ()
 
     # ---- load ----------------------------------------------------------------------------------
 
@@ -265,6 +350,16 @@ class LabelProbaModel(ModelHandler):
         self.method = parse_method(options, self.methods, self.require_proba)
         if options.get("outputs") is not None:
             self.outputs = parse_outputs(options["outputs"], ("label", "proba"), self.classes, self.require_proba)
+
+    def plan_declared_outputs(self, declared: Any) -> None:
+        """Without ``options.outputs``: the signature's declared outputs (see :func:`outputs_from_signature`),
+        else report the method's one output so the V2 metadata advertises what infer returns."""
+        self.declared = declared
+        if self.outputs is None:
+            self.outputs = outputs_from_signature(declared, self.methods[self.method], self.classes,
+                                                  self.require_proba)
+        if self.outputs is None:
+            self.reported_outputs = reported_outputs(self.method, self.methods[self.method], self.classes, self.dtype)
 
     def require_proba(self, kind: str, where: str) -> None:
         """A regressor has no probabilities: asking for them is a load error, not a 500 on every request."""

@@ -150,6 +150,21 @@ def non_numeric_error(table: Table, cell: tuple[int, int, Any], reason: str = ""
     return ValidationError(f"{where}: {table.label(i, j)} must be a number, got {short}{tail}", field=where)
 
 
+def refuse_missing(table: Table, model: str) -> None:
+    """A 400 naming the first ``null`` cell, for a model that cannot take missing values (NaN).
+
+    Without it such a model fails on the whole matrix ("Input X contains NaN") and the caller is
+    not told which value to fix.
+    """
+    for i, row in enumerate(table.rows):
+        for j, cell in enumerate(row):
+            if cell is None:
+                where = table.where(i, j)
+                raise ValidationError(f"{where} is null, and this model ({model}) does not accept missing values; "
+                                      "send a number (models that do: HistGradientBoosting, XGBoost, LightGBM)",
+                                      field=where)
+
+
 def to_matrix(table: Table, dtype: str = "float64", allow_strings: bool = False) -> Any:
     """The rows as a 2-D numpy array; a non-numeric cell is a 400 naming it unless strings are allowed.
 

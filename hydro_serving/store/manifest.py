@@ -26,6 +26,7 @@ from typing import Any
 
 from hydro_serving.contract import Signature
 from hydro_serving.errors import HydroError, StoreError
+from hydro_serving.store.versions import check_recorded
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
@@ -37,7 +38,7 @@ FRAMEWORK_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 MAX_PATH = 1024
 RESERVED_PATHS = frozenset({MANIFEST_NAME, SIGNATURE_NAME, ".claim", ".removed"})
 KNOWN_FIELDS = {"format", "name", "version", "framework", "files", "signature", "metadata", "created_at",
-                "training_profile", "origin"}
+                "training_profile", "origin", "framework_versions"}
 
 
 def _bad(where: str, fld: str, why: str) -> StoreError:
@@ -112,6 +113,7 @@ class Manifest:
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     training_profile: dict[str, Any] | None = None
     origin: str = "upload"
+    framework_versions: dict[str, str] = field(default_factory=dict)  # {package: version} it was trained with
     raw: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -137,6 +139,9 @@ class Manifest:
             "created_at": self.created_at,
             "training_profile": self.training_profile,
             "origin": self.origin,
+            # only when known: a manifest without versions keeps the bytes (and digests) it always had
+            **({"framework_versions": dict(sorted(self.framework_versions.items()))}
+               if self.framework_versions else {}),
         }
 
     def canonical_bytes(self) -> bytes:
@@ -200,9 +205,10 @@ class Manifest:
             origin = "discovery" if "discovered_from" in metadata else "upload"
         if origin not in ORIGINS:
             raise _bad(where, "origin", f"must be one of {', '.join(ORIGINS)}, got {str(origin)[:40]!r}")
+        versions = check_recorded(data.get("framework_versions") or {}, where)
         return cls(name=name, version=version, framework=framework, files=files, signature=signature,
                    metadata=dict(metadata), created_at=created_at, training_profile=profile, origin=origin,
-                   raw=data)
+                   framework_versions=versions, raw=data)
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False).encode()

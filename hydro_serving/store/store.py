@@ -52,6 +52,7 @@ from hydro_serving.store.profile import profile_csv
 from hydro_serving.store.refs import LATEST, ModelRef, check_alias, check_name, check_version, parse_ref
 from hydro_serving.store.signature_file import load_signature_file, signature_from_data
 from hydro_serving.store.trust import PICKLE_SUFFIXES, Pin, SigningKey, TrustPolicy
+from hydro_serving.store.versions import check_recorded, detect_versions
 
 MODELS = "models/"
 CLAIM = ".claim"
@@ -299,6 +300,7 @@ class ModelStore:
         progress: FileProgress | None = None,
         sign_key: SigningKey | None = None,
         origin: str = "upload",
+        framework_versions: dict[str, str] | None = None,
     ) -> Manifest:
         """Store a model file or directory as the next version of ``name``; returns its manifest.
 
@@ -306,6 +308,9 @@ class ModelStore:
         are uploaded, then checked (size in the store, source unchanged since it was hashed), then
         the signature (``sign_key``) and only then the manifest, published atomically and
         exclusively: a failure or a crash at any point leaves no visible version, or a complete one.
+
+        ``framework_versions`` (default: detected from this process, see :mod:`.versions`; none for
+        a discovered version, whose trainer is unknown) records what the model was trained with.
         """
         check_name(name)
         if origin not in ORIGINS:
@@ -330,6 +335,12 @@ class ModelStore:
                     "(sklearn, onnx, spark, tensorflow, xgboost, lightgbm or a custom name)", field="framework")
         elif not _FRAMEWORK_RE.match(framework):
             raise ValidationError(f"invalid framework name {framework!r}", field="framework")
+        if framework_versions is None:
+            framework_versions = detect_versions(framework) if origin == "upload" else {}
+        try:
+            versions = check_recorded(framework_versions, str(path))
+        except StoreError as exc:
+            raise ValidationError(exc.message.replace("damaged manifest ", "", 1), field=exc.field) from None
         sig = self._signature(signature)
         profile = profile_csv(training_data) if training_data is not None else None
         meta = dict(metadata or {})
@@ -375,7 +386,8 @@ class ModelStore:
             if not self._holds(base + CLAIM, token):
                 raise StoreError(f"version {version} of '{name}' was claimed by another upload")
             manifest = Manifest(name=name, version=version, framework=framework, files=entries, signature=sig,
-                                metadata=meta, training_profile=profile, origin=origin).sealed()
+                                metadata=meta, training_profile=profile, origin=origin,
+                                framework_versions=versions).sealed()
             if sign_key is not None:
                 written.append(base + SIGNATURE_NAME)
                 self.backend.write(base + SIGNATURE_NAME, sign_key.sign(manifest))

@@ -15,7 +15,9 @@ Options (``options:`` in stack.yml, declared in template.yml), the same as the s
 
 * ``method``: ``predict`` (default) or ``predict_proba``;
 * ``outputs``: ``{name: label | proba | proba:<class>}``; the JSON answer is then a list of records,
-  each value cast to the dtype the signature declares; without it, a list with one prediction per row;
+  each value cast to the dtype the signature declares; without it, the outputs the
+  signature declares (mapped by dtype and shape: sdk.outputs.outputs_from_signature), else a list with
+  one prediction per row;
 * ``classes``: the class labels in index order (the text format stores indices 0..k-1 only);
 * ``threads``: LightGBM's threads per prediction (default 1: a replica is one small process).
 
@@ -98,14 +100,14 @@ class LightGBMModel(LabelProbaModel):
         self.task = task_of(self.objective)
         self.num_class = int(self.booster.num_model_per_iteration()) if self.task == "multiclass" else 0
         self.plan_outputs(options)
-        self.declared = context.spec.signature
+        self.plan_declared_outputs(context.spec.signature)
         names = [str(n) for n in self.booster.feature_name()]
         if all(_GENERATED_NAME.match(n) for n in names):
             names = []
         self.features = feature_order(self.declared, names or None)
         self.width = int(self.booster.num_feature()) or (len(self.features) if self.features else None)
-        if self.declared is None and names:
-            self.signature = Signature(inputs=tuple(Field(n, "float64", (-1,)) for n in names))
+        inputs = tuple(Field(n, "float64", (-1,)) for n in names or ())
+        self.signature = Signature(inputs=inputs, outputs=self.reported_outputs)
 
     # ---- inference -----------------------------------------------------------------------------
 

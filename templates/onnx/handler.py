@@ -8,7 +8,8 @@ Options (``options:`` in stack.yml, declared in template.yml):
 
 * ``outputs``: ``{name: <onnx output> | <onnx output>:<column>}`` - the JSON answer is then a
   list of records; a skl2onnx classifier converted with ``zipmap=False`` gives
-  ``{match: label, probability: "probabilities:1"}``;
+  ``{match: label, probability: "probabilities:1"}``; without it, the outputs the signature
+  declares, matched to the model's by name, else by position (a load error when neither fits);
 * ``threads``: onnxruntime's intra-op threads (default: onnxruntime's choice).
 """
 
@@ -25,6 +26,7 @@ from hydro_serving.sdk.outputs import (
     answer_batch,
     concat_feeds,
     feed_rows,
+    model_outputs_from_signature,
     parse_model_outputs,
     render_answer,
 )
@@ -110,6 +112,8 @@ class OnnxModel(ModelHandler):
             self.outputs = parse_model_outputs(options["outputs"], self.output_names, noun="onnx output",
                                                int_columns=False)
         self.declared = context.spec.signature
+        if self.outputs is None:  # the signature's declared outputs are the answer (README "Outputs")
+            self.outputs = model_outputs_from_signature(self.declared, self.output_names)
         if len(self.inputs) == 1:
             only = self.inputs[0]
             self.width = only.shape[1] if len(only.shape) == 2 else None
@@ -117,9 +121,12 @@ class OnnxModel(ModelHandler):
         from onnxruntime.capi import onnxruntime_pybind11_state as state
 
         self._errors = tuple(getattr(state, n) for n in ("InvalidArgument", "InvalidGraph") if hasattr(state, n))
-        if self.declared is None:
-            self.signature = Signature(
-                inputs=tuple(Field(i.name, i.dtype or "float32", tuple(d or -1 for d in i.shape)) for i in self.inputs))
+        reported = () if self.outputs is not None else tuple(
+            Field(o.name, o.dtype or "float32", tuple(d or -1 for d in o.shape) or None)
+            for o in map(_Input, self.session.get_outputs()) if o.dtype)  # a ZipMap (a map) has no tensor type
+        self.signature = Signature(
+            inputs=tuple(Field(i.name, i.dtype or "float32", tuple(d or -1 for d in i.shape)) for i in self.inputs),
+            outputs=reported)
 
     # ---- inference -----------------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ Options (``options:`` in stack.yml, declared in template.yml):
 * ``method``: ``predict`` (default), ``predict_proba`` or ``decision_function``;
 * ``outputs``: ``{name: label | proba | proba:<class> | decision}``; the JSON answer is then a
   list of records (``[{"match": 1, "probability": 0.93}]``), each value cast to the dtype the
-  signature declares for that output; without it, a list with one prediction per row;
+  signature declares for that output; without it, the outputs the
+  signature declares (mapped by dtype and shape: sdk.outputs.outputs_from_signature), else a list with
+  one prediction per row;
 * ``skops_trusted``: types to trust when loading a ``.skops`` file.
 
 Columns are ordered by the signature's inputs, else by the model's ``feature_names_in_``. Input
@@ -14,6 +16,7 @@ the model cannot take (wrong width, text where numbers belong) is the caller's 4
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,19 +25,48 @@ from hydro_serving.contract import Signature
 from hydro_serving.contract.signature import Field
 from hydro_serving.errors import ConfigError, ValidationError, require_extra
 from hydro_serving.sdk import LoadContext, ModelHandler
-from hydro_serving.sdk.outputs import answer_batch, compute_outputs, parse_method, parse_outputs, render_answer
+from hydro_serving.sdk.outputs import (
+    answer_batch,
+    compute_outputs,
+    outputs_from_signature,
+    parse_method,
+    parse_outputs,
+    render_answer,
+    reported_outputs,
+)
 from hydro_serving.sdk.tabular import (
     Table,
     feature_order,
     first_non_numeric,
     matrix_from_tensors,
     non_numeric_error,
+    refuse_missing,
     table_from_json,
     to_matrix,
 )
 
+log = logging.getLogger("hydro.runtime")
 METHODS = {"predict": "label", "predict_proba": "proba", "decision_function": "decision"}
 KIND_METHOD = {kind: method for method, kind in METHODS.items()}
+
+
+def allows_nan(model: Any) -> bool:
+    """Whether an estimator takes NaN (HistGradientBoosting, trees since 1.4, imputing pipelines): its tags say.
+
+    Used for a load-time warning only: the model itself decides per request, and a null it refuses
+    becomes a 400 naming the cell.
+    """
+    steps = getattr(model, "steps", None)
+    if isinstance(steps, list) and steps:  # a Pipeline takes what its first step takes
+        return allows_nan(steps[0][1])
+    try:
+        return bool(model.__sklearn_tags__().input_tags.allow_nan)  # scikit-learn >= 1.6
+    except AttributeError:
+        pass
+    try:
+        return bool(model._get_tags().get("allow_nan", False))  # older releases
+    except AttributeError:
+        return False
 
 
 class SklearnModel(ModelHandler):
@@ -47,6 +79,7 @@ class SklearnModel(ModelHandler):
         self.features: list[str] | None = None
         self.width: int | None = None
         self.allow_strings = True
+        self.allows_nan = False
         self.declared: Signature | None = None
         self.signature: Signature | None = None
 
@@ -61,14 +94,23 @@ class SklearnModel(ModelHandler):
             self.outputs = parse_outputs(options["outputs"], tuple(KIND_METHOD), getattr(self.model, "classes_", []),
                                          self._require_kind)
         self.declared = context.spec.signature
+        classes = list(getattr(self.model, "classes_", []))
+        if self.outputs is None:  # the signature's declared outputs are the answer (README "Outputs")
+            self.outputs = outputs_from_signature(self.declared, METHODS[self.method], classes, self._require_kind)
         model_names = getattr(self.model, "feature_names_in_", None)
         self.features = feature_order(self.declared, list(model_names) if model_names is not None else None)
         width = getattr(self.model, "n_features_in_", None)
         self.width = int(width) if width is not None else (len(self.features) if self.features else None)
         if self.declared is not None and self.declared.inputs:
             self.allow_strings = any(f.dtype in ("string", "bytes") for f in self.declared.inputs)
-        if self.declared is None and model_names is not None:
-            self.signature = Signature(inputs=tuple(Field(str(n), "float64", (-1,)) for n in model_names))
+        inputs = tuple(Field(str(n), "float64", (-1,)) for n in model_names) if model_names is not None else ()
+        reported = () if self.outputs is not None else reported_outputs(self.method, METHODS[self.method], classes)
+        self.signature = Signature(inputs=inputs, outputs=reported)
+        self.allows_nan = allows_nan(self.model)
+        nullable = [f.name for f in (self.declared.inputs if self.declared is not None else ()) if f.nullable]
+        if nullable and not self.allows_nan:  # a null then fails in the model: the caller's 400, naming it
+            log.warning("function %s: inputs %s are declared nullable but %s does not accept missing values; "
+                        "a null is refused", context.spec.name, ", ".join(nullable), type(self.model).__name__)
         # Callers send lists, not DataFrames; a model fitted on a DataFrame warns about that on every call.
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
@@ -112,6 +154,11 @@ class SklearnModel(ModelHandler):
         bad = first_non_numeric(table) if table is not None else None
         if bad is not None:
             return non_numeric_error(table, bad, reason)  # type: ignore[arg-type]
+        if table is not None and "nan" in reason.lower():  # a null the model cannot take: name the cell
+            try:
+                refuse_missing(table, type(self.model).__name__)
+            except ValidationError as named:
+                return named
         return ValidationError(f"the model cannot take this input: {reason}", field="$")
 
     def render(self, columns: dict[str, Any]) -> Any:

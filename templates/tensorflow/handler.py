@@ -15,8 +15,9 @@ TensorFlow sees it: a bad one is a 400 naming the input.
 Options (``options:`` in stack.yml, declared in template.yml):
 
 * ``outputs``: ``{name: <model output> | <model output>:<column>}`` (like the onnx template); the JSON
-  answer is then a list of records. Without it, a model with one output answers a list with one
-  value per row (a ``[1]``-wide row becomes a scalar), several outputs a list of records;
+  answer is then a list of records. Without it, the outputs the signature declares (the model's
+  by name, else by position), as records; with neither, a model with one output answers a list with
+  one value per row (a ``[1]``-wide row becomes a scalar), several outputs a list of records;
 * ``signature_name``: the SavedModel signature to serve (default ``serving_default``);
 * ``threads``: TensorFlow's intra- and inter-op threads (default 1: a replica is one small process).
 """
@@ -37,6 +38,7 @@ from hydro_serving.sdk.outputs import (
     answer_batch,
     concat_feeds,
     feed_rows,
+    model_outputs_from_signature,
     parse_model_outputs,
     render_answer,
     select_outputs,
@@ -213,6 +215,8 @@ class TensorFlowModel(ModelHandler):
         self._plan_inputs()
         self.outputs = (parse_model_outputs(options["outputs"], self.engine.outputs)
                         if options.get("outputs") is not None else None)
+        if self.outputs is None:  # the signature's declared outputs are the answer (README "Outputs")
+            self.outputs = model_outputs_from_signature(self.declared, self.engine.outputs)
         self.squeeze = self._squeezed()
 
     def _plan_inputs(self) -> None:

@@ -15,7 +15,9 @@ Options (``options:`` in stack.yml, declared in template.yml), the same as the s
 
 * ``method``: ``predict`` (default) or ``predict_proba``;
 * ``outputs``: ``{name: label | proba | proba:<class>}``; the JSON answer is then a list of records,
-  each value cast to the dtype the signature declares; without it, a list with one prediction per row;
+  each value cast to the dtype the signature declares; without it, the outputs the
+  signature declares (mapped by dtype and shape: sdk.outputs.outputs_from_signature), else a list with
+  one prediction per row;
 * ``classes``: the class labels in index order (the native format stores indices 0..k-1 only);
 * ``threads``: XGBoost's threads per prediction (default 1: a replica is one small process).
 
@@ -72,12 +74,12 @@ class XGBoostModel(LabelProbaModel):
         self.task = task_of(self.objective)
         self.num_class = int(learner["learner_model_param"].get("num_class", "0") or 0)
         self.plan_outputs(options)
-        self.declared = context.spec.signature
+        self.plan_declared_outputs(context.spec.signature)
         names = self.booster.feature_names
         self.features = feature_order(self.declared, names)
         self.width = int(self.booster.num_features()) or (len(self.features) if self.features else None)
-        if self.declared is None and names:
-            self.signature = Signature(inputs=tuple(Field(str(n), "float64", (-1,)) for n in names))
+        inputs = tuple(Field(str(n), "float64", (-1,)) for n in names or ())
+        self.signature = Signature(inputs=inputs, outputs=self.reported_outputs)
 
     def require_proba(self, kind: str, where: str) -> None:
         """binary:hinge answers 0/1 only: like a regressor, it has no probabilities to give."""

@@ -30,6 +30,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
@@ -43,6 +44,7 @@ from typing import Any
 
 from hydro_serving.errors import ConfigError
 
+log = logging.getLogger("hydro.gateway")
 ISOLATE_ENV = "HYDRO_ISOLATE"
 MARKER = "hydro-venv.json"
 LAYERED = "layered"
@@ -83,7 +85,33 @@ def replica_python(spec: Any, *, base_dir: Path | None = None) -> str:
     from hydro_serving.templates import get_template
 
     handler_dir = Path(spec.handler) if spec.handler else None
-    return str(ensure_function_venv(get_template(spec.lang), handler_dir, base_dir=base_dir, mode=mode))
+    return str(ensure_function_venv(get_template(spec.lang), handler_dir, base_dir=base_dir, mode=mode,
+                                    trained=trained_versions(spec)))
+
+
+def trained_versions(spec: Any) -> dict[str, str]:
+    """The framework versions the function's store model was trained with (its manifest), else none.
+
+    The deploy's pin names the exact version; without one the reference is resolved as the replica
+    would. A store that cannot answer gives an unpinned venv (logged): pins are a safeguard, and
+    the runtime still warns at load when the versions differ.
+    """
+    if not spec.model or spec.model_is_local:
+        return {}
+    from hydro_serving.errors import HydroError
+    from hydro_serving.replica import contract
+    from hydro_serving.replica.environment import declared_environment
+    from hydro_serving.store import open_store
+    from hydro_serving.store.trust import PIN_ANNOTATION
+
+    ref = (spec.annotations.get(PIN_ANNOTATION) or spec.model).split("@", 1)[0]
+    try:
+        store_url = declared_environment(spec).get(contract.STORE_ENV) or None  # the function's own, else ours
+        return dict(open_store(store_url).get_manifest(ref).framework_versions)
+    except HydroError as exc:
+        log.warning("function %s: framework versions of %s unknown (%s); its venv is not pinned to them",
+                    spec.name, ref, exc.message)
+        return {}
 
 
 def default_base_dir() -> Path:
@@ -104,6 +132,25 @@ def requirement_files(template: Any, handler_dir: Path | None) -> list[tuple[str
     if handler_dir is not None and (Path(handler_dir) / "requirements.txt").is_file():
         files.append(("function", Path(handler_dir) / "requirements.txt"))
     return files
+
+
+def _pinned_template_file(base: Path, template: Any, files: list[tuple[str, Path]],
+                          trained: Mapping[str, str]) -> list[tuple[str, Path]]:
+    """The template's requirement file replaced by a copy pinned to ``trained`` (kept by content digest)."""
+    from hydro_serving.store.versions import pin_requirements
+
+    label = f"template {template.name}"
+    source = dict(files).get(label)
+    lines = source.read_text().splitlines() if source is not None else []
+    text = "\n".join(pin_requirements(lines, trained)) + "\n"
+    pinned = base / "pins" / f"{template.name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.txt"
+    if not pinned.is_file():
+        pinned.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pinned.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, pinned)
+    rest = [(lbl, path) for lbl, path in files if lbl != label]
+    return [(f"{label} pinned to the model's training versions", pinned), *rest]
 
 
 def package_dir() -> Path:
@@ -136,15 +183,20 @@ def venv_python(venv: Path) -> Path:
 
 
 def ensure_function_venv(template: Any, handler_dir: Path | None, *, base_dir: Path | None = None,
-                         mode: str = LAYERED, timeout: float = DEFAULT_TIMEOUT) -> Path:
+                         mode: str = LAYERED, timeout: float = DEFAULT_TIMEOUT,
+                         trained: Mapping[str, str] | None = None) -> Path:
     """The python executable of the venv for ``template`` (a Template) + the function in ``handler_dir``.
 
+    ``trained`` (a manifest's ``framework_versions``) pins the template's framework packages to the
+    versions the model was trained with: a model trained elsewhere gets its own venv.
     Reused when already built; otherwise built once (other callers wait on the lock) and renamed into place.
     """
     if mode not in (LAYERED, FULL):
         raise ConfigError(f"isolation mode must be {LAYERED} or {FULL}, got {mode!r}", field=ISOLATE_ENV)
     base = Path(base_dir) if base_dir is not None else default_base_dir()
     files = requirement_files(template, handler_dir)
+    if trained:
+        files = _pinned_template_file(base, template, files, trained)
     key = venv_key(files, mode)
     name = f"{template.name}-{key[:16]}"
     final = base / name
