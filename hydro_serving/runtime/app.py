@@ -30,6 +30,7 @@ from hydro_serving.errors import (
 from hydro_serving.runtime.adapters import adapter_class
 from hydro_serving.runtime.codec import dump_json, parse_invoke_body, parse_json, render_result
 from hydro_serving.runtime.config import RuntimeConfig
+from hydro_serving.runtime.fastpath import ModelFastPath
 from hydro_serving.runtime.metrics import RuntimeMetrics
 from hydro_serving.runtime.service import FunctionRuntime, WorkerBarrier
 from hydro_serving.stack.model import FunctionSpec
@@ -98,6 +99,8 @@ def create_app(spec: FunctionSpec, config: RuntimeConfig | None = None, *, templ
         app.add_url_rule("/<path:subpath>", "invoke_any", _invoke_any, methods=CUSTOM_METHODS)
     else:
         app.add_url_rule("/", "invoke", _invoke, methods=["POST"])
+    if adapter_class(template).inline:  # a model's POST / skips Flask's request machinery (fastpath.py)
+        app.wsgi_app = ModelFastPath(app.wsgi_app, runtime)  # type: ignore[method-assign]
     for rule, view, methods in ROUTES:
         app.add_url_rule(rule, view.__name__.lstrip("_"), view, methods=methods)
     if start_loading:

@@ -202,8 +202,11 @@ class FunctionRuntime:
         return InvocationContext(spec=self.spec, headers=dict(headers), body=body, query=dict(query), path=path,
                                  method=method, deadline=time.monotonic() + self.config.timeout)
 
-    def invoke(self, payload: Any, context: InvocationContext) -> Any:
-        """Validate against the signature and run the handler under the limits."""
+    def invoke(self, payload: Any, context: InvocationContext | None) -> Any:
+        """Validate against the signature and run the handler under the limits.
+
+        ``context`` is None on a model's fast path (:mod:`fastpath`): a model's ``predict`` never sees it.
+        """
         loaded = self.require_loaded()
         signature = loaded.spec.signature
         if signature is not None and signature.inputs and not isinstance(payload, bytes | str | None):
