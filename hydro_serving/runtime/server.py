@@ -78,10 +78,18 @@ def default_workers(template: Template, cpus: int | None = None) -> int:
     return min(MAX_DEFAULT_WORKERS, cpus if cpus is not None else cpu_count())
 
 
-def default_threads(workers: int) -> int:
+def default_threads(workers: int, spec: FunctionSpec | None = None) -> int:
     """Threads per worker: 8 for one worker, 4 each for more (the same 8 concurrent requests per replica
-    as before, and fewer threads contending for each process's GIL on CPU-bound predicts)."""
-    return 8 if workers <= 1 else 4
+    as before, and fewer threads contending for each process's GIL on CPU-bound predicts).
+
+    With batching on, at least ``max_batch_size`` per worker: a gthread worker holds one request per
+    thread, so with 4 threads no batch could ever be larger than 4 (issue 18: batches of 3.8 at c=32
+    made batching slower than no batching). The extra threads mostly wait on the batch's future.
+    """
+    threads = 8 if workers <= 1 else 4
+    if spec is not None and spec.batching.enabled:
+        threads = max(threads, spec.batching.max_batch_size)
+    return threads
 
 
 def setup_logging() -> None:
