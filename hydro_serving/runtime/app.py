@@ -31,6 +31,7 @@ from hydro_serving.runtime.adapters import adapter_class
 from hydro_serving.runtime.codec import dump_json, parse_invoke_body, parse_json, render_result
 from hydro_serving.runtime.config import RuntimeConfig
 from hydro_serving.runtime.fastpath import ModelFastPath
+from hydro_serving.runtime.loader import Preloaded
 from hydro_serving.runtime.metrics import RuntimeMetrics
 from hydro_serving.runtime.service import FunctionRuntime, WorkerBarrier
 from hydro_serving.stack.model import FunctionSpec
@@ -77,7 +78,7 @@ def _wait_seconds(raw: str | None) -> float:
 
 def create_app(spec: FunctionSpec, config: RuntimeConfig | None = None, *, template: Template | None = None,
                exit_on_load_failure: bool = False, start_loading: bool = True,
-               barrier: WorkerBarrier | None = None) -> Flask:
+               barrier: WorkerBarrier | None = None, preloaded: Preloaded | None = None) -> Flask:
     """Build the app for ``spec`` and (by default) start loading its handler in the background.
 
     The metrics registry, the executor and the loader are created here, per app, so nothing is
@@ -87,7 +88,7 @@ def create_app(spec: FunctionSpec, config: RuntimeConfig | None = None, *, templ
     template = template or get_template(spec.lang)
     metrics = RuntimeMetrics(spec.name)
     runtime = FunctionRuntime(spec, config, metrics, template, exit_on_load_failure=exit_on_load_failure,
-                              barrier=barrier)
+                              barrier=barrier, preloaded=preloaded)
     app = Flask(f"hydro-{spec.name}")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["hydro_runtime"] = runtime

@@ -17,6 +17,8 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from hydro_serving.errors import ConfigError
 from hydro_serving.runtime.adapters import adapter_class
 from hydro_serving.runtime.app import create_app
 from hydro_serving.runtime.config import RuntimeConfig
+from hydro_serving.runtime.loader import Preloaded, load_function
 from hydro_serving.runtime.metrics import enable_multiprocess
 from hydro_serving.runtime.process import die_with_parent
 from hydro_serving.runtime.service import WorkerBarrier
@@ -120,6 +123,61 @@ def _worker_exit(server: Any, worker: Any) -> None:
         runtime.shutdown()
 
 
+# Templates whose load is plain deserialisation (numpy arrays, no threads, no native pools started), so
+# the master may load the model once before it forks the workers: a cold start then pays one load
+# instead of two competing for the same cores, and the workers share the model's pages (issue 18).
+LOAD_BEFORE_FORK_TEMPLATES = frozenset({"sklearn"})
+LOAD_BEFORE_FORK_ENV = "HYDRO_LOAD_BEFORE_FORK"  # "0" turns it off (each worker loads, as before)
+# While the master loads, no worker answers yet: probes wait in the listen backlog instead of seeing
+# /_/ready 503 "loading". Fine for a model that loads in well under a second; a bigger one keeps the
+# observable loading state (each worker loads it in the background, as before).
+LOAD_BEFORE_FORK_MAX_BYTES = 256 * 1024 * 1024
+
+
+def _local_model_bytes(spec: FunctionSpec) -> int | None:
+    """Bytes of a local model file or folder; None for a store model (its size is known only once fetched)."""
+    if not spec.model or not spec.model_is_local:
+        return None
+    path = Path(spec.model.removeprefix("file://")).expanduser()
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    except OSError:
+        return None
+
+
+def load_before_fork(spec: FunctionSpec, template: Template, workers: int,
+                     env: dict[str, str] | None = None) -> Preloaded | None:
+    """In the master, after binding and before forking: the loaded function, or None to let workers load.
+
+    Only for several workers of a template in :data:`LOAD_BEFORE_FORK_TEMPLATES` and a local model of at most
+    :data:`LOAD_BEFORE_FORK_MAX_BYTES` (a store model is fetched by the workers as before). A failed load is not
+    reported here: the workers then load on their own and report it as always (/_/ready 503 with the
+    cause, then the boot-error exit), so there is one failure path. A load that left a thread running
+    is not used either (a fork copies only the calling thread).
+    """
+    env = dict(os.environ) if env is None else env
+    if workers < 2 or template.name not in LOAD_BEFORE_FORK_TEMPLATES or env.get(LOAD_BEFORE_FORK_ENV) == "0":
+        return None
+    size = _local_model_bytes(spec)
+    if size is None or size > LOAD_BEFORE_FORK_MAX_BYTES:
+        return None
+    started = time.monotonic()
+    try:
+        loaded = load_function(spec, template)
+    except Exception as exc:
+        log.info("function '%s': the master could not load the model (%s); the workers load it", spec.name,
+                 type(exc).__name__)
+        return None
+    if threading.active_count() > 1:
+        log.warning("function '%s': loading started threads; the workers load the model themselves", spec.name)
+        return None
+    seconds = time.monotonic() - started
+    log.info("function '%s': loaded in %.3fs before forking %d workers", spec.name, seconds, workers)
+    return Preloaded(loaded, seconds)
+
+
 class RuntimeServer(BaseApplication):
     """gunicorn's application interface over :func:`hydro_serving.runtime.app.create_app`."""
 
@@ -150,6 +208,11 @@ class RuntimeServer(BaseApplication):
         def on_exit(server: Any) -> None:
             if metrics_dir is not None:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
+
+        self.preloaded: Preloaded | None = None
+
+        def when_ready(server: Any) -> None:  # the master, sockets bound, before the first worker is forked
+            self.preloaded = load_before_fork(spec, self.template, workers)
         self.options: dict[str, Any] = {
             "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             "workers": workers,
@@ -173,6 +236,7 @@ class RuntimeServer(BaseApplication):
             "post_fork": post_fork,
             "child_exit": child_exit,
             "on_exit": on_exit,
+            "when_ready": when_ready,
         }
         super().__init__()
 
@@ -183,7 +247,7 @@ class RuntimeServer(BaseApplication):
 
     def load(self) -> Any:
         return create_app(self.spec, self.runtime_config, template=self.template, exit_on_load_failure=True,
-                          barrier=self.barrier)
+                          barrier=self.barrier, preloaded=self.preloaded)
 
 
 def serve(spec: FunctionSpec, host: str = "127.0.0.1", port: int = 8080, workers: int = 1, threads: int = 8,
