@@ -103,21 +103,30 @@ def _summary(samples: list[dict[str, Any]], keys: list[str]) -> dict[str, dict[s
     return out
 
 
-def run(ctx: Context) -> dict[str, Any]:
+def _cold_run(ctx: Context, name: str, body: bytes, env: dict[str, str] | None) -> list[dict[str, Any]]:
     from bench.cases.pipeline import pipeline_specs
 
-    body, rows = classifier_body()
-    floor = [floor_sample(rows) for _ in range(ctx.settings.floor_runs)]
     spec = next(s for s in pipeline_specs() if s["name"] == FUNCTION)
     spec["scale"] = {"min": 0, "max": 1, "idle": 600, "concurrency": 8}
-    with hydro.Gateway(ctx.folder("coldstart-gateway")) as gw:
+    with hydro.Gateway(ctx.folder(name), env=env) as gw:
         gw.deploy(spec)
         gw.warm(FUNCTION, body)  # the first start also fills caches a later cold start would find warm
-        samples = [cold_sample(gw, body) for _ in range(ctx.settings.cold_starts)]
+        return [cold_sample(gw, body) for _ in range(ctx.settings.cold_starts)]
+
+
+COLD_KEYS = ["total_ms", "process_start_ms", "ready_after_health_ms", "runtime_import_and_load_ms", "gateway_share_ms"]
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    body, rows = classifier_body()
+    floor = [floor_sample(rows) for _ in range(ctx.settings.floor_runs)]
+    samples = _cold_run(ctx, "coldstart-gateway", body, None)
+    # the A/B of issue 18's change in the same run: each worker loads the model after the fork (as before)
+    per_worker = _cold_run(ctx, "coldstart-gateway-per-worker", body, {"HYDRO_LOAD_BEFORE_FORK": "0"})
     fs = _summary(floor, ["total_ms", "imports_ms", "model_load_ms", "predict_ms"])
-    cs = _summary(samples, ["total_ms", "process_start_ms", "ready_after_health_ms", "runtime_import_and_load_ms",
-                            "gateway_share_ms"])
-    rows_out = [f"{'measure':<34} {'p50 ms':>10} {'p95 ms':>10} {'x floor p50':>12}"]
+    cs = _summary(samples, COLD_KEYS)
+    ws = _summary(per_worker, COLD_KEYS)
+    rows_out = [f"{'measure':<44} {'p50 ms':>10} {'p95 ms':>10} {'x floor p50':>12}"]
     floor_p50 = fs["total_ms"]["p50"]
     for label, key, src in (("floor: fresh python, total", "total_ms", fs),
                             ("  floor: imports", "imports_ms", fs), ("  floor: model load", "model_load_ms", fs),
@@ -125,17 +134,25 @@ def run(ctx: Context) -> dict[str, Any]:
                             ("  process start (spawn->health)", "process_start_ms", cs),
                             ("  health->ready (imports+load)", "ready_after_health_ms", cs),
                             ("  runtime: template import+load", "runtime_import_and_load_ms", cs),
-                            ("  gateway share (rest)", "gateway_share_ms", cs)):
+                            ("  gateway share (rest)", "gateway_share_ms", cs),
+                            ("A/B: each worker loads (LOAD_BEFORE_FORK=0)", "total_ms", ws),
+                            ("  process start (spawn->health)", "process_start_ms", ws),
+                            ("  health->ready (imports+load)", "ready_after_health_ms", ws),
+                            ("  gateway share (rest)", "gateway_share_ms", ws)):
         if key in src:
             r = ratio(src[key]["p50"], floor_p50)
-            rows_out.append(f"{label:<34} {src[key]['p50']:>10.1f} {src[key]['p95']:>10.1f} "
+            rows_out.append(f"{label:<44} {src[key]['p50']:>10.1f} {src[key]['p95']:>10.1f} "
                             f"{(f'{r:.2f}x') if r is not None else '-':>12}")
     return {
         "status": "ok", "title": f"cold start of {FUNCTION} (sklearn random forest) from zero replicas",
         "baseline": "fresh python -c 'import sklearn, joblib; joblib.load(); predict_proba' (the floor)",
         "points": [], "rows": rows_out, "floor": {"samples": floor, "summary": fs},
         "cold": {"samples": samples, "summary": cs},
+        "cold_per_worker_load": {"samples": per_worker, "summary": ws},
         "ratio": {"p50": ratio(cs["total_ms"]["p50"], floor_p50),
-                  "p95": ratio(cs["total_ms"]["p95"], fs["total_ms"]["p95"])},
-        "notes": [f"{sum(1 for s in samples if s['cold'])}/{len(samples)} samples answered X-Cold-Start: true"],
+                  "p95": ratio(cs["total_ms"]["p95"], fs["total_ms"]["p95"]),
+                  "vs_per_worker_load_p50": ratio(cs["total_ms"]["p50"], ws["total_ms"]["p50"])},
+        "notes": [f"{sum(1 for s in samples if s['cold'])}/{len(samples)} samples answered X-Cold-Start: true",
+                  "the A/B rows start the same function with HYDRO_LOAD_BEFORE_FORK=0 on the gateway (each of the "
+                  "two workers loads the model after the fork, the behaviour before issue 18)"],
     }

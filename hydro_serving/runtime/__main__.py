@@ -47,9 +47,10 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         spec = read_spec(args.spec)
-        workers = args.workers if args.workers is not None else default_workers(get_template(spec.lang))
+        template = get_template(spec.lang)
+        workers = args.workers if args.workers is not None else default_workers(template)
         threads = args.threads if args.threads is not None else default_threads(workers, spec)
-        serve(spec, args.host, args.port, workers, threads, args.access_log)
+        serve(spec, args.host, args.port, workers, threads, args.access_log, template=template)
     except HydroError as exc:
         where = f" ({exc.field})" if exc.field else ""
         print(f"error: {exc.message}{where}", file=sys.stderr)

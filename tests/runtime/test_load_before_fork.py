@@ -83,3 +83,23 @@ def test_a_two_worker_server_loads_in_the_master_and_serves(iris_model_file: Pat
         assert 'hydro_function_ready{function="iris"} 1.0' in metrics
     finally:
         proc.stop()
+
+
+def test_the_replica_arbiter_forks_its_workers_without_gunicorns_random_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gunicorn.arbiter
+
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError(f"the arbiter paused {seconds}s between forks")
+
+    monkeypatch.setattr(gunicorn.arbiter.time, "sleep", no_sleep)
+    arbiter = server.ReplicaArbiter.__new__(server.ReplicaArbiter)  # no gunicorn app: only the spawn loop
+    arbiter.num_workers, arbiter.WORKERS = 3, {}
+    spawned: list[int] = []
+
+    def spawn_worker() -> None:
+        spawned.append(len(spawned))
+        arbiter.WORKERS[len(spawned)] = object()
+
+    arbiter.spawn_worker = spawn_worker  # type: ignore[method-assign]
+    arbiter.spawn_workers()
+    assert spawned == [0, 1, 2]
