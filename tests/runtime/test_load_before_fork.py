@@ -93,7 +93,7 @@ def test_the_replica_arbiter_forks_its_workers_without_gunicorns_random_pause(mo
 
     monkeypatch.setattr(gunicorn.arbiter.time, "sleep", no_sleep)
     arbiter = server.ReplicaArbiter.__new__(server.ReplicaArbiter)  # no gunicorn app: only the spawn loop
-    arbiter.num_workers, arbiter.WORKERS = 3, {}
+    arbiter._num_workers, arbiter.WORKERS = 3, {}
     spawned: list[int] = []
 
     def spawn_worker() -> None:
