@@ -1,4 +1,4 @@
-"""The goals of issue 7, judged from a run's results (None when the run lacks the case)."""
+"""The goals of issues 7 and 18, judged from a run's results (None when the run lacks the case)."""
 
 from __future__ import annotations
 
@@ -89,7 +89,54 @@ def monitoring_overhead(cases: dict[str, Any]) -> dict[str, Any]:
                                      f"{case['added_p50_ms']:+.2f} ms with every stage sampled")
 
 
-JUDGES = (gateway_hop, pipeline_share, cold_start, ahead_of_peers, batching_matches_flask, monitoring_overhead)
+# ---- issue 18 (runtime: points 1, 4, 5) -------------------------------------------------------------------
+
+
+def runtime_vs_handwritten(cases: dict[str, Any]) -> dict[str, Any]:
+    goal = "issue 18: the runtime called directly >= 1.0x the hand-written Flask+gunicorn app at c=1, 8 and 32"
+    inter = cases.get("runtime")
+    if inter and inter.get("status") == "ok" and inter.get("summary"):  # interleaved rounds: the better figure
+        medians = {c: s["median_ratio_rps"] for c, s in inter["summary"].items()}
+        return _goal(goal, all(r >= 1.0 for r in medians.values()),
+                     "interleaved, median of rounds: " + ", ".join(f"c={c} {r:.2f}x" for c, r in medians.items()))
+    case = cases.get("hop")
+    if not case or case.get("status") != "ok":
+        return _goal(goal, None, "hop case not run")
+    found = [p for p in case["points"] if p["target"] == "hydro runtime direct"]
+    if not found or any(p["ratio"]["rps"] is None for p in found):
+        return _goal(goal, None, "no runtime-direct figures")
+    return _goal(goal, all(p["ratio"]["rps"] >= 1.0 for p in found),
+                 ", ".join(f"c={p['concurrency']} {p['ratio']['rps']:.2f}x" for p in found))
+
+
+def forest_batching_pays(cases: dict[str, Any]) -> dict[str, Any]:
+    goal = "issue 18: batching the demo's forest >= 1.5x the forest without batching at c=32"
+    case = cases.get("batching")
+    if not case or case.get("status") != "ok":
+        return _goal(goal, None, (case or {}).get("reason") or "batching case not run")
+    on = next((p for p in case["points"] if p["target"].startswith("forest, batching ") and "off" not in p["target"]
+               and "WORKERS" not in p["target"]), None)
+    if on is None or on.get("vs_batching_off") is None:
+        return _goal(goal, None, "no forest batching figure")
+    return _goal(goal, on["vs_batching_off"] >= 1.5, f"{on['rps']:.0f} req/s = {on['vs_batching_off']:.2f}x batching "
+                                                     f"off (mean batch {on.get('mean_batch_size') or 0:.1f})")
+
+
+def cold_start_halved(cases: dict[str, Any]) -> dict[str, Any]:
+    goal = "issue 18: cold start through the gateway <= 150 ms p50 (demo's forest)"
+    case = cases.get("coldstart")
+    if not case or case.get("status") != "ok":
+        return _goal(goal, None, "cold-start case not run")
+    p50 = case["cold"]["summary"]["total_ms"]["p50"]
+    detail = f"p50 {p50:.0f} ms = {case['ratio']['p50']:.2f}x the fresh-process floor"
+    ab = case.get("ratio", {}).get("vs_per_worker_load_p50")
+    if ab is not None:
+        detail += f"; {ab:.2f}x the same run with each worker loading (HYDRO_LOAD_BEFORE_FORK=0)"
+    return _goal(goal, p50 <= 150, detail)
+
+
+JUDGES = (gateway_hop, pipeline_share, cold_start, ahead_of_peers, batching_matches_flask, monitoring_overhead,
+          runtime_vs_handwritten, forest_batching_pays, cold_start_halved)
 
 
 def judge(cases: dict[str, Any]) -> list[dict[str, Any]]:

@@ -42,8 +42,9 @@ def start_runtime(spec: dict[str, Any], work: Path, name: str | None = None,
 class Gateway:
     """A gateway process with its own state directory, and the admin calls the cases need."""
 
-    def __init__(self, work: Path, extra_args: list[str] | None = None) -> None:
+    def __init__(self, work: Path, extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         self.work = work
+        self.env = env
         self.state = work / "gateway-state"
         self.port = procs.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -53,7 +54,7 @@ class Gateway:
     def start(self, timeout: float = 60.0) -> None:
         argv = [sys.executable, "-m", "hydro_serving.cli.main", "gateway", "--port", str(self.port),
                 "--state", str(self.state), *self.extra_args]
-        self.server = procs.start(f"gateway-{self.port}", argv, self.work)
+        self.server = procs.start(f"gateway-{self.port}", argv, self.work, env=self.env)
         procs.wait_ready(self.server, self.url + "/healthz", timeout)
 
     def stop(self) -> None:

@@ -147,7 +147,7 @@ def render(results: dict[str, Any]) -> str:
             "ratios in parentheses are to the case's baseline at the same concurrency, measured in this run; "
             "* = the suite's own client disagrees with wrk by more than 25%"]
     body = [render_case(name, case) for name, case in results["cases"].items()]
-    goals = ["== goals (issue 7)"] + [
+    goals = ["== goals (issues 7 and 18)"] + [
         f"   [{'MET ' if g['met'] else ('MISS' if g['met'] is False else 'n/a ')}] {g['goal']}: {g['detail']}"
         for g in results.get("goals", [])]
     return "\n".join([*head, "", *body, "", *goals])

@@ -32,7 +32,7 @@ ROUTER_KEY_ENV = "HYDRO_ROUTER_KEY"
 
 # runtime limits an operator may set on the gateway for every replica (passed through as they are)
 RUNTIME_LIMIT_ENVS = ("HYDRO_TIMEOUT", "HYDRO_MAX_BODY_BYTES", "HYDRO_MAX_INFLIGHT", "HYDRO_LOAD_FAILURE_EXIT",
-                      "HYDRO_WORKERS", "HYDRO_THREADS", "HYDRO_LOG_LEVEL")
+                      "HYDRO_WORKERS", "HYDRO_THREADS", "HYDRO_LOG_LEVEL", "HYDRO_LOAD_BEFORE_FORK")
 
 # ---- the store, as a replica needs it to fetch its model -----------------------------------------
 # Settings (never secret), passed from the operator's environment as they are.

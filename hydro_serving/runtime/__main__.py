@@ -6,7 +6,8 @@ local provider passes flags, a container passes environment.
 
 Without ``--workers``/``HYDRO_WORKERS`` the template decides (:func:`server.default_workers`:
 ``min(2, cpus)`` for model templates, 1 for spark, tensorflow, routers and custom functions);
-without ``--threads``/``HYDRO_THREADS``, 8 threads for one worker and 4 per worker otherwise.
+without ``--threads``/``HYDRO_THREADS``, 8 threads for one worker and 4 per worker otherwise, and at
+least ``batching.max_batch_size`` per worker when the function batches.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         spec = read_spec(args.spec)
-        workers = args.workers if args.workers is not None else default_workers(get_template(spec.lang))
-        threads = args.threads if args.threads is not None else default_threads(workers)
-        serve(spec, args.host, args.port, workers, threads, args.access_log)
+        template = get_template(spec.lang)
+        workers = args.workers if args.workers is not None else default_workers(template)
+        threads = args.threads if args.threads is not None else default_threads(workers, spec)
+        serve(spec, args.host, args.port, workers, threads, args.access_log, template=template)
     except HydroError as exc:
         where = f" ({exc.field})" if exc.field else ""
         print(f"error: {exc.message}{where}", file=sys.stderr)

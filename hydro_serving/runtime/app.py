@@ -30,6 +30,8 @@ from hydro_serving.errors import (
 from hydro_serving.runtime.adapters import adapter_class
 from hydro_serving.runtime.codec import dump_json, json_in_form, parse_invoke_body, parse_json, render_result
 from hydro_serving.runtime.config import RuntimeConfig
+from hydro_serving.runtime.fastpath import ModelFastPath
+from hydro_serving.runtime.loader import Preloaded
 from hydro_serving.runtime.metrics import RuntimeMetrics
 from hydro_serving.runtime.service import FunctionRuntime, WorkerBarrier
 from hydro_serving.stack.model import FunctionSpec
@@ -76,7 +78,7 @@ def _wait_seconds(raw: str | None) -> float:
 
 def create_app(spec: FunctionSpec, config: RuntimeConfig | None = None, *, template: Template | None = None,
                exit_on_load_failure: bool = False, start_loading: bool = True,
-               barrier: WorkerBarrier | None = None) -> Flask:
+               barrier: WorkerBarrier | None = None, preloaded: Preloaded | None = None) -> Flask:
     """Build the app for ``spec`` and (by default) start loading its handler in the background.
 
     The metrics registry, the executor and the loader are created here, per app, so nothing is
@@ -86,7 +88,7 @@ def create_app(spec: FunctionSpec, config: RuntimeConfig | None = None, *, templ
     template = template or get_template(spec.lang)
     metrics = RuntimeMetrics(spec.name)
     runtime = FunctionRuntime(spec, config, metrics, template, exit_on_load_failure=exit_on_load_failure,
-                              barrier=barrier)
+                              barrier=barrier, preloaded=preloaded)
     app = Flask(f"hydro-{spec.name}")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["hydro_runtime"] = runtime
@@ -98,6 +100,8 @@ def create_app(spec: FunctionSpec, config: RuntimeConfig | None = None, *, templ
         app.add_url_rule("/<path:subpath>", "invoke_any", _invoke_any, methods=CUSTOM_METHODS)
     else:
         app.add_url_rule("/", "invoke", _invoke, methods=["POST"])
+    if adapter_class(template).inline:  # a model's POST / skips Flask's request machinery (fastpath.py)
+        app.wsgi_app = ModelFastPath(app.wsgi_app, runtime)  # type: ignore[method-assign]
     for rule, view, methods in ROUTES:
         app.add_url_rule(rule, view.__name__.lstrip("_"), view, methods=methods)
     if start_loading:

@@ -153,6 +153,14 @@ def check_framework_versions(spec: FunctionSpec, model_path: Path | None) -> tup
     return manifest, mismatches
 
 
+@dataclass(frozen=True)
+class Preloaded:
+    """A function loaded by the server's master process before it forked its workers (see server.py)."""
+
+    loaded: LoadedFunction
+    seconds: float
+
+
 def describe_failure(exc: BaseException) -> str:
     """A one-line cause for /_/ready: our errors' own words, otherwise the exception type and text."""
     if isinstance(exc, HydroError):
@@ -171,8 +179,10 @@ class BackgroundLoader:
     def __init__(self, spec: FunctionSpec, template: Template | None = None,
                  on_ready: Callable[[float], None] | None = None,
                  on_failure: Callable[[BaseException], None] | None = None,
-                 metrics_registry: CollectorRegistry | None = None) -> None:
+                 metrics_registry: CollectorRegistry | None = None,
+                 preloaded: Preloaded | None = None) -> None:
         self.spec = spec
+        self.preloaded = preloaded
         self.metrics_registry = metrics_registry
         self.template = template
         self.on_ready = on_ready
@@ -190,6 +200,12 @@ class BackgroundLoader:
         return "failed" if self.error is not None else "loading"
 
     def start(self) -> None:
+        if self.preloaded is not None and self.loaded is None:  # loaded before the fork: ready at once
+            self.loaded, self.load_seconds = self.preloaded.loaded, self.preloaded.seconds
+            self._done.set()
+            if self.on_ready is not None:
+                self.on_ready(self.load_seconds)
+            return
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"hydro-load-{self.spec.name}", daemon=True)
             self._thread.start()

@@ -16,16 +16,21 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
 from hydro_serving.errors import ConfigError
 from hydro_serving.runtime.adapters import adapter_class
 from hydro_serving.runtime.app import create_app
 from hydro_serving.runtime.config import RuntimeConfig
+from hydro_serving.runtime.loader import Preloaded, load_function
 from hydro_serving.runtime.metrics import enable_multiprocess
 from hydro_serving.runtime.process import die_with_parent
 from hydro_serving.runtime.service import WorkerBarrier
@@ -78,10 +83,18 @@ def default_workers(template: Template, cpus: int | None = None) -> int:
     return min(MAX_DEFAULT_WORKERS, cpus if cpus is not None else cpu_count())
 
 
-def default_threads(workers: int) -> int:
+def default_threads(workers: int, spec: FunctionSpec | None = None) -> int:
     """Threads per worker: 8 for one worker, 4 each for more (the same 8 concurrent requests per replica
-    as before, and fewer threads contending for each process's GIL on CPU-bound predicts)."""
-    return 8 if workers <= 1 else 4
+    as before, and fewer threads contending for each process's GIL on CPU-bound predicts).
+
+    With batching on, at least ``max_batch_size`` per worker: a gthread worker holds one request per
+    thread, so with 4 threads no batch could ever be larger than 4 (issue 18: batches of 3.8 at c=32
+    made batching slower than no batching). The extra threads mostly wait on the batch's future.
+    """
+    threads = 8 if workers <= 1 else 4
+    if spec is not None and spec.batching.enabled:
+        threads = max(threads, spec.batching.max_batch_size)
+    return threads
 
 
 def setup_logging() -> None:
@@ -112,15 +125,84 @@ def _worker_exit(server: Any, worker: Any) -> None:
         runtime.shutdown()
 
 
+# Templates whose load is plain deserialisation (numpy arrays, no threads, no native pools started), so
+# the master may load the model once before it forks the workers: a cold start then pays one load
+# instead of two competing for the same cores, and the workers share the model's pages (issue 18).
+LOAD_BEFORE_FORK_TEMPLATES = frozenset({"sklearn"})
+LOAD_BEFORE_FORK_ENV = "HYDRO_LOAD_BEFORE_FORK"  # "0" turns it off (each worker loads, as before)
+# While the master loads, no worker answers yet: probes wait in the listen backlog instead of seeing
+# /_/ready 503 "loading". Fine for a model that loads in well under a second; a bigger one keeps the
+# observable loading state (each worker loads it in the background, as before).
+LOAD_BEFORE_FORK_MAX_BYTES = 256 * 1024 * 1024
+
+
+def _local_model_bytes(spec: FunctionSpec) -> int | None:
+    """Bytes of a local model file or folder; None for a store model (its size is known only once fetched)."""
+    if not spec.model or not spec.model_is_local:
+        return None
+    path = Path(spec.model.removeprefix("file://")).expanduser()
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    except OSError:
+        return None
+
+
+def load_before_fork(spec: FunctionSpec, template: Template, workers: int,
+                     env: dict[str, str] | None = None) -> Preloaded | None:
+    """In the master, after binding and before forking: the loaded function, or None to let workers load.
+
+    Only for several workers of a template in :data:`LOAD_BEFORE_FORK_TEMPLATES` and a local model of at most
+    :data:`LOAD_BEFORE_FORK_MAX_BYTES` (a store model is fetched by the workers as before). A failed load is not
+    reported here: the workers then load on their own and report it as always (/_/ready 503 with the
+    cause, then the boot-error exit), so there is one failure path. A load that left a thread running
+    is not used either (a fork copies only the calling thread).
+    """
+    env = dict(os.environ) if env is None else env
+    if workers < 2 or template.name not in LOAD_BEFORE_FORK_TEMPLATES or env.get(LOAD_BEFORE_FORK_ENV) == "0":
+        return None
+    size = _local_model_bytes(spec)
+    if size is None or size > LOAD_BEFORE_FORK_MAX_BYTES:
+        return None
+    started = time.monotonic()
+    try:
+        loaded = load_function(spec, template)
+    except Exception as exc:
+        log.info("function '%s': the master could not load the model (%s); the workers load it", spec.name,
+                 type(exc).__name__)
+        return None
+    if threading.active_count() > 1:
+        log.warning("function '%s': loading started threads; the workers load the model themselves", spec.name)
+        return None
+    seconds = time.monotonic() - started
+    log.info("function '%s': loaded in %.3fs before forking %d workers", spec.name, seconds, workers)
+    return Preloaded(loaded, seconds)
+
+
+class ReplicaArbiter(Arbiter):
+    """gunicorn's arbiter without the random pause (up to 100 ms) after forking each worker.
+
+    gunicorn sleeps ``0.1 * random()`` after every worker it spawns, against a thundering herd of
+    restarts on big servers; a replica has two workers and reports ready only when both are up
+    (WorkerBarrier), so the pause was on average ~50 ms of every cold start (issue 18's profile).
+    """
+
+    def spawn_workers(self) -> None:
+        for _ in range(self.num_workers - len(self.WORKERS)):
+            self.spawn_worker()
+
+
 class RuntimeServer(BaseApplication):
     """gunicorn's application interface over :func:`hydro_serving.runtime.app.create_app`."""
 
     def __init__(self, spec: FunctionSpec, host: str, port: int, workers: int = 1, threads: int = 8,
-                 access_log: bool = False) -> None:
+                 access_log: bool = False, template: Template | None = None) -> None:
         if workers < 1 or threads < 1:
             raise ConfigError("workers and threads must be at least 1", field="workers")
         self.spec = spec
-        self.template: Template = get_template(spec.lang)
+        # read once per replica: each read parses template.yml and checks its options schema (~20 ms)
+        self.template: Template = template or get_template(spec.lang)
         self.runtime_config = RuntimeConfig.from_env(spec)
         # created here, in the arbiter before it forks: every worker shares it (see WorkerBarrier)
         self.barrier: WorkerBarrier | None = WorkerBarrier(workers) if workers > 1 else None
@@ -142,6 +224,11 @@ class RuntimeServer(BaseApplication):
         def on_exit(server: Any) -> None:
             if metrics_dir is not None:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
+
+        self.preloaded: Preloaded | None = None
+
+        def when_ready(server: Any) -> None:  # the master, sockets bound, before the first worker is forked
+            self.preloaded = load_before_fork(spec, self.template, workers)
         self.options: dict[str, Any] = {
             "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             "workers": workers,
@@ -165,6 +252,7 @@ class RuntimeServer(BaseApplication):
             "post_fork": post_fork,
             "child_exit": child_exit,
             "on_exit": on_exit,
+            "when_ready": when_ready,
         }
         super().__init__()
 
@@ -173,13 +261,21 @@ class RuntimeServer(BaseApplication):
             if value is not None and key in self.cfg.settings:
                 self.cfg.set(key, value)
 
+    def run(self) -> None:
+        try:
+            ReplicaArbiter(self).run()
+        except RuntimeError as exc:  # what gunicorn's own run() does with a configuration error
+            print(f"\nError: {exc}\n", file=sys.stderr)
+            sys.stderr.flush()
+            sys.exit(1)
+
     def load(self) -> Any:
         return create_app(self.spec, self.runtime_config, template=self.template, exit_on_load_failure=True,
-                          barrier=self.barrier)
+                          barrier=self.barrier, preloaded=self.preloaded)
 
 
 def serve(spec: FunctionSpec, host: str = "127.0.0.1", port: int = 8080, workers: int = 1, threads: int = 8,
-          access_log: bool = False) -> None:
+          access_log: bool = False, template: Template | None = None) -> None:
     """Serve ``spec`` in the foreground until SIGINT/SIGTERM (gunicorn then exits the process)."""
     setup_logging()
-    RuntimeServer(spec, host, port, workers, threads, access_log).run()
+    RuntimeServer(spec, host, port, workers, threads, access_log, template=template).run()

@@ -20,7 +20,7 @@ from hydro_serving.errors import HandlerError, HydroError, ServiceUnavailable
 from hydro_serving.runtime.batching import Batcher
 from hydro_serving.runtime.config import RuntimeConfig
 from hydro_serving.runtime.executor import Executor
-from hydro_serving.runtime.loader import BackgroundLoader, LoadedFunction
+from hydro_serving.runtime.loader import BackgroundLoader, LoadedFunction, Preloaded
 from hydro_serving.runtime.metrics import RuntimeMetrics
 from hydro_serving.sdk.context import InvocationContext
 from hydro_serving.stack.model import FunctionSpec
@@ -88,14 +88,14 @@ class FunctionRuntime:
 
     def __init__(self, spec: FunctionSpec, config: RuntimeConfig, metrics: RuntimeMetrics,
                  template: Template | None = None, exit_on_load_failure: bool = False,
-                 barrier: WorkerBarrier | None = None) -> None:
+                 barrier: WorkerBarrier | None = None, preloaded: Preloaded | None = None) -> None:
         self.spec = spec
         self.barrier = barrier
         self.config = config
         self.metrics = metrics
         self.exit_on_load_failure = exit_on_load_failure
         self.loader = BackgroundLoader(spec, template, on_ready=self._on_ready, on_failure=self._on_failure,
-                                       metrics_registry=metrics.registry)
+                                       metrics_registry=metrics.registry, preloaded=preloaded)
         gauge = metrics.inflight.labels(spec.name)
         self.executor = Executor(spec.name, config.max_inflight, on_change=gauge.set)
         self.batcher: Batcher | None = None
@@ -222,8 +222,11 @@ class FunctionRuntime:
         return InvocationContext(spec=self.spec, headers=dict(headers), body=body, query=dict(query), path=path,
                                  method=method, deadline=time.monotonic() + self.config.timeout)
 
-    def invoke(self, payload: Any, context: InvocationContext) -> Any:
-        """Validate against the signature and run the handler under the limits."""
+    def invoke(self, payload: Any, context: InvocationContext | None) -> Any:
+        """Validate against the signature and run the handler under the limits.
+
+        ``context`` is None on a model's fast path (:mod:`fastpath`): a model's ``predict`` never sees it.
+        """
         loaded = self.require_loaded()
         signature = loaded.spec.signature
         if signature is not None and signature.inputs and not isinstance(payload, bytes | str | None):

@@ -175,3 +175,66 @@ def test_server_with_batching_answers_every_caller_correctly(batched_server: int
     metrics = get(batched_server, "/metrics").body.decode()
     count = next(line for line in metrics.splitlines() if line.startswith("hydro_function_batch_size_count"))
     assert 1 <= float(count.split()[-1]) <= 13
+
+
+def test_a_batching_worker_has_a_thread_per_batch_slot() -> None:
+    # gthread holds one request per thread: with the 4 threads of a two-worker replica no batch could
+    # grow past 4 (issue 18); with batching on each worker gets at least max_batch_size threads
+    from hydro_serving.runtime.server import default_threads
+
+    plain = FunctionSpec.from_dict({"name": "p", "lang": "sklearn", "model": "/m"})
+    batched = FunctionSpec.from_dict({"name": "b", "lang": "sklearn", "model": "/m",
+                                      "batching": {"max_batch_size": 32, "max_batch_delay_ms": 2}})
+    small = FunctionSpec.from_dict({"name": "s", "lang": "sklearn", "model": "/m",
+                                    "batching": {"max_batch_size": 2}})
+    assert (default_threads(2, plain), default_threads(1, plain)) == (4, 8)
+    assert (default_threads(2, batched), default_threads(1, batched)) == (32, 32)
+    assert (default_threads(2, small), default_threads(1, small)) == (4, 8)
+
+
+def test_callers_on_the_fast_path_share_a_batch_and_keep_their_own_rows_and_errors(iris: dict[str, Any]) -> None:
+    """12 callers at once through the app's POST / (the fast path): the first batch is held until the other
+    11 are queued, so they form one batch of 11, in which a caller with a bad row gets its own 400."""
+    from hydro_serving.runtime.app import create_app
+    from hydro_serving.runtime.config import RuntimeConfig
+
+    spec = FunctionSpec.from_dict({"name": "b", "lang": "sklearn", "model": str(iris["dir"] / "model.joblib"),
+                                   "batching": {"max_batch_size": 16, "max_batch_delay_ms": 0}})
+    app = create_app(spec, RuntimeConfig.from_env(spec, env={}))
+    runtime = app.extensions["hydro_runtime"]
+    assert runtime.loader.wait(60) and runtime.batcher is not None
+    held = Held(runtime.batcher._predict_batch)
+    runtime.batcher._predict_batch = held
+    payloads: list[Any] = [ROWS[i % 4:] for i in range(12)]
+    payloads[5] = [[1.0, 2.0, "x", 4.0]]
+    payloads[8] = [[1.0, 2.0]]
+    replies: dict[int, Any] = {}
+
+    def call(i: int) -> None:
+        replies[i] = app.test_client().post("/", json=payloads[i])
+
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    assert held.entered.wait(30)
+    rest = [threading.Thread(target=call, args=(i,)) for i in range(1, 12)]
+    for t in rest:
+        t.start()
+    queued = threading.Event()
+    for _ in range(3000):  # until the 11 are waiting in the batcher's queue (bounded; no timing asserted)
+        if runtime.batcher._queue.qsize() == 11:
+            queued.set()
+            break
+        threading.Event().wait(0.01)
+    held.release.set()
+    for t in [first, *rest]:
+        t.join(60)
+    assert queued.is_set() and held.sizes == [1, 11]
+    for i, payload in enumerate(payloads):
+        if i in (5, 8):
+            continue
+        assert replies[i].status_code == 200, replies[i].json
+        assert replies[i].json == iris["model"].predict(np.array(payload)).tolist()
+    assert replies[5].status_code == 400 and replies[5].json["field"] == "[0][2]"
+    assert replies[8].status_code == 400 and replies[8].json["field"] == "[0]"
+    assert runtime.executor.inflight == 0
+    runtime.shutdown()
