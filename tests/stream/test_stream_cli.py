@@ -18,7 +18,7 @@ def test_stream_without_brokers_names_the_flag(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     out = hydro("stream")
     assert out.returncode == 1
-    assert "error: no Kafka brokers" in out.stderr and "--bootstrap-servers" in out.stderr  # named once (issue 14 point 16)
+    assert "error: no Kafka brokers" in out.stderr and "--bootstrap-servers" in out.stderr  # named once
     assert "Traceback" not in out.stderr
 
 
