@@ -60,7 +60,7 @@ def replica_concurrency(lang: str, workers: int | None, threads: int | None) -> 
               help="threads per worker (env HYDRO_THREADS; default: 8 for one worker, 4 each for more)")
 def run(name: str, stack_file: str, port: int, host: str, workers: int | None, threads: int | None) -> None:
     """Serve function NAME from the stack file locally, in the foreground (Ctrl-C stops it)."""
-    from hydro_serving.runtime.server import serve
+    from hydro_serving.runtime.server import LOAD_BEFORE_FORK_ENV, serve
     from hydro_serving.stack import load_stack
 
     stack = load_stack(stack_file)
@@ -72,6 +72,9 @@ def run(name: str, stack_file: str, port: int, host: str, workers: int | None, t
         os.environ.update(run_environment(spec, stack.provider.store, spec_path))
         if stack.provider.trusted_keys and not os.environ.get("HYDRO_TRUSTED_KEYS"):  # model trust (store part)
             os.environ["HYDRO_TRUSTED_KEYS"] = ",".join(stack.provider.trusted_keys)
+        # An interactive server answers at once (``/_/ready`` 503 while the model loads), so a slow load is
+        # visible; a gateway's replicas load before fork, since the gateway only waits for ready anyway.
+        os.environ.setdefault(LOAD_BEFORE_FORK_ENV, "0")
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{port}"
         click.echo(f"Serving function '{name}' (lang {spec.lang}, {workers} worker(s) x {threads} threads) at {url}/  "

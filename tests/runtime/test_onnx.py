@@ -109,5 +109,8 @@ def test_bad_input_is_400_and_the_server_keeps_serving(server: dict, path: str, 
 
 
 def test_wrong_content_type_is_415(server: dict) -> None:
-    reply = request(server["port"], "POST", "/", b"[[1,2,3,4]]", content_type="application/x-www-form-urlencoded")
+    """A real form is refused; JSON sent with curl's default form type is taken as JSON (issue 14 point 2)."""
+    reply = request(server["port"], "POST", "/", b"x=1&y=2", content_type="application/x-www-form-urlencoded")
     assert reply.status == 415 and reply.json["field"] == "Content-Type"
+    reply = request(server["port"], "POST", "/", b"[[1,2,3,4]]", content_type="application/x-www-form-urlencoded")
+    assert reply.status == 200
