@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,8 +36,7 @@ from hydro_serving.ui.session import (
 from hydro_serving.ui.stats import Recorder
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
-SHOWN_HEADERS = ("content-type", "x-cold-start", "x-request-id", "x-queue-time-ms", "x-hydro-timings",
-                 "x-hydro-variant", "ratelimit", "retry-after")
+HIDDEN_HEADERS = ("date", "server", "connection", "keep-alive", "transfer-encoding")  # transport noise
 MAX_TRY_BODY = 1024 * 1024
 
 
@@ -52,6 +52,7 @@ class UI:
             autoescape=jinja2.select_autoescape(default=True), trim_blocks=True, lstrip_blocks=True)
         self.templates.filters["ms"] = data.fmt_ms
         self.templates.filters["rate"] = data.fmt_rate
+        self.templates.filters["compact"] = lambda v: json.dumps(v, default=str)[:300]
         self.templates.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
         self.closing = asyncio.Event()
 
@@ -119,15 +120,13 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     ui = request.app[UI_KEY]
     if ui.sessions.current(request) is not None:
         raise web.HTTPSeeOther(_safe_next(request.query.get("next")))
-    return _login_form(request, None, 200)
+    return _login_form(request, None, 200, request.query.get("next"))
 
 
-def _login_form(request: web.Request, error: str | None, status: int) -> web.Response:
-    import secrets
-
+def _login_form(request: web.Request, error: str | None, status: int, next_path: str | None) -> web.Response:
     token = secrets.token_urlsafe(24)
     response = render(request, "login.html", status=status, login_csrf=token, error=error,
-                      next=_safe_next(request.query.get("next")))
+                      next=_safe_next(next_path))
     response.set_cookie(LOGIN_COOKIE, token, **cookie_options(request, max_age=3600))
     return response
 
@@ -137,21 +136,22 @@ async def login(request: web.Request) -> web.StreamResponse:
     ui = request.app[UI_KEY]
     check_origin(request)
     form = await request.post()
+    next_path = str(form.get("next", ""))
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected:
-        return _login_form(request, "the login form expired (or cookies are off): try again", 403)
+        return _login_form(request, "the login form expired (or cookies are off): try again", 403, next_path)
     check_csrf(expected, form)
     try:
         ui.sessions.admit_login(request.remote)
     except HydroError as exc:
-        response = _login_form(request, exc.message, exc.status)
+        response = _login_form(request, exc.message, exc.status, next_path)
         response.headers.update(exc.headers)
         return response
     user, password = str(form.get("user", "")), str(form.get("password", ""))
     if not ui.sessions.check_password(user, password):
-        return _login_form(request, "wrong user or password", 401)
+        return _login_form(request, "wrong user or password", 401, next_path)
     session = ui.sessions.create()
-    response = web.HTTPSeeOther(_safe_next(str(form.get("next", ""))))
+    response = web.HTTPSeeOther(_safe_next(next_path))
     response.set_cookie("hydro_ui", session.id, **cookie_options(request))
     response.del_cookie(LOGIN_COOKIE, path="/ui")
     return response
@@ -304,8 +304,7 @@ async def _call(gw: Gateway, path: str, body: bytes, timeout: float) -> dict[str
     except ValueError:
         shown = raw[:20000].decode(errors="replace")
     return {"status": status, "ms": elapsed, "body": shown,
-            "headers": [(k, v) for k, v in resp_headers.items() if k.lower() in SHOWN_HEADERS
-                        or k.lower().startswith("x-hydro")]}
+            "headers": [(k, v) for k, v in resp_headers.items() if k.lower() not in HIDDEN_HEADERS]}
 
 
 # ---- pipelines ----------------------------------------------------------------------------------------
@@ -435,4 +434,6 @@ async def monitor(request: web.Request, session: Session) -> web.StreamResponse:
         raise NotFound(f"function '{name}' is not monitored (no monitoring: in its spec)", function=name)
     window = _version_query(request.query.get("window"), "window")
     detail = await data.monitoring_detail(gw, name, window)
+    if window is not None and not detail["window"]:
+        raise NotFound(f"function '{name}' has no window {window}", function=name, field="window")
     return render(request, "monitor.html", session=session, d=detail)
