@@ -75,50 +75,39 @@ def quantile(q: float, buckets: Iterable[float]) -> float | None:
     return DURATION_BUCKETS[-1]
 
 
+def _children(metric: Any) -> list[tuple[tuple[str, ...], Any]]:
+    """The label children of a metric (private in prometheus_client, as GatewayMetrics.forget uses it).
+
+    Why not ``collect()``: it builds a Sample object per bucket of every series, 35 ms for 100
+    functions on a loaded 2-core machine; reading the children's values is about 20 times cheaper.
+    """
+    with metric._lock:
+        return list(metric._metrics.items())
+
+
 def read_snapshots(metrics: GatewayMetrics, now: float) -> dict[str, Snapshot]:
-    """One snapshot per function that has any series, from one pass over each metric family."""
+    """One snapshot per function that has any series, read from the metrics' label children."""
     raw: dict[str, dict[str, Any]] = {}
 
     def slot(fn: str) -> dict[str, Any]:
-        return raw.setdefault(fn, {"buckets": {}, "count": 0.0, "total": 0.0, "errors": 0.0, "cold": 0.0,
-                                   "process_start": [0.0, 0.0], "model_load": [0.0, 0.0]})
+        return raw.setdefault(fn, {"buckets": None, "count": 0.0, "total": 0.0, "errors": 0.0, "cold": 0.0,
+                                   "process_start": (0.0, 0.0), "model_load": (0.0, 0.0)})
 
-    for family in metrics.duration.collect():
-        for s in family.samples:
-            fn = s.labels.get("function")
-            if fn is None:
-                continue
-            if s.name.endswith("_bucket"):
-                le = s.labels["le"]
-                slot(fn)["buckets"][math.inf if le == "+Inf" else float(le)] = s.value
-            elif s.name.endswith("_count"):
-                slot(fn)["count"] = s.value
-            elif s.name.endswith("_sum"):
-                slot(fn)["total"] = s.value
-    for family in metrics.invocations.collect():
-        for s in family.samples:
-            if s.name.endswith("_total") and int(s.labels.get("status", "0")) >= 500:
-                slot(s.labels["function"])["errors"] += s.value
-    for family in metrics.cold_starts.collect():
-        for s in family.samples:
-            if s.name.endswith("_total"):
-                slot(s.labels["function"])["cold"] = s.value
-    for family in metrics.cold_start_seconds.collect():
-        for s in family.samples:
-            phase = s.labels.get("phase")
-            if phase not in ("process_start", "model_load"):
-                continue
-            if s.name.endswith("_count"):
-                slot(s.labels["function"])[phase][0] = s.value
-            elif s.name.endswith("_sum"):
-                slot(s.labels["function"])[phase][1] = s.value
-    out = {}
-    for fn, r in raw.items():
-        bounds = (*DURATION_BUCKETS, math.inf)
-        buckets = tuple(r["buckets"].get(b, 0.0) for b in bounds)
-        out[fn] = Snapshot(now, r["count"], r["total"], buckets, r["errors"], r["cold"],
-                           tuple(r["process_start"]), tuple(r["model_load"]))
-    return out
+    for (fn,), child in _children(metrics.duration):
+        counts = list(itertools.accumulate(b.get() for b in child._buckets))
+        entry = slot(fn)
+        entry["buckets"], entry["count"], entry["total"] = tuple(counts), counts[-1], child._sum.get()
+    for (fn, status), child in _children(metrics.invocations):
+        if status.isdigit() and int(status) >= 500:
+            slot(fn)["errors"] += child._value.get()
+    for (fn,), child in _children(metrics.cold_starts):
+        slot(fn)["cold"] = child._value.get()
+    for (fn, phase), child in _children(metrics.cold_start_seconds):
+        if phase in ("process_start", "model_load"):
+            slot(fn)[phase] = (sum(b.get() for b in child._buckets), child._sum.get())
+    empty = Snapshot(0.0).buckets
+    return {fn: Snapshot(now, r["count"], r["total"], r["buckets"] or empty, r["errors"], r["cold"],
+                         r["process_start"], r["model_load"]) for fn, r in raw.items()}
 
 
 class Recorder:

@@ -82,10 +82,14 @@ def page(handler: Handler) -> Handler:
         session = ui.sessions.current(request)
         if session is None:
             raise web.HTTPSeeOther(f"/ui/login?next={quote(request.path_qs, safe='/')}")
+        started = time.perf_counter()
         try:
-            return await handler(request, session)
+            response = await handler(request, session)
         except HydroError as exc:
-            return render(request, "error.html", status=exc.status, session=session, error=exc)
+            response = render(request, "error.html", status=exc.status, session=session, error=exc)
+        # the server's share of the page time, for the browser's devtools and bench/ui_render.py
+        response.headers["Server-Timing"] = f"render;dur={(time.perf_counter() - started) * 1000:.2f}"
+        return response
 
     wrapped.__doc__ = handler.__doc__
     return wrapped
