@@ -21,7 +21,7 @@ from hydro_serving.gateway.providers import Provider
 from hydro_serving.gateway.requestid import add_request_id
 from hydro_serving.gateway.routes import GATEWAY_KEY, OPENAPI_KEY, ROUTES, error_middleware, require_admin
 from hydro_serving.monitor.api import register as register_monitoring
-from hydro_serving.ui import mount as mount_ui
+from hydro_serving.ui.mount import mount as mount_ui
 
 __all__ = ["GATEWAY_KEY", "ROUTES", "Gateway", "create_app", "error_middleware"]
 

@@ -10,11 +10,7 @@ HTTP API and the CLI, so validation and errors are theirs. The package is split 
 * :mod:`.data`     what each screen shows, as plain dicts (shared by pages and SSE streams);
 * :mod:`.views`    page and form handlers; :mod:`.sse` the live streams; :mod:`.mount` the routes.
 
-Nothing here is built at import time: :func:`mount` does it for one application.
+Nothing here is built at import time: :func:`hydro_serving.ui.mount.mount` does it for one
+application. This module imports nothing, so the submodules importing each other never cycle
+through the package.
 """
-
-from __future__ import annotations
-
-from hydro_serving.ui.mount import mount
-
-__all__ = ["mount"]

@@ -12,9 +12,9 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+import hydro_serving.ui.svg as svg
 from hydro_serving.gateway.core import Gateway
 from hydro_serving.store.trust import PIN_ANNOTATION
-from hydro_serving.ui import svg
 from hydro_serving.ui.stats import Recorder
 
 SORT_KEYS = ("name", "template", "model", "replicas", "invocations", "p50", "p95", "errors", "cold", "drift")

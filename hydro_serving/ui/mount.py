@@ -10,8 +10,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+import hydro_serving.ui.sse as sse
+import hydro_serving.ui.views as views
 from hydro_serving.gateway.core import Gateway
-from hydro_serving.ui import sse, views
 from hydro_serving.ui.views import UI, UI_KEY
 
 STATIC = Path(__file__).parent / "static"

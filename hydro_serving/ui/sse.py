@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from hydro_serving.ui import data
+import hydro_serving.ui.data as data
 from hydro_serving.ui.views import UI_KEY
 
 PERIOD = 1.0  # seconds between updates of the live numbers

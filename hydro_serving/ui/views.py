@@ -21,9 +21,10 @@ import aiohttp
 import jinja2
 from aiohttp import web
 
+import hydro_serving.ui.data as data
+import hydro_serving.ui.svg as svg
 from hydro_serving.errors import HydroError, NotFound, ValidationError
 from hydro_serving.gateway.core import Gateway
-from hydro_serving.ui import data, svg
 from hydro_serving.ui.session import (
     CSRF_FIELD,
     LOGIN_COOKIE,
