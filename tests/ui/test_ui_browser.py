@@ -363,6 +363,13 @@ def test_a_cold_start_split_is_shown(gw: Gateway, page: Any, env: Path) -> None:
     assert "X-Cold-Start" in headers and "true" in headers
     assert "1/1" in page.text_content('[data-field="replicas"]')
     page.wait_for_function("() => document.getElementById('logs').textContent.length > 0", timeout=15000)
+    # the Open Inference (V2) mode posts to /function/<name>/v2/models/<name>/infer
+    page.select_option("#mode", "v2")
+    page.fill("#body", json.dumps({"inputs": [{"name": "x", "datatype": "FP64", "shape": [1], "data": [1.5]}]}))
+    page.click("text=Send raw")
+    assert page.text_content("#result-status") == "200"
+    v2 = json.loads(page.text_content("#result-body"))
+    assert v2["model_name"] == "coldfn" and v2["outputs"][0]["data"] == ["{'x': [1.5]}"]  # the tensor as a column
 
 
 def _store(env: Path) -> Any:
