@@ -19,7 +19,7 @@ import hydro_serving.ui.data as data
 from hydro_serving.ui.views import UI_KEY
 
 PERIOD = 1.0  # seconds between updates of the live numbers
-LOG_TAIL = 30
+KEEPALIVE = 15.0  # seconds of silence before a comment line keeps proxies from closing the stream
 
 
 async def _open(request: web.Request) -> web.StreamResponse:
@@ -89,21 +89,35 @@ async def log_events(request: web.Request) -> web.StreamResponse:
     gw.pool(name)
     response = await _open(request)
     lines = gw.provider.logs(name, tail=0, follow=True).__aiter__()
+    # the next line is awaited as a task and never cancelled by a timeout: cancelling an async
+    # generator mid-wait would close it, and the stream would end after the first quiet period
+    closing = asyncio.ensure_future(ui.closing.wait())
+    upcoming: asyncio.Future[str] | None = None
     try:
-        while not ui.closing.is_set():
-            try:
-                line = await asyncio.wait_for(lines.__anext__(), 15.0)
-            except TimeoutError:
-                if ui.sessions.current(request) is None:
-                    break
-                await response.write(b": keep-alive\n\n")
-                continue
-            except StopAsyncIteration:
+        while True:
+            if upcoming is None:
+                upcoming = asyncio.ensure_future(lines.__anext__())
+            done, _ = await asyncio.wait({upcoming, closing}, timeout=KEEPALIVE,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if closing in done:
                 break
-            await response.write(_event("log", {"text": line}))
+            if upcoming in done:
+                try:
+                    line = upcoming.result()
+                except StopAsyncIteration:
+                    break
+                upcoming = None
+                await response.write(_event("log", {"text": line}))
+            elif ui.sessions.current(request) is None:
+                break
+            else:
+                await response.write(b": keep-alive\n\n")
     except (ConnectionResetError, RuntimeError):
         pass
     finally:
+        for task in (upcoming, closing):
+            if task is not None:
+                task.cancel()
         with contextlib.suppress(Exception):
             await lines.aclose()  # type: ignore[attr-defined]
     return response

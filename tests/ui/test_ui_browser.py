@@ -372,6 +372,30 @@ def test_a_cold_start_split_is_shown(gw: Gateway, page: Any, env: Path) -> None:
     assert v2["model_name"] == "coldfn" and v2["outputs"][0]["data"] == ["{'x': [1.5]}"]  # the tensor as a column
 
 
+TALKER = '''
+import sys
+
+
+def handle(payload, context):
+    print("talker says", payload["say"], flush=True)
+    sys.stderr.write("talker warns " + payload["say"] + "\\n")
+    return {"said": payload["say"]}
+'''
+
+
+def test_live_logs_arrive_without_a_reload(gw: Gateway, page: Any, env: Path) -> None:
+    folder = write_handler(env / "talker", TALKER)
+    gw.deploy(python_spec("talker", folder))
+    page.goto(gw.url + "/ui/functions/talker")
+    assert "marker-7f3" not in page.text_content("#logs")
+    for _ in range(2):
+        assert gw.invoke("talker", {"say": "marker-7f3 <b>bold</b>"})[0] == 200
+    page.wait_for_function("() => document.getElementById('logs').textContent.includes('talker says marker-7f3')",
+                           timeout=20000)
+    assert "talker warns marker-7f3 <b>bold</b>" in page.text_content("#logs")  # text, never markup
+    assert page.query_selector("#logs b") is None
+
+
 def _store(env: Path) -> Any:
     """The module's store (the autouse fixture points HYDRO_STORE of each test elsewhere)."""
     from hydro_serving.store import open_store
