@@ -216,6 +216,31 @@ def test_forms_without_the_csrf_token_or_from_another_site_are_refused(gw: Gatew
     assert status == 403 and json.loads(body)["field"] == "csrf"
 
 
+def test_hostile_urls_get_an_error_page_naming_the_field_never_a_traceback(gw: Gateway, page: Any) -> None:
+    cases = {
+        "/ui/functions/%3Cscript%3Ealert(1)%3C%2Fscript%3E": (404, "is not deployed"),
+        "/ui/models/..%2F..%2Fetc": (400, "name"),
+        "/ui/models/pm-classifier?version=abc": (400, "version"),
+        "/ui/models/pm-classifier?version=0": (400, "version"),
+        "/ui/models/no-such-model": (404, "no-such-model"),
+        "/ui/monitoring/drifty-nope": (404, "is not deployed"),
+        "/ui/monitoring/pm-features": (404, "is not monitored"),
+        "/ui/monitoring/scorer?window=-1": (400, "window"),
+    }
+    for path, (status, words) in cases.items():
+        response = page.goto(gw.url + path)
+        text = page.text_content(".error")
+        assert response.status == status and words in text, (path, response.status, text)
+        assert "Traceback" not in page.content() and page.query_selector("main script") is None
+    answer = page.request.post(gw.url + "/ui/functions/nope/try", form={"csrf": "x"})
+    assert answer.status == 403  # the token is checked before anything else
+    token = page.goto(gw.url + "/ui/functions/scorer") and page.get_attribute("#raw-form input[name=csrf]", "value")
+    answer = page.request.post(gw.url + "/ui/functions/nope/try", form={"csrf": token, "mode": "json", "body": "{}"})
+    assert answer.status == 404 and answer.json()["function"] == "nope"
+    answer = page.request.post(gw.url + "/ui/functions/scorer/try", form={"csrf": token, "mode": "xml", "body": "{}"})
+    assert answer.status == 400 and "mode must be form, json or v2" in answer.text()
+
+
 def test_login_is_rate_limited(gateway_factory: Any, browser: Any) -> None:
     gw = gateway_factory()
     context = browser.new_context()
