@@ -477,9 +477,12 @@ def test_monitoring_after_drifted_traffic(gw: Gateway, page: Any, env: Path) -> 
     gw.deploy(python_spec("drifty", folder, signature=SCORER_SIGNATURE,
                           monitoring={"sample": 1.0, "window": {"rows": 60, "time": "1h"}}))
     rng = np.random.default_rng(7)
+    answers = []
     for n, (shift, plans) in enumerate(((0.0, ("a", "b")), (0.0, ("a", "b")), (2.5, ("c",))), start=1):
         for _ in range(6):  # 60-row windows: baseline, normal, drifted
-            assert gw.invoke("drifty", _rows(rng, 10, shift, plans))[0] == 200
+            status, headers, body = gw.invoke("drifty", _rows(rng, 10, shift, plans))
+            assert status == 200
+            answers.append((headers["X-Request-Id"], body))
         gw.wait_for(lambda n=n: len(gw.admin("GET", "/system/monitoring/drifty")[1]["windows"]) >= n,
                     timeout=30, what=f"window {n}")
     page.goto(gw.url + "/ui/monitoring")
@@ -497,7 +500,16 @@ def test_monitoring_after_drifted_traffic(gw: Gateway, page: Any, env: Path) -> 
     share = page.text_content("svg.bars title")
     shares = [float(v) for v in share.removeprefix("drifty: drifted share per window: ").split(", ")]
     assert len(shares) == 3 and shares[0] == 0 and shares[2] > 0.5  # baseline, then 2 of 3 fields drifted
+    assert "No feedback yet" in page.text_content("section[aria-labelledby=h-quality]")
     shot(page, "monitoring")
+    # ground truth for the drifted window (the label is the sign of x: every answer right)
+    labels = [{"request_id": rid, "row": i, "label": rec["label"]} for rid, body in answers[12:]
+              for i, rec in enumerate(body)]
+    assert gw.admin("POST", "/system/feedback/drifty", {"labels": labels})[0] == 202
+    page.reload()
+    quality = page.eval_on_selector_all("#quality tbody tr",
+                                        "rs => rs.map(r => [...r.cells].map(c => c.textContent.trim()))")
+    assert quality == [["(all)", "3", "60", "100.0%", "\u2013"]]
     page.goto(gw.url + "/ui/monitoring/drifty?window=99")
     assert "has no window 99" in page.text_content(".error")
 
