@@ -24,6 +24,7 @@ from hydro_serving.gateway.providers import Provider
 from hydro_serving.gateway.requestid import add_request_id
 from hydro_serving.gateway.routes import GATEWAY_KEY, OPENAPI_KEY, ROUTES, error_middleware, require_admin
 from hydro_serving.monitor.api import register as register_monitoring
+from hydro_serving.ui.mount import mount as mount_ui
 
 __all__ = ["GATEWAY_KEY", "ROUTES", "Gateway", "create_app", "error_middleware"]
 
@@ -41,6 +42,7 @@ def create_app(config: GatewayConfig, provider: Provider | None = None) -> web.A
         app.router.add_route(method, path, handler)
     # /system/monitoring/... and /system/feedback/<fn>, behind the admin guard
     register_monitoring(app, gateway.monitor, lambda: {n: p.spec for n, p in gateway.pools.items()}, require_admin)
+    mount_ui(app, gateway)  # the web UI at /ui/ (hydro_serving.ui), behind its own admin login
 
     async def on_startup(_: web.Application) -> None:
         await gateway.start()
