@@ -112,11 +112,18 @@ def _worker_exit(server: Any, worker: Any) -> None:
         runtime.shutdown()
 
 
+def bind_address(host: str, port: int, unix_socket: str | None = None) -> str:
+    """gunicorn's bind: ``unix:PATH`` when the supervisor chose a socket (the gateway's local provider), else TCP."""
+    if unix_socket:
+        return f"unix:{unix_socket}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class RuntimeServer(BaseApplication):
     """gunicorn's application interface over :func:`hydro_serving.runtime.app.create_app`."""
 
     def __init__(self, spec: FunctionSpec, host: str, port: int, workers: int = 1, threads: int = 8,
-                 access_log: bool = False) -> None:
+                 access_log: bool = False, unix_socket: str | None = None) -> None:
         if workers < 1 or threads < 1:
             raise ConfigError("workers and threads must be at least 1", field="workers")
         self.spec = spec
@@ -143,7 +150,9 @@ class RuntimeServer(BaseApplication):
             if metrics_dir is not None:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
         self.options: dict[str, Any] = {
-            "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "bind": bind_address(host, port, unix_socket),
+            # a unix socket is created 0600 (owner: the replica's user); the gateway is root or the same user
+            "umask": 0o177 if unix_socket else None,
             "workers": workers,
             "worker_class": "gthread",
             "threads": threads,
@@ -179,7 +188,7 @@ class RuntimeServer(BaseApplication):
 
 
 def serve(spec: FunctionSpec, host: str = "127.0.0.1", port: int = 8080, workers: int = 1, threads: int = 8,
-          access_log: bool = False) -> None:
+          access_log: bool = False, unix_socket: str | None = None) -> None:
     """Serve ``spec`` in the foreground until SIGINT/SIGTERM (gunicorn then exits the process)."""
     setup_logging()
-    RuntimeServer(spec, host, port, workers, threads, access_log).run()
+    RuntimeServer(spec, host, port, workers, threads, access_log, unix_socket).run()

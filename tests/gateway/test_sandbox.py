@@ -111,8 +111,8 @@ def test_hostile_function_reaches_nothing_but_its_own(gateway_factory: Any, monk
     results = body["results"]
     # listing the state directory shows (at most) the path to its own folder: the rest is not there
     # its start file is gone; a per-function uid (root gateway, mode auto) also has its passwd/group entries
-    own_files = "['group', 'home', 'passwd', 'secrets', 'spec.json']" if mode == "auto" and os.geteuid() == 0 \
-        else "['home', 'secrets', 'spec.json']"
+    own_files = "['group', 'home', 'passwd', 'run', 'secrets', 'spec.json']" if mode == "auto" and os.geteuid() == 0 \
+        else "['home', 'run', 'secrets', 'spec.json']"
     own_path = {"list:state": "['functions']", "list:functions": "['hostile']", "list:own folder": own_files}
     for name, shown in own_path.items():
         if results[name]["ok"]:

@@ -109,9 +109,9 @@ def test_connection_lost_mid_answer_is_final(server: Any) -> None:
 
 
 @pytest.mark.parametrize(("url", "words"), [
-    ("http+unix:///run/hydro/gateway.sock", "unix socket"),
+    ("http+unix://", "names no socket"),
     ("hydro-async://127.0.0.1:8080", "async queue"),
-    ("ftp://example", "known schemes are http://, https://"),
+    ("ftp://example", "known schemes are http://, http+unix://, https://"),
     ("127.0.0.1:8080", "no scheme"),
     ("/just/a/path", "no scheme"),
 ])
