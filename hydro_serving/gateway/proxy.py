@@ -45,10 +45,20 @@ def forward_headers(request: web.Request, drop_auth: bool) -> CIMultiDict[str]:
     return headers
 
 
+_ROOTS: dict[str, URL] = {}  # endpoint -> its "/" URL: most calls are POST /function/<name>, built once
+
+
 def upstream_url(endpoint: str, raw_path: str, prefix_len: int) -> URL:
     """The replica URL for ``/function/<name><rest>``: ``rest`` (path and query) kept exactly as sent."""
     rest = raw_path[prefix_len:]
-    if not rest or rest[0] == "?":
+    if not rest:
+        root = _ROOTS.get(endpoint)
+        if root is None:
+            if len(_ROOTS) > 4096:  # bounded: replicas come and go (ports, sockets share "http://localhost")
+                _ROOTS.clear()
+            root = _ROOTS[endpoint] = URL(endpoint + "/", encoded=True)
+        return root
+    if rest[0] == "?":
         rest = "/" + rest
     return URL(endpoint + rest, encoded=True)
 
