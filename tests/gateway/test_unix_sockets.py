@@ -52,6 +52,21 @@ def handle(payload, context):
 '''
 
 
+def _unix_get(path: str, target: str) -> int:
+    """The status of ``GET target`` over the unix socket at ``path``."""
+    import http.client
+
+    conn = http.client.HTTPConnection("localhost", timeout=5)
+    conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.sock.settimeout(5)
+    conn.sock.connect(path)
+    try:
+        conn.request("GET", target)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 def _instance(gw: Any, name: str) -> dict[str, Any]:
     return gw.status(name)["status"]["instances"][0]
 
@@ -283,3 +298,41 @@ def test_peer_credentials_name_the_listening_process(tmp_path: Path) -> None:
     finally:
         client.close()
         server.close()
+
+
+def test_runtime_binds_a_unix_socket_when_told(tmp_path: Path) -> None:
+    """``python -m hydro_serving.runtime --unix-socket PATH``: served there (0600), no port, removed at SIGTERM."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.gateway_fixtures import python_spec, write_handler
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(python_spec("echo", write_handler(tmp_path / "h"))))
+    path = tmp_path / "r.sock"
+    path.write_bytes(b"")  # not a socket: refused with one line, nothing deleted
+    bad = subprocess.run([sys.executable, "-m", "hydro_serving.runtime", "--spec", str(spec), "--unix-socket",
+                          str(path)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "is not a socket" in bad.stderr and path.exists()
+    path.unlink()
+    proc = subprocess.Popen([sys.executable, "-m", "hydro_serving.runtime", "--spec", str(spec),
+                             "--unix-socket", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline:
+            try:
+                status = _unix_get(str(path), "/_/ready")
+            except OSError:
+                status = None
+            if status == 200:
+                break
+            time.sleep(0.05)
+        assert status == 200
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    assert not path.exists()  # a clean stop removes it (the gateway removes it after a SIGKILL)
