@@ -203,7 +203,8 @@ def test_gateway_refuses_a_socket_path_that_is_not_a_socket(gateway_factory: Any
     assert path.read_text() == "keep me"
 
 
-def test_router_replicas_get_the_gateway_socket(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["auto", "userns"])
+def test_router_replicas_get_the_gateway_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     """A local router is handed HYDRO_GATEWAY_TRANSPORT (http+unix://...) and the socket in its sandbox;
     a plain function gets neither. (The provider's own computation: a zygote child's /proc environ is the zygote's.)"""
     from hydro_serving.gateway.config import GatewayConfig
@@ -211,13 +212,15 @@ def test_router_replicas_get_the_gateway_socket(tmp_path: Path) -> None:
     from hydro_serving.stack import FunctionSpec
     from hydro_serving.transport.unix import unix_url
 
+    monkeypatch.setenv("HYDRO_SANDBOX", mode)
     path = tmp_path / "gw.sock"
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(str(path))
+    from hydro_serving.gateway.server import bind_unix_socket
+
+    listener = bind_unix_socket(path)  # as the gateway binds it (0666, listening)
     provider = LocalProvider(GatewayConfig(state_dir=tmp_path / "state", unix_socket=path))
     router = FunctionSpec.from_dict({"name": "pipe", "lang": "router", "chain": [{"variants": {"echo": 100}}]})
-    plain = FunctionSpec.from_dict({"name": "echo", "lang": "python3",
-                                    "handler": str(tmp_path)})
+    (tmp_path / "h").mkdir()
+    plain = FunctionSpec.from_dict({"name": "echo", "lang": "python3", "handler": str(tmp_path / "h")})
     provider._function_folder("pipe")
     provider._function_folder("echo")
     try:
@@ -226,10 +229,42 @@ def test_router_replicas_get_the_gateway_socket(tmp_path: Path) -> None:
         if provider.sandbox != "off":
             import sys
 
-            assert (str(path), False) in provider._plan(router, sys.executable).binds
-            assert all(str(path) != p for p, _ in provider._plan(plain, sys.executable).binds)
+            router_plan = provider._plan(router, sys.executable)
+            plain_plan = provider._plan(plain, sys.executable)
+            assert (str(path), False) in router_plan.binds
+            assert all(str(path) != p for p, _ in plain_plan.binds)
+            # really inside each sandbox (a forked child enters it, as a replica does): the router connects,
+            # the plain function finds no such file
+            assert _connect_from_sandbox(router_plan, str(path)) == "connected"
+            assert _connect_from_sandbox(plain_plan, str(path)) in ("FileNotFoundError", "PermissionError")
     finally:
         listener.close()
+
+
+def _connect_from_sandbox(plan: Any, path: str) -> str:
+    """Fork, enter ``plan`` (mount namespace, uid), try to connect to ``path``; the outcome's name."""
+    from hydro_serving.replica import sandbox
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only syscalls, then _exit
+        outcome = "error"
+        try:
+            os.close(read)
+            sandbox.enter(plan)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(path)
+            outcome = "connected"
+        except BaseException as exc:
+            outcome = type(exc).__name__
+        finally:
+            os.write(write, outcome.encode())
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as fh:
+        outcome = fh.read().decode()
+    os.waitpid(pid, 0)
+    return outcome
 
 
 # ---- the gateway's connector: only the replica's own process -----------------------------------------
