@@ -25,6 +25,9 @@ from aiohttp.client_exceptions import UnixClientConnectorError
 from hydro_serving.gateway.providers.base import Replica
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# idle keep-alive connections are closed by the gateway first: the runtime (gunicorn) keeps them 30 s, and a
+# request sent on a connection the server is closing at that instant would be a 502
+KEEPALIVE = 15.0
 
 
 def peer_credentials(sock: Any) -> tuple[int, int, int] | None:
@@ -43,7 +46,7 @@ class ReplicaConnector(aiohttp.UnixConnector):
     """A unix-socket connector that only keeps connections whose listener is the expected process."""
 
     def __init__(self, path: str, expected_pid: int | None, limit: int) -> None:
-        super().__init__(path, limit=limit, keepalive_timeout=30)
+        super().__init__(path, limit=limit, keepalive_timeout=KEEPALIVE)
         self.expected_pid = expected_pid
 
     async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
