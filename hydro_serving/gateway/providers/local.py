@@ -13,9 +13,9 @@ what it needs to run (interpreter, package, templates, handler folder): not the 
 state directory, nor other functions' folders or logs.
 
 How the gateway reaches a replica (issue 17): on Linux a replica listens on a unix socket,
-``<state>/functions/<name>/run/<replica-id>.sock``, chosen here and never by a template. ``run/`` is
-owned by the function's uid (0700) inside its 0750 function folder, and the socket is created 0600,
-so another function's uid cannot reach it (and in ``userns`` mode cannot even see the state
+``<state>/functions/<name>/run/<n>.sock`` (replica ``<name>-<n>``), chosen here and never by a
+template. ``run/`` is owned by the function's uid (0700) inside its 0750 function folder, and the
+socket is created 0600, so another function's uid cannot reach it (and in ``userns`` mode cannot even see the state
 directory); the gateway checks that the listener is the replica's own process
 (:mod:`hydro_serving.gateway.upstream`). ``HYDRO_REPLICA_TRANSPORT=tcp`` (the gateway's environment)
 forces a port on 127.0.0.1 instead, for debugging with curl; so does a socket path longer than the
@@ -248,7 +248,9 @@ class LocalProvider(Provider):
         """Where a replica of ``name`` listens, or None for TCP (forced, or a path too long for a socket)."""
         if self.transport != UNIX:
             return None
-        path = self.run_path(name) / f"{replica_id}.sock"
+        # the replica's number only (its id is <name>-<n>): the folder already names the function, and
+        # sun_path is short
+        path = self.run_path(name) / f"{replica_id.rsplit('-', 1)[-1]}.sock"
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
             log.warning("function %s: socket path %s is longer than %d bytes: this replica listens on TCP "
                         "(use a shorter state directory)", name, path, MAX_SOCKET_PATH)
