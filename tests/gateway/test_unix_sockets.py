@@ -371,3 +371,19 @@ def test_runtime_binds_a_unix_socket_when_told(tmp_path: Path) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
     assert not path.exists()  # a clean stop removes it (the gateway removes it after a SIGKILL)
+
+
+def test_a_socket_path_past_the_kernel_limit_falls_back_to_tcp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    from hydro_serving.gateway.config import GatewayConfig
+    from hydro_serving.gateway.providers.local import LocalProvider
+
+    monkeypatch.delenv("HYDRO_REPLICA_TRANSPORT", raising=False)
+    short = LocalProvider(GatewayConfig(state_dir=tmp_path / "s"))
+    assert str(short.socket_path("f", "f-12")).endswith("/s/functions/f/run/12.sock")
+    deep = LocalProvider(GatewayConfig(state_dir=tmp_path / ("d" * 100)))
+    with caplog.at_level("WARNING", logger="hydro.gateway"):
+        assert deep.socket_path("f", "f-12") is None
+    assert "listens on TCP" in caplog.text
+    monkeypatch.setenv("HYDRO_REPLICA_TRANSPORT", "tcp")
+    assert LocalProvider(GatewayConfig(state_dir=tmp_path / "t")).socket_path("f", "f-1") is None
