@@ -27,6 +27,19 @@ def default_state_dir() -> Path:
     return Path(platformdirs.user_data_dir("hydro")) / "state"
 
 
+GATEWAY_SOCKET = "gateway.sock"
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with its terminating NUL
+
+
+def default_unix_socket(state_dir: Path, provider: str) -> Path | None:
+    """``<state>/gateway.sock`` for a local gateway, so local routers call it without TCP; None when the
+    provider is not local (its routers are containers or pods) or the path is too long for a socket."""
+    path = state_dir / GATEWAY_SOCKET
+    if provider != "local" or len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        return None
+    return path
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """Everything the gateway needs, read once at start (never per request)."""

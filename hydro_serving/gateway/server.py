@@ -115,6 +115,7 @@ def bind_unix_socket(path: Path) -> socket.socket:
             probe.close()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the state directory on a first start
         sock.bind(str(path))
         os.chmod(path, UNIX_SOCKET_MODE)
         sock.listen(512)

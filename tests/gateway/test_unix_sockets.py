@@ -387,3 +387,15 @@ def test_a_socket_path_past_the_kernel_limit_falls_back_to_tcp(tmp_path: Path, m
     assert "listens on TCP" in caplog.text
     monkeypatch.setenv("HYDRO_REPLICA_TRANSPORT", "tcp")
     assert LocalProvider(GatewayConfig(state_dir=tmp_path / "t")).socket_path("f", "f-1") is None
+
+
+def test_a_local_gateway_listens_on_its_state_socket_by_default(tmp_path: Path, gateway_factory: Any) -> None:
+    gw = gateway_factory(state_dir=tmp_path / "a")
+    default = gw.state_dir / "gateway.sock"
+    assert stat.S_ISSOCK(os.lstat(default).st_mode)
+    assert _unix_get(str(default), "/healthz") == 200
+    gw.stop()
+    assert not default.exists()
+    off = gateway_factory("--unix-socket", "off", state_dir=tmp_path / "b")
+    assert not (off.state_dir / "gateway.sock").exists()
+    assert off.http("GET", off.url + "/healthz")[0] == 200
