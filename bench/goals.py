@@ -135,8 +135,43 @@ def cold_start_halved(cases: dict[str, Any]) -> dict[str, Any]:
     return _goal(goal, p50 <= 150, detail)
 
 
-JUDGES = (gateway_hop, pipeline_share, cold_start, ahead_of_peers, batching_matches_flask, monitoring_overhead,
-          runtime_vs_handwritten, forest_batching_pays, cold_start_halved)
+def _uds_point(cases: dict[str, Any], target: str, concurrency: int) -> dict[str, Any] | None:
+    return _point(cases.get("uds"), target, concurrency)
+
+
+def uds_hop(cases: dict[str, Any]) -> dict[str, Any]:
+    """Issue 18 point 2: the gateway hop over a unix socket costs <= 0.5 ms p50 at one client."""
+    goal = "gateway hop (replica on a unix socket) <= +0.5 ms p50 at c=1"
+    direct = _uds_point(cases, "replica called directly", 1)
+    via = _uds_point(cases, "through the gateway, replica over a unix socket", 1)
+    tcp = _uds_point(cases, "through the gateway, replica over TCP", 1)
+    if not direct or not via:
+        return _goal(goal, None, "uds case not run")
+    added = via["p50_ms"] - direct["p50_ms"]
+    detail = f"p50 {via['p50_ms']:.2f} ms vs direct {direct['p50_ms']:.2f} ms: {added:+.2f} ms"
+    if tcp:
+        detail += f" (replica over TCP: {tcp['p50_ms'] - direct['p50_ms']:+.2f} ms)"
+    return _goal(goal, added <= 0.5, detail)
+
+
+def uds_throughput(cases: dict[str, Any]) -> dict[str, Any]:
+    """Issue 17 point 3 / 18 point 2: through-gateway req/s >= 0.8x the replica called directly, c=8 and c=32."""
+    goal = "through the gateway (unix socket) >= 0.8x the direct replica's req/s at c=8 and c=32"
+    shares = {}
+    for c in (8, 32):
+        via = _uds_point(cases, "through the gateway, replica over a unix socket", c)
+        if not via or via["ratio"]["rps"] is None:
+            return _goal(goal, None, "uds case not run")
+        shares[c] = via["ratio"]["rps"]
+    tcp = {c: (_uds_point(cases, "through the gateway, replica over TCP", c) or {}).get("ratio", {}).get("rps")
+           for c in (8, 32)}
+    detail = ", ".join(f"c={c}: {s:.2f}x" + (f" (TCP {tcp[c]:.2f}x)" if tcp[c] is not None else "")
+                       for c, s in shares.items())
+    return _goal(goal, all(s >= 0.8 for s in shares.values()), detail)
+
+
+JUDGES = (gateway_hop, uds_hop, uds_throughput, pipeline_share, cold_start, ahead_of_peers, batching_matches_flask,
+          monitoring_overhead, runtime_vs_handwritten, forest_batching_pays, cold_start_halved)
 
 
 def judge(cases: dict[str, Any]) -> list[dict[str, Any]]:

@@ -44,7 +44,7 @@ class Gateway:
 
     def __init__(self, work: Path, extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         self.work = work
-        self.env = env
+        self.env = env  # e.g. {"HYDRO_REPLICA_TRANSPORT": "tcp"}: replicas on ports a client can call directly
         self.state = work / "gateway-state"
         self.port = procs.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -128,6 +128,36 @@ class Gateway:
 
     def metrics_text(self) -> str:
         return procs.http("GET", self.url + "/metrics")[2].decode()
+
+
+def replica_get(replica: dict[str, Any], path: str, timeout: float = 30.0) -> tuple[int, bytes]:
+    """GET ``path`` from a replica as listed by the gateway: over its unix socket when it has one, else TCP."""
+    sock_path = replica.get("socket")
+    if not sock_path:
+        status, _, raw = procs.http("GET", replica["endpoint"] + path, timeout=timeout)
+        return status, raw
+    import http.client
+    import socket
+
+    conn = http.client.HTTPConnection("localhost", timeout=timeout)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect(sock_path)
+    conn.sock = sock
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc), for CPU per request."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

@@ -82,11 +82,9 @@ def cold_sample(gw: hydro.Gateway, body: bytes) -> dict[str, Any]:
         "process_start_ms": (after["process_start"] - before["process_start"]) * 1000.0,
         "ready_after_health_ms": (after["model_load"] - before["model_load"]) * 1000.0,
     }
-    endpoints = [r["endpoint"] for r in gw.replicas(FUNCTION) if r.get("endpoint")]
-    if endpoints:
-        from bench import procs
-
-        text = procs.http("GET", endpoints[0] + "/metrics")[2].decode()
+    replicas = [r for r in gw.replicas(FUNCTION) if r.get("endpoint")]
+    if replicas:
+        text = hydro.replica_get(replicas[0], "/metrics")[1].decode()  # over its unix socket by default
         load = hydro.metric_value(text, "hydro_function_model_load_seconds", function=FUNCTION)
         sample["runtime_import_and_load_ms"] = load * 1000.0
     sample["gateway_share_ms"] = total - sample["process_start_ms"] - sample["ready_after_health_ms"]

@@ -57,7 +57,9 @@ def run(ctx: Context) -> dict[str, Any]:
         finally:
             server.stop()
 
-    with hydro.Gateway(ctx.folder("hop-gateway")) as gw:
+    # replicas on TCP ports (HYDRO_REPLICA_TRANSPORT=tcp), so wrk can call the same replica directly; the
+    # default unix-socket path is measured against it in the uds case
+    with hydro.Gateway(ctx.folder("hop-gateway"), env={"HYDRO_REPLICA_TRANSPORT": "tcp"}) as gw:
         gw.deploy(iris_spec())
         gw.deploy({"name": "iris-pipe", "lang": "router", "chain": [{"variants": {"iris": 100}}],
                    "scale": {"min": 0, "max": 1, "idle": 600, "concurrency": 64}})

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from hydro_serving.gateway.config import DEFAULT_COLD_START_TIMEOUT, DEFAULT_PORT, GatewayConfig, default_state_dir
+from hydro_serving.gateway.config import (
+    DEFAULT_COLD_START_TIMEOUT,
+    DEFAULT_PORT,
+    GatewayConfig,
+    default_state_dir,
+    default_unix_socket,
+)
 from hydro_serving.gateway.providers import PROVIDERS
 
 
@@ -42,10 +48,15 @@ from hydro_serving.gateway.providers import PROVIDERS
 @click.option("--log-max-size", default="10Mi", show_default=True,
               help="The gateway's log and each replica's log under <state>/logs are rotated (3 copies kept) "
                    "past this size; 0 never rotates.")
+@click.option("--unix-socket", "unix_socket", envvar="HYDRO_GATEWAY_SOCKET", default=None, metavar="PATH|off",
+              help="Also listen on this unix socket (same API and auth as the TCP port); local routers call their "
+                   "stages through it. Default with the local provider: <state>/gateway.sock; 'off': TCP only "
+                   "(env HYDRO_GATEWAY_SOCKET).")
 def gateway(host: str, port: int, state: Path | None, provider: str, docker_network: str | None,
             cold_start_timeout: float, auth_functions: bool, discover_interval: float,
             discover_unsafe_formats: bool, trusted_keys: str, max_body: str,
-            body_timeout: float, header_timeout: float, max_connections: int, log_max_size: str) -> None:
+            body_timeout: float, header_timeout: float, max_connections: int, log_max_size: str,
+            unix_socket: str | None = None) -> None:
     """Run the gateway: deploy, invoke and scale functions to zero."""
     # the provider is built by name (providers.get_provider) as the gateway starts, so a missing extra
     # or a bad provider setting stops it at once with a one-line error, not at the first deploy
@@ -54,13 +65,21 @@ def gateway(host: str, port: int, state: Path | None, provider: str, docker_netw
 
     keys = trusted_keys_value(parse_trusted_keys(trusted_keys.split(","), "--trusted-keys"))
 
-    config = GatewayConfig(state_dir=(state or default_state_dir()).expanduser().resolve(), host=host, port=port,
+    state_dir = (state or default_state_dir()).expanduser().resolve()
+    if unix_socket is None:
+        socket_path = default_unix_socket(state_dir, provider)
+    elif unix_socket.strip().lower() in ("off", "none", "false", "0", ""):
+        socket_path = None
+    else:
+        socket_path = Path(unix_socket).expanduser().absolute()
+    config = GatewayConfig(state_dir=state_dir, host=host, port=port,
                            provider=provider, cold_start_timeout=cold_start_timeout, auth_functions=auth_functions,
                            docker_network=docker_network, discover_interval=discover_interval,
                            discover_unsafe_formats=discover_unsafe_formats, trusted_keys=keys,
                            max_body=_size(max_body, "--max-body"), body_timeout=body_timeout,
                            header_timeout=header_timeout, max_connections=max_connections,
-                           log_max_bytes=0 if log_max_size.strip() == "0" else _size(log_max_size, "--log-max-size"))
+                           log_max_bytes=0 if log_max_size.strip() == "0" else _size(log_max_size, "--log-max-size"),
+                           unix_socket=socket_path)
     run_gateway(config)
 
 

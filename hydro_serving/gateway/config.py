@@ -27,6 +27,19 @@ def default_state_dir() -> Path:
     return Path(platformdirs.user_data_dir("hydro")) / "state"
 
 
+GATEWAY_SOCKET = "gateway.sock"
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with its terminating NUL
+
+
+def default_unix_socket(state_dir: Path, provider: str) -> Path | None:
+    """``<state>/gateway.sock`` for a local gateway, so local routers call it without TCP; None when the
+    provider is not local (its routers are containers or pods) or the path is too long for a socket."""
+    path = state_dir / GATEWAY_SOCKET
+    if provider != "local" or len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        return None
+    return path
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """Everything the gateway needs, read once at start (never per request)."""
@@ -47,9 +60,19 @@ class GatewayConfig:
     discover_interval: float = 60.0  # seconds between model discovery passes over the store (0: never)
     discover_unsafe_formats: bool = False  # discovery may adopt pickle (joblib, pickle): code from the store
     trusted_keys: str = ""  # HYDRO_TRUSTED_KEYS, inline 'ed25519:...' entries: only models they signed load
+    unix_socket: Path | None = None  # also listen here (HYDRO_GATEWAY_SOCKET); local routers call it (http+unix)
 
     @property
     def url(self) -> str:
         """How replicas (routers) reach this gateway: always over loopback when bound to all interfaces."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def unix_url(self) -> str | None:
+        """The ``http+unix://`` URL of :attr:`unix_socket` (what local routers get), or None."""
+        if self.unix_socket is None:
+            return None
+        from hydro_serving.transport.unix import unix_url
+
+        return unix_url(str(self.unix_socket))

@@ -26,7 +26,8 @@ def new_session() -> aiohttp.ClientSession:
     No cookie jar (cookies of one caller must never reach another), no automatic decompression
     (a gzip body stays gzip with its Content-Encoding), no default headers the caller did not send.
     """
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=None)
+    # idle connections closed after 15 s, before the runtime's 30 s: never reuse one the replica is closing
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=15, ttl_dns_cache=None)
     return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
                                  skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"))
 
@@ -45,10 +46,20 @@ def forward_headers(request: web.Request, drop_auth: bool) -> CIMultiDict[str]:
     return headers
 
 
+_ROOTS: dict[str, URL] = {}  # endpoint -> its "/" URL: most calls are POST /function/<name>, built once
+
+
 def upstream_url(endpoint: str, raw_path: str, prefix_len: int) -> URL:
     """The replica URL for ``/function/<name><rest>``: ``rest`` (path and query) kept exactly as sent."""
     rest = raw_path[prefix_len:]
-    if not rest or rest[0] == "?":
+    if not rest:
+        root = _ROOTS.get(endpoint)
+        if root is None:
+            if len(_ROOTS) > 4096:  # bounded: replicas come and go (ports, sockets share "http://localhost")
+                _ROOTS.clear()
+            root = _ROOTS[endpoint] = URL(endpoint + "/", encoded=True)
+        return root
+    if rest[0] == "?":
         rest = "/" + rest
     return URL(endpoint + rest, encoded=True)
 

@@ -303,6 +303,10 @@ async def invoke(request: web.Request) -> web.StreamResponse:
                 error=status >= 500)
 
 
+class ReplicaGone(Exception):
+    """The picked replica was stopped (its unix-socket pool closed) before the request went out: as refused."""
+
+
 async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: bytes,
                    prefix_len: int, drop_auth: bool, tap: Tap | None = None) -> web.Response:
     """Send the request to a ready replica; retry only what the replica provably never ran.
@@ -312,7 +316,6 @@ async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: 
     meanwhile, and the retry waits for a ready one). A connection lost mid-request may have run
     the handler: that is a 502, and the replica is re-checked before it gets another request.
     """
-    assert gw.session is not None
     # admin credentials and keys are the gateway's own: never handed to function code, whatever the auth mode
     headers = forward_headers(request, drop_auth)
     if tap is not None and tap.traceparent is not None:  # one trace id for a pipeline's stages
@@ -327,7 +330,10 @@ async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: 
         cold_any = cold_any or cold
         waited_total += waited or 0.0
         try:
-            async with gw.session.request(request.method, upstream_url(replica.endpoint, request.raw_path, prefix_len),
+            session = replica.session or gw.session  # a unix-socket replica's own pool, else the shared TCP one
+            if session is None or (replica.socket and session is gw.session):  # stopped while picked
+                raise ReplicaGone(replica.id)
+            async with session.request(request.method, upstream_url(replica.endpoint, request.raw_path, prefix_len),
                                           headers=headers, data=body, allow_redirects=False,
                                           timeout=pool.request_timeout) as upstream:
                 data = await upstream.read()
@@ -345,7 +351,7 @@ async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: 
                 if waited_total:
                     out["X-Queue-Time-Ms"] = f"{waited_total * 1000:.1f}"
                 return web.Response(status=upstream.status, body=data, headers=out)
-        except aiohttp.ClientConnectorError:
+        except (aiohttp.ClientConnectorError, ReplicaGone):
             pool.discard(replica, "unreachable")
             refused += 1
             if refused >= 2:

@@ -28,6 +28,7 @@ from hydro_serving.gateway.deployment import Deployment
 from hydro_serving.gateway.metrics import FunctionMetrics
 from hydro_serving.gateway.providers.base import Provider, Replica
 from hydro_serving.gateway.providers.base import ReplicaStartError as StartError
+from hydro_serving.gateway.upstream import replica_session
 
 log = logging.getLogger("hydro.gateway")
 
@@ -249,6 +250,8 @@ class FunctionPool:
     async def _start_replica(self, reason: str, generation: int) -> Replica:
         self.metrics.started(reason)
         replica = await self.provider.start_replica(self.spec, generation)
+        # a replica on a unix socket gets its own keep-alive pool, sized to the function's concurrency
+        replica.session = replica_session(replica, self.spec.scale.concurrency) if replica.socket else self.session
         self.replicas.append(replica)
         self._update_gauges()
         exit_task = self._watchers[replica.id] = self._spawn(self._watch(replica))
@@ -270,9 +273,12 @@ class FunctionPool:
         self._after_ready(replica)
         return replica
 
-    async def _probe(self, url: str) -> int | None:
+    async def _probe(self, replica: Replica, path: str) -> int | None:
+        session = replica.session or (None if replica.socket else self.session)
+        if session is None:  # stopped meanwhile: its pool is closed
+            return None
         try:
-            async with self.session.get(url, timeout=PROBE_TIMEOUT) as resp:
+            async with session.get(replica.endpoint + path, timeout=PROBE_TIMEOUT) as resp:
                 await resp.read()
                 return resp.status
         except (aiohttp.ClientError, TimeoutError, OSError):
@@ -292,13 +298,13 @@ class FunctionPool:
             if exit_task.done() or replica.state != state:
                 raise self._start_error(replica)
             if healthy_at is None:
-                if await self._probe(replica.endpoint + "/_/health") == 200:
+                if await self._probe(replica, "/_/health") == 200:
                     healthy_at = time.monotonic()
                     if observe:
                         self.metrics.process_start.observe(healthy_at - since)
                     continue
             # ?wait=1: the runtime holds the probe until the model is loaded, so readiness is seen at once
-            elif await self._probe(replica.endpoint + "/_/ready?wait=1") == 200:
+            elif await self._probe(replica, "/_/ready?wait=1") == 200:
                 if observe:
                     self.metrics.model_load.observe(time.monotonic() - healthy_at)
                 return
@@ -385,6 +391,9 @@ class FunctionPool:
             await self.provider.stop_replica(replica, self.config.stop_grace)
         except Exception:  # a stop must never take the gateway down; the provider's close() is the backstop
             log.exception("function %s: stopping replica %s failed", self.name, replica.id)
+        session, replica.session = replica.session, None
+        if session is not None and session is not self.session:  # its own unix-socket pool
+            await session.close()
         replica.state = "stopped" if replica.state == "stopping" else replica.state
 
     def _forget(self, replica: Replica, reason: str) -> None:

@@ -8,8 +8,11 @@ import ctypes
 import json
 import logging
 import os
+import socket
+import stat
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -87,6 +90,43 @@ def tune_malloc() -> None:
         libc.mallopt(M_MMAP_THRESHOLD, 256 * 1024)
 
 
+UNIX_SOCKET_MODE = 0o666  # like the TCP port on 127.0.0.1: any local process may call, the gateway's auth applies
+
+
+def bind_unix_socket(path: Path) -> socket.socket:
+    """The gateway's listening unix socket at ``path``: a stale socket there is replaced, anything else refused.
+
+    Bound before the application starts, so a router replica warmed at start already finds it.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ConfigError(f"cannot listen on {path}: it exists and is not a socket", field="unix_socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            os.unlink(path)  # stale: left by a gateway that was killed
+        else:
+            raise ConfigError(f"cannot listen on {path}: another process is listening there", field="unix_socket")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the state directory on a first start
+        sock.bind(str(path))
+        os.chmod(path, UNIX_SOCKET_MODE)
+        sock.listen(512)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {path}: {exc.strerror or exc}", field="unix_socket") from None
+    sock.setblocking(False)
+    return sock
+
+
 async def serve(app: web.Application, config: GatewayConfig) -> None:
     """Listen until cancelled (a signal), then shut down gracefully: replicas are stopped by app cleanup.
 
@@ -94,27 +134,43 @@ async def serve(app: web.Application, config: GatewayConfig) -> None:
     :func:`capped_factory`; ``keepalive_timeout`` doubles as the header timeout (aiohttp arms it when a
     connection opens and closes a connection still waiting for a complete request when it fires).
     """
+    unix_sock = bind_unix_socket(config.unix_socket) if config.unix_socket is not None else None
     runner = web.AppRunner(app, access_log=None, handle_signals=True, shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
                            keepalive_timeout=config.header_timeout)
     await runner.setup()
     server = runner.server
     assert server is not None
     loop = asyncio.get_running_loop()
+    factory = capped_factory(server, lambda: len(server.connections), config.max_connections)
+    listeners: list[asyncio.AbstractServer] = []
     try:
-        listener = await loop.create_server(
-            capped_factory(server, lambda: len(server.connections), config.max_connections),
-            config.host, config.port, reuse_address=True, backlog=512)
+        listeners.append(await loop.create_server(factory, config.host, config.port, reuse_address=True,
+                                                  backlog=512))
+        if unix_sock is not None:
+            listeners.append(await loop.create_unix_server(factory, sock=unix_sock, backlog=512))
     except OSError as exc:  # typically: the port is taken
+        for listener in listeners:
+            listener.close()
         await runner.cleanup()
+        _remove_socket(config.unix_socket)
         raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
                           field="port") from None
-    print(f"hydro gateway on {config.url} (provider {config.provider}, state {config.state_dir})", flush=True)
+    also = f" and {config.unix_socket}" if config.unix_socket is not None else ""
+    print(f"hydro gateway on {config.url}{also} (provider {config.provider}, state {config.state_dir})", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
         log.info("stopping: no new connections; requests in flight get up to %gs", SHUTDOWN_GRACE_SECONDS)
-        listener.close()
+        for listener in listeners:
+            listener.close()
         await runner.cleanup()
+        _remove_socket(config.unix_socket)
+
+
+def _remove_socket(path: Path | None) -> None:
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def quiet_malformed_requests(record: logging.LogRecord) -> bool:

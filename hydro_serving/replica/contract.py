@@ -20,6 +20,9 @@ FUNCTION_NAME_ENV = "HYDRO_FUNCTION_NAME"
 FUNCTION_SPEC_ENV = "HYDRO_FUNCTION_SPEC"
 GATEWAY_URL_ENV = "HYDRO_GATEWAY_URL"
 HYDRO_STAGE_URL_TEMPLATE = "HYDRO_STAGE_URL_TEMPLATE"  # on Knative: http://{name}.<namespace>.svc.cluster.local
+# a local router's way to its gateway when the gateway also listens on a unix socket: an http+unix:// URL
+# for hydro_serving.transport.open_transport (HYDRO_GATEWAY_URL stays the TCP one)
+GATEWAY_TRANSPORT_ENV = "HYDRO_GATEWAY_TRANSPORT"
 SECRETS_DIR_ENV = "HYDRO_SECRETS_DIR"
 HOST_ENV = "HYDRO_HOST"
 PORT_ENV = "HYDRO_PORT"
@@ -45,6 +48,7 @@ REPLICA_CREDENTIAL_ENVS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SE
 # ---- the gateway's own settings for sandboxing local replicas ------------------------------------
 SANDBOX_ENV = "HYDRO_SANDBOX"  # auto (default) | uid | userns | off
 REPLICA_UIDS_ENV = "HYDRO_REPLICA_UIDS"  # e.g. 800000-865535: per-function uids when the gateway is root
+REPLICA_TRANSPORT_ENV = "HYDRO_REPLICA_TRANSPORT"  # unix (default on Linux) | tcp: how the gateway reaches replicas
 
 # ---- conventions of images (docker, Knative) -------------------------------------------------------
 CONTAINER_PORT = 8080

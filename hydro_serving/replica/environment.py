@@ -40,7 +40,8 @@ NO_METADATA_ENV = "AWS_EC2_METADATA_DISABLED"
 # everything else a function sees is the same on local, docker, Knative and ``hydro run``
 PROVIDER_KEYS = frozenset({
     contract.GATEWAY_URL_ENV, contract.FUNCTION_SPEC_ENV, contract.SECRETS_DIR_ENV, contract.HOST_ENV,
-    contract.PORT_ENV, contract.HYDRO_STAGE_URL_TEMPLATE, contract.CACHE_ENV, "HOME", "TMPDIR",
+    contract.PORT_ENV, contract.HYDRO_STAGE_URL_TEMPLATE, contract.CACHE_ENV, contract.GATEWAY_TRANSPORT_ENV,
+    "HOME", "TMPDIR",
     NO_METADATA_ENV,
 })
 

@@ -1,7 +1,7 @@
 """``python -m hydro_serving.runtime --spec SPEC.json --port N``: the process inside every function replica.
 
 Flags win over the environment (``HYDRO_FUNCTION_SPEC``, ``HYDRO_PORT``, ``HYDRO_HOST``,
-``HYDRO_WORKERS``, ``HYDRO_THREADS``) so one image serves under any supervisor: the gateway's
+``HYDRO_UNIX_SOCKET``, ``HYDRO_WORKERS``, ``HYDRO_THREADS``) so one image serves under any supervisor: the gateway's
 local provider passes flags, a container passes environment.
 
 Without ``--workers``/``HYDRO_WORKERS`` the template decides (:func:`server.default_workers`:
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="function spec JSON (FunctionSpec.to_dict()); env HYDRO_FUNCTION_SPEC")
     parser.add_argument("--host", default=os.environ.get("HYDRO_HOST", "127.0.0.1"), help="env HYDRO_HOST")
     parser.add_argument("--port", type=int, default=_env_int("HYDRO_PORT", 8080), help="env HYDRO_PORT")
+    parser.add_argument("--unix-socket", default=os.environ.get("HYDRO_UNIX_SOCKET") or None, metavar="PATH",
+                        help="listen on this unix socket instead of --host/--port; env HYDRO_UNIX_SOCKET")
     parser.add_argument("--workers", type=int, default=_env_int("HYDRO_WORKERS", 0) or None,
                         help="env HYDRO_WORKERS (default: min(2, cpus) for model templates, else 1)")
     parser.add_argument("--threads", type=int, default=_env_int("HYDRO_THREADS", 0) or None,
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         template = get_template(spec.lang)
         workers = args.workers if args.workers is not None else default_workers(template)
         threads = args.threads if args.threads is not None else default_threads(workers, spec)
-        serve(spec, args.host, args.port, workers, threads, args.access_log, template=template)
+        serve(spec, args.host, args.port, workers, threads, args.access_log, args.unix_socket, template=template)
     except HydroError as exc:
         where = f" ({exc.field})" if exc.field else ""
         print(f"error: {exc.message}{where}", file=sys.stderr)

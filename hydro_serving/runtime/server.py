@@ -193,11 +193,18 @@ class ReplicaArbiter(Arbiter):
             self.spawn_worker()
 
 
+def bind_address(host: str, port: int, unix_socket: str | None = None) -> str:
+    """gunicorn's bind: ``unix:PATH`` when the supervisor chose a socket (the gateway's local provider), else TCP."""
+    if unix_socket:
+        return f"unix:{unix_socket}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class RuntimeServer(BaseApplication):
     """gunicorn's application interface over :func:`hydro_serving.runtime.app.create_app`."""
 
     def __init__(self, spec: FunctionSpec, host: str, port: int, workers: int = 1, threads: int = 8,
-                 access_log: bool = False, template: Template | None = None) -> None:
+                 access_log: bool = False, unix_socket: str | None = None, template: Template | None = None) -> None:
         if workers < 1 or threads < 1:
             raise ConfigError("workers and threads must be at least 1", field="workers")
         self.spec = spec
@@ -230,7 +237,9 @@ class RuntimeServer(BaseApplication):
         def when_ready(server: Any) -> None:  # the master, sockets bound, before the first worker is forked
             self.preloaded = load_before_fork(spec, self.template, workers)
         self.options: dict[str, Any] = {
-            "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "bind": bind_address(host, port, unix_socket),
+            # a unix socket is created 0600 (owner: the replica's user); the gateway is root or the same user
+            "umask": 0o177 if unix_socket else None,
             "workers": workers,
             "worker_class": "gthread",
             "threads": threads,
@@ -275,7 +284,7 @@ class RuntimeServer(BaseApplication):
 
 
 def serve(spec: FunctionSpec, host: str = "127.0.0.1", port: int = 8080, workers: int = 1, threads: int = 8,
-          access_log: bool = False, template: Template | None = None) -> None:
+          access_log: bool = False, unix_socket: str | None = None, template: Template | None = None) -> None:
     """Serve ``spec`` in the foreground until SIGINT/SIGTERM (gunicorn then exits the process)."""
     setup_logging()
-    RuntimeServer(spec, host, port, workers, threads, access_log, template=template).run()
+    RuntimeServer(spec, host, port, workers, threads, access_log, unix_socket, template=template).run()

@@ -19,12 +19,12 @@ TransportFactory = Callable[[str, Mapping[str, str]], Transport]
 BUILTIN: dict[str, str] = {
     "http": "hydro_serving.transport.http:HttpTransport",
     "https": "hydro_serving.transport.http:HttpTransport",
+    "http+unix": "hydro_serving.transport.unix:UnixHttpTransport",
     "hydro-async": "hydro_serving.transport.hydroasync:AsyncTransport",  # the gateway's durable async queue
     "hydro-async+https": "hydro_serving.transport.hydroasync:AsyncTransport",
 }
-# Transports issue 17 plans, each to become a BUILTIN line: a URL naming one fails with this message.
+# Transports a later issue plans, each to become a BUILTIN line: a URL naming one fails with this message.
 PLANNED: dict[str, str] = {
-    "http+unix": "HTTP over a unix socket (issue 17 point 3) is not available yet; use http://",
 }
 
 
@@ -65,7 +65,7 @@ def register(scheme: str, factory: TransportFactory) -> None:
 
 
 def open_transport(url: str, headers: Mapping[str, str] | None = None) -> Transport:
-    """The transport for ``url`` (``http://gateway:8080`` today); ``headers`` go with every call.
+    """The transport for ``url`` (``http://gw:8080``, ``http+unix://%2Frun%2Fgw.sock``); ``headers`` go with every call.
 
     An unknown or not-yet-built scheme is a :class:`ConfigError` naming the field ``transport``.
     """

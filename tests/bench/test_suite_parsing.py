@@ -168,3 +168,21 @@ def test_goals_judge_from_points() -> None:
 def test_machine_parsers() -> None:
     assert machine.cpu_model("processor : 0\nmodel name\t: Some CPU @ 2GHz\n") == "Some CPU @ 2GHz"
     assert machine.memory_bytes("MemTotal:       16384 kB\n") == 16384 * 1024
+
+
+def test_uds_goals_judge_the_hop_and_throughput_against_the_direct_call() -> None:
+    from bench.cases.uds import DIRECT, VIA_TCP, VIA_UNIX
+
+    points = []
+    for c, direct_rps in ((1, 1000), (8, 2000), (32, 2200)):
+        points += [_point(DIRECT, c, direct_rps, 1.0, 2.0), _point(VIA_TCP, c, direct_rps * 0.7, 1.8, 3.0),
+                   _point(VIA_UNIX, c, direct_rps * (0.85 if c == 8 else 0.75), 1.4, 3.0)]
+    results.add_ratios(points, DIRECT)
+    by_goal = {g["goal"]: g for g in goals.judge({"uds": {"status": "ok", "baseline": DIRECT, "points": points}})}
+    hop = by_goal["gateway hop (replica on a unix socket) <= +0.5 ms p50 at c=1"]
+    assert hop["met"] is True and "+0.40 ms" in hop["detail"] and "TCP: +0.80 ms" in hop["detail"]
+    rps = by_goal["through the gateway (unix socket) >= 0.8x the direct replica's req/s at c=8 and c=32"]
+    assert rps["met"] is False and "c=8: 0.85x (TCP 0.70x), c=32: 0.75x" in rps["detail"]
+    assert by_goal["gateway hop (replica on a unix socket) <= +0.5 ms p50 at c=1"]["goal"] in [
+        g["goal"] for g in goals.judge({})]
+    assert all(g["met"] is None for g in goals.judge({}) if "unix socket" in g["goal"])

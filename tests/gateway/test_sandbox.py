@@ -111,8 +111,8 @@ def test_hostile_function_reaches_nothing_but_its_own(gateway_factory: Any, monk
     results = body["results"]
     # listing the state directory shows (at most) the path to its own folder: the rest is not there
     # its start file is gone; a per-function uid (root gateway, mode auto) also has its passwd/group entries
-    own_files = "['group', 'home', 'passwd', 'secrets', 'spec.json']" if mode == "auto" and os.geteuid() == 0 \
-        else "['home', 'secrets', 'spec.json']"
+    own_files = "['group', 'home', 'passwd', 'run', 'secrets', 'spec.json']" if mode == "auto" and os.geteuid() == 0 \
+        else "['home', 'run', 'secrets', 'spec.json']"
     own_path = {"list:state": "['functions']", "list:functions": "['hostile']", "list:own folder": own_files}
     for name, shown in own_path.items():
         if results[name]["ok"]:
@@ -206,7 +206,10 @@ def test_state_directory_is_private(gateway: Any, tmp_path: Path) -> None:
             mode = stat.S_IMODE(path.lstat().st_mode)
             rel = path.relative_to(state)
             inside_function = rel.parts[:1] == ("functions",) and len(rel.parts) > 1
-            if not inside_function:  # reachable by nobody but the gateway
+            if rel == Path("gateway.sock"):  # the gateway's API socket (0666 like its TCP port): other users reach
+                assert stat.S_ISSOCK(path.lstat().st_mode)  # it only through this 0700 folder, routers through
+                assert mode == 0o666  # the bind of this one file into their sandbox (test_unix_sockets.py)
+            elif not inside_function:  # reachable by nobody but the gateway
                 assert mode & 0o077 == 0, f"{rel} is {oct(mode)}"
             else:  # its function's user or group at most, never every user
                 assert mode & 0o007 == 0 or "model-cache" in rel.parts, f"{rel} is {oct(mode)}"

@@ -65,7 +65,7 @@ def test_logs_are_readable(gateway: Any, echo_dir: Path) -> None:
     status, _, raw = gateway.http("GET", gateway.url + "/system/logs?name=echo&tail=100",
                                   headers={"Authorization": f"Bearer {gateway.token}"})
     text = raw.decode()
-    assert status == 200 and "replica echo-" in text and "starting on port" in text
+    assert status == 200 and "replica echo-" in text and "starting on socket" in text
     status, _, raw = gateway.http("GET", gateway.url + "/system/logs?name=echo&tail=1",
                                   headers={"Authorization": f"Bearer {gateway.token}"})
     assert status == 200 and len(raw.decode().strip().splitlines()) == 1

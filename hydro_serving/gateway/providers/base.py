@@ -35,7 +35,7 @@ class Replica:
 
     id: str
     function: str
-    endpoint: str  # base URL, e.g. http://127.0.0.1:41234
+    endpoint: str  # base URL, e.g. http://127.0.0.1:41234 (on a unix socket: http://localhost, the Host it is sent)
     generation: int = 1
     pid: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -44,10 +44,15 @@ class Replica:
     started_at: float = 0.0
     ready_at: float = 0.0
     last_used: float = 0.0
+    socket: str | None = None  # a local replica's unix socket (the provider's choice); None: TCP to ``endpoint``
+    session: Any = field(default=None, repr=False)  # the scaler's client session for this replica (gateway.upstream)
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "endpoint": self.endpoint, "pid": self.pid, "state": self.state,
-                "generation": self.generation, "inflight": self.inflight}
+        out = {"id": self.id, "endpoint": self.endpoint, "pid": self.pid, "state": self.state,
+               "generation": self.generation, "inflight": self.inflight}
+        if self.socket is not None:
+            out["socket"] = self.socket
+        return out
 
 
 class ReplicaStartError(UpstreamError):

@@ -12,6 +12,15 @@ secrets it declared, a writable ``home/`` that is its ``HOME``/``TMPDIR``, its m
 what it needs to run (interpreter, package, templates, handler folder): not the rest of the
 state directory, nor other functions' folders or logs.
 
+How the gateway reaches a replica (issue 17): on Linux a replica listens on a unix socket,
+``<state>/functions/<name>/run/<n>.sock`` (replica ``<name>-<n>``), chosen here and never by a
+template. ``run/`` is owned by the function's uid (0700) inside its 0750 function folder, and the
+socket is created 0600, so another function's uid cannot reach it (and in ``userns`` mode cannot even see the state
+directory); the gateway checks that the listener is the replica's own process
+(:mod:`hydro_serving.gateway.upstream`). ``HYDRO_REPLICA_TRANSPORT=tcp`` (the gateway's environment)
+forces a port on 127.0.0.1 instead, for debugging with curl; so does a socket path longer than the
+kernel's limit (logged).
+
 Models from the store: when the operator gives replicas read-only store credentials
 (``HYDRO_REPLICA_AWS_ACCESS_KEY_ID``/``..._SECRET_ACCESS_KEY``), the replica fetches its model into
 its own cache; otherwise the gateway fetches it (sha256-verified) into ``<function>/model-cache``,
@@ -63,6 +72,36 @@ def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+UNIX, TCP = "unix", "tcp"
+RUN_DIR = "run"
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with its terminating NUL
+
+
+def replica_transport(environ: dict[str, str] | None = None) -> str:
+    """``unix`` (default on Linux) or ``tcp`` from ``HYDRO_REPLICA_TRANSPORT``; anything else is a ConfigError."""
+    from hydro_serving.errors import ConfigError
+
+    environ = dict(os.environ) if environ is None else environ
+    raw = environ.get(contract.REPLICA_TRANSPORT_ENV, "").strip().lower()
+    if not raw:
+        return UNIX if sys.platform.startswith("linux") else TCP
+    if raw not in (UNIX, TCP):
+        raise ConfigError(f"{contract.REPLICA_TRANSPORT_ENV} must be unix or tcp, got {raw!r}",
+                          field=contract.REPLICA_TRANSPORT_ENV)
+    return raw
+
+
+def _clear_path(path: Path) -> None:
+    """Remove whatever is at ``path`` (a stale socket of a killed gateway's replica, or anything planted)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 # what a local replica inherits from the gateway besides the documented base: where the gateway's own
@@ -160,6 +199,9 @@ class LocalProvider(Provider):
         self._procs: dict[str, asyncio.subprocess.Process | ZygoteChild] = {}
         self.spawner = ZygoteSpawner(config.state_dir / "zygotes")  # pre-imported templates (HYDRO_ZYGOTE=0: off)
         self._venv_builds: set[asyncio.Task[str]] = set()
+        self.transport = replica_transport()  # read once: a typo stops the gateway at start
+        log.info("local replicas listen on %s", "unix sockets" if self.transport == UNIX else "127.0.0.1 ports "
+                 f"({contract.REPLICA_TRANSPORT_ENV}=tcp)")
 
     # ---- deployment hooks ------------------------------------------------------------------------
 
@@ -198,6 +240,22 @@ class LocalProvider(Provider):
 
     def home_path(self, name: str) -> Path:
         return self.function_dir(name) / "home"
+
+    def run_path(self, name: str) -> Path:
+        return self.function_dir(name) / RUN_DIR
+
+    def socket_path(self, name: str, replica_id: str) -> Path | None:
+        """Where a replica of ``name`` listens, or None for TCP (forced, or a path too long for a socket)."""
+        if self.transport != UNIX:
+            return None
+        # the replica's number only (its id is <name>-<n>): the folder already names the function, and
+        # sun_path is short
+        path = self.run_path(name) / f"{replica_id.rsplit('-', 1)[-1]}.sock"
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            log.warning("function %s: socket path %s is longer than %d bytes: this replica listens on TCP "
+                        "(use a shorter state directory)", name, path, MAX_SOCKET_PATH)
+            return None
+        return path
 
     def log_path(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
@@ -271,7 +329,7 @@ class LocalProvider(Provider):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         _share_with_group(folder, owner, 0o750)
         home = self.home_path(name)
-        for sub in (home, home / "tmp"):
+        for sub in (home, home / "tmp", self.run_path(name)):
             sub.mkdir(mode=0o700, exist_ok=True)
             if owner is not None:
                 os.chown(sub, *owner, follow_symlinks=False)
@@ -287,11 +345,14 @@ class LocalProvider(Provider):
             readable.append(spec.handler)
         if spec.model and spec.model_is_local:
             readable.append(str(Path(spec.model.removeprefix("file://")).expanduser()))
+        if spec.is_router and self.config.unix_socket is not None:  # its stages are called through it
+            readable.append(str(self.config.unix_socket))
         files = (sandbox.identity_files(self.function_dir(spec.name), owner[0], owner[1], spec.name,
                                         str(self.home_path(spec.name))) if self.sandbox == sandbox.UID else [])
         return sandbox.make_plan(self.sandbox, uid=owner[0], gid=owner[1],
                                  hidden=[str(self.config.state_dir), "/tmp"], readable=readable,
-                                 writable=[str(self.home_path(spec.name))], files=files)
+                                 writable=[str(self.home_path(spec.name)), str(self.run_path(spec.name))],
+                                 files=files)
 
     def _secrets_dir(self, spec: FunctionSpec) -> Path | None:
         """The replica's secrets folder, refreshed from the store at each start (None: none declared)."""
@@ -350,6 +411,9 @@ class LocalProvider(Provider):
             **self.replica_credentials(spec.name),  # the gateway's additions (a router's key: auth)
             contract.GATEWAY_URL_ENV: self.config.url,
             contract.FUNCTION_SPEC_ENV: str(spec_path or self.spec_path(spec.name)),
+            # a router beside a gateway that listens on a unix socket calls its stages through it
+            **({contract.GATEWAY_TRANSPORT_ENV: self.config.unix_url}
+               if spec.is_router and self.config.unix_url is not None else {}),
             **_trust_environment(spec, self.config),  # model trust (store part): the deploy's pin, trusted keys
         }
         if secrets_dir is not None:
@@ -373,9 +437,15 @@ class LocalProvider(Provider):
             await self.deploy(spec, generation)
         self._function_folder(spec.name)
         secrets_dir = self._secrets_dir(spec)
-        port = _free_port()
-        replica = Replica(id=next_replica_id(spec.name), function=spec.name, endpoint=f"http://127.0.0.1:{port}",
-                          generation=generation, started_at=time.monotonic())
+        replica_id = next_replica_id(spec.name)
+        sock = self.socket_path(spec.name, replica_id)
+        port = 0 if sock is not None else _free_port()
+        replica = Replica(id=replica_id, function=spec.name,
+                          endpoint="http://localhost" if sock is not None else f"http://127.0.0.1:{port}",
+                          generation=generation, started_at=time.monotonic(),
+                          socket=str(sock) if sock is not None else None)
+        if sock is not None:
+            _clear_path(sock)  # a killed gateway's replica of the same id left it (gunicorn refuses a non-socket)
         log_path = self.log_path(spec.name)
         try:  # the gateway's interpreter, or the function's own venv when HYDRO_ISOLATE asks for one
             python = await asyncio.to_thread(replica_python, spec)
@@ -397,10 +467,11 @@ class LocalProvider(Provider):
             raise ReplicaStartError(f"cannot fetch the model of '{spec.name}': {exc}", function=spec.name) from None
         plan = self._plan(spec, python)
         argv = [python, "-m", "hydro_serving.runtime", "--spec", str(spec_path),
-                "--port", str(port), "--host", "127.0.0.1"]
+                *(["--unix-socket", str(sock)] if sock is not None else ["--port", str(port), "--host", "127.0.0.1"])]
         cwd = spec.handler if spec.handler and Path(spec.handler).is_dir() else str(self.home_path(spec.name))
         with open_private_log(log_path) as log:
-            log.write(f"[hydro] {time.strftime('%Y-%m-%dT%H:%M:%S')} replica {replica.id} starting on port {port} "
+            log.write(f"[hydro] {time.strftime('%Y-%m-%dT%H:%M:%S')} replica {replica.id} starting on "
+                      f"{'socket ' + str(sock) if sock is not None else 'port ' + str(port)} "
                       f"(generation {generation})\n".encode())
             log.flush()
             replica.info["log_offset"] = log.tell()
@@ -420,13 +491,14 @@ class LocalProvider(Provider):
                 raise ReplicaStartError(f"cannot start a replica of '{spec.name}': {cause or exc}",
                                         function=spec.name) from None
         replica.pid = proc.pid
-        replica.info.update({"pgid": proc.pid, "port": port, "log": str(log_path)})
+        replica.info.update({"pgid": proc.pid, "log": str(log_path), **({"port": port} if sock is None else {})})
         self._procs[replica.id] = proc
         return replica
 
     async def stop_replica(self, replica: Replica, grace: float) -> None:
         proc = self._procs.get(replica.id)
         if proc is None:
+            self._remove_socket(replica)
             return
         try:
             if proc.returncode is None:
@@ -440,6 +512,12 @@ class LocalProvider(Provider):
                 self._signal(replica, signal.SIGKILL)
         finally:
             self._procs.pop(replica.id, None)
+            self._remove_socket(replica)
+
+    def _remove_socket(self, replica: Replica) -> None:
+        """A stopped replica's socket goes with it (gunicorn removes it on a clean exit, not on SIGKILL)."""
+        if replica.socket is not None:
+            _clear_path(Path(replica.socket))
 
     def _signal(self, replica: Replica, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -1,0 +1,94 @@
+"""HTTP over a unix socket to a gateway on the same machine: ``http+unix://<percent-encoded socket path>``.
+
+The URL form is requests-unixsocket's: the socket path, percent-encoded, is the host
+(``http+unix://%2Frun%2Fhydro%2Fgateway.sock``); a path after it is ignored, since calls go to
+``/function/<name>`` as with :class:`~hydro_serving.transport.http.HttpTransport`. Everything else is
+that transport's: one keep-alive pool, connect failures (socket missing, nobody listening) retried
+with backoff within the deadline, a lost connection or timeout final. Why a unix socket: a router
+or stream worker beside its gateway skips the TCP/IP stack on every stage call; the gateway sets
+``HYDRO_GATEWAY_TRANSPORT`` to this URL for local routers when it listens on one
+(``hydro gateway --unix-socket PATH``).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import urllib3
+from urllib3.connection import HTTPConnection
+from urllib3.exceptions import NewConnectionError
+
+from hydro_serving.errors import ConfigError
+from hydro_serving.transport.http import ConnectRetry, HttpTransport
+
+SCHEME = "http+unix"
+
+
+def unix_url(path: str) -> str:
+    """The ``http+unix://`` URL of a socket path (what the gateway puts in ``HYDRO_GATEWAY_TRANSPORT``)."""
+    return f"{SCHEME}://{quote(str(path), safe='')}"
+
+
+def socket_path(url: str) -> str:
+    """The socket path of an ``http+unix://`` URL; a ConfigError naming ``transport`` when there is none."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != SCHEME:
+        raise ConfigError(f"not an {SCHEME}:// URL: {url!r}", field="transport")
+    path = unquote(parts.netloc)
+    if not path or "\0" in path:
+        raise ConfigError(f"{url!r} names no socket: use {SCHEME}://%2Fpath%2Fto%2Fgateway.sock", field="transport")
+    return path
+
+
+class UnixConnection(HTTPConnection):
+    """urllib3's HTTP connection, connected to a unix socket instead of host:port."""
+
+    def __init__(self, socket_path: str, *args: Any, **kwargs: Any) -> None:
+        self.socket_path = socket_path
+        super().__init__(*args, **kwargs)
+
+    def _new_conn(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)  # type: ignore[arg-type] # urllib3 resolved it to a float or None
+            sock.connect(self.socket_path)
+        except OSError as exc:  # missing file, refused, permission: nothing was sent, so retryable
+            sock.close()
+            raise NewConnectionError(self, f"Failed to establish a new connection: {exc.strerror or exc}") from exc
+        return sock
+
+
+class UnixConnectionPool(urllib3.HTTPConnectionPool):
+    """A keep-alive pool of :class:`UnixConnection` to one socket (thread-safe, as urllib3's pools are)."""
+
+    def __init__(self, socket_path: str, **kwargs: Any) -> None:
+        super().__init__("localhost", **kwargs)
+        self.socket_path = socket_path
+
+    def _new_conn(self) -> HTTPConnection:
+        self.num_connections += 1
+        return UnixConnection(self.socket_path, host=self.host, port=self.port, timeout=self.timeout.connect_timeout,
+                              **self.conn_kw)
+
+
+class UnixHttpTransport(HttpTransport):
+    """POSTs to ``/function/<name>`` of the gateway listening on the socket of an ``http+unix://`` URL."""
+
+    def __init__(self, url: str, headers: Mapping[str, str] | None = None, pool_size: int = 16,
+                 connect_timeout: float = 2.0, retry: ConnectRetry | None = None,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        path = socket_path(url)
+        extra = {"sleep": sleep} if sleep is not None else {}
+        super().__init__("http://localhost", headers, pool_size, connect_timeout, retry, **extra)
+        self.socket_path = path
+        # block=False: a burst beyond pool_size opens extra connections instead of queueing on the pool
+        self._pool = UnixConnectionPool(path, maxsize=pool_size, block=False)  # type: ignore[assignment]
+
+    def url(self, function: str) -> str:
+        return f"/function/{quote(function, safe='')}"
+
+    def close(self) -> None:
+        self._pool.close()  # type: ignore[attr-defined]
