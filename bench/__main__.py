@@ -20,7 +20,7 @@ from bench import goals, machine, results, wrk
 from bench.context import Context
 from bench.load import Settings
 
-CASES = ("hop", "pipeline", "coldstart", "peers", "batching", "monitor")
+CASES = ("hop", "pipeline", "coldstart", "peers", "batching", "monitor", "router")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 

@@ -14,12 +14,14 @@ The gateway answers ``{"function", "endpoints": [{"url", "replica", "concurrency
   ``reason`` says why, and the router keeps calling through the gateway. A cold stage has no ready
   replica: the empty lease sends the router's next call through the gateway, which starts one;
 * **what the gateway keeps**: the body reports the direct calls made since the last lease
-  (``{"calls": {"200": n, ...}, "seconds": s}``), counted as invocations (``invocationCount``,
-  ``hydro_gateway_invocations_total``); a lease marks its replicas used now, so a stage a router
-  is calling directly is not reaped as idle. A lease lasts ``ttl`` seconds (at most a quarter of the
-  stage's ``scale.idle``): the router renews leases it uses, and a replica drained or redeployed away
-  leaves the router's leases within ``ttl`` (a call to it meanwhile is refused and goes through
-  the gateway).
+  (``{"calls": {"200": n, ...}, "seconds": s, "stages": [...]}``), counted as invocations
+  (``invocationCount``, ``hydro_gateway_invocations_total``) and in the pipeline's stage series
+  (``hydro_pipeline_stage_*``, labelled with the router the key belongs to, never a name the report
+  gives); ``hydro_gateway_request_duration_seconds`` holds only calls the gateway timed. A lease
+  marks its replicas used now, so a stage a router is calling directly is not reaped as idle. A
+  lease lasts ``ttl`` seconds (at most a quarter of the stage's ``scale.idle``): the router renews
+  leases it uses, and a replica drained or redeployed away leaves the router's leases within
+  ``ttl`` (a call to it meanwhile is refused and goes through the gateway).
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ from hydro_serving.replica import contract
 ENDPOINTS_HEADER = contract.ENDPOINTS_HEADER
 LEASE_TTL = 1.0  # seconds; short, so a drained or redeployed replica leaves leases quickly
 DIRECT_PROVIDERS = frozenset({"local"})  # providers whose replicas a router replica reaches on this machine
-MAX_REPORT = 16 * 1024  # bytes of a lease's report
+MAX_REPORT = 1024 * 1024  # bytes of a lease's report (latency samples of busy stages)
+MAX_STAGES = 64
+MAX_SAMPLES = 4096
 MAX_STATUSES = 64
 MAX_CALLS = 10_000_000
 
@@ -56,11 +60,23 @@ async def lease(request: web.Request, gw: Any, pool: FunctionPool) -> web.Respon
         raise ValidationError(f"{ENDPOINTS_HEADER} must be 'lease'", field=ENDPOINTS_HEADER, function=name)
     if request.content_length is not None and request.content_length > MAX_REPORT:
         raise PayloadTooLarge(f"a lease report is at most {MAX_REPORT} bytes", function=name)
-    body = await request.content.read(MAX_REPORT + 1)
-    if len(body) > MAX_REPORT:
-        raise PayloadTooLarge(f"a lease report is at most {MAX_REPORT} bytes", function=name)
-    calls, _seconds = parse_report(body, name)
+    chunks, size = [], 0
+    while chunk := await request.content.read(64 * 1024):  # read() returns what has arrived, not all
+        size += len(chunk)
+        if size > MAX_REPORT:
+            raise PayloadTooLarge(f"a lease report is at most {MAX_REPORT} bytes", function=name)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    calls, stages = parse_report(body, name)
     count(pool, calls)
+    for stage, shadow, errors, samples in stages:  # the per-pipeline stage series the router's calls would feed
+        series = gw.metrics.shadow_duration if shadow else gw.metrics.stage_duration
+        failed = gw.metrics.shadow_errors if shadow else gw.metrics.stage_errors
+        child = series.labels(router, stage, name)
+        for seconds in samples:
+            child.observe(seconds)
+        if errors:
+            failed.labels(router, stage, name).inc(errors)
     reason = why_not(gw, pool)
     ready = [] if reason else ready_replicas(pool)
     if not reason and not ready:
@@ -93,20 +109,26 @@ def _router_of(gw: Any, request: web.Request, name: str) -> str:
     return parts[1] if len(parts) == 3 else key.name
 
 
-def parse_report(body: bytes, name: str) -> tuple[dict[int, int], float]:
-    """``{"calls": {"<status>": n}, "seconds": s, "pipeline": p}``; an empty body reports nothing."""
+Stages = list[tuple[str, bool, int, list[float]]]  # (stage index, shadow, errors, latencies)
+
+
+def parse_report(body: bytes, name: str) -> tuple[dict[int, int], Stages]:
+    """``{"calls": {"<status>": n}, "seconds": s, "pipeline": p, "stages": [...]}``; an empty body reports nothing.
+
+    ``stages`` entries are ``{"stage": "2", "shadow": false, "errors": n, "seconds": [latency, ...]}``.
+    """
     if not body.strip():
-        return {}, 0.0
+        return {}, []
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise ValidationError("a lease report must be a JSON object", field="(body)", function=name) from None
     if not isinstance(data, dict):
         raise ValidationError("a lease report must be a JSON object", field="(body)", function=name)
-    unknown = sorted(set(data) - {"calls", "seconds", "pipeline"})
+    unknown = sorted(set(data) - {"calls", "seconds", "pipeline", "stages"})
     if unknown:
-        raise ValidationError(f"unknown field '{unknown[0]}' in a lease report (known: calls, pipeline, seconds)",
-                              field=unknown[0], function=name)
+        raise ValidationError(f"unknown field '{unknown[0]}' in a lease report (known: calls, pipeline, seconds, "
+                              "stages)", field=unknown[0], function=name)
     raw_calls = data.get("calls", {})
     if not isinstance(raw_calls, dict) or len(raw_calls) > MAX_STATUSES:
         raise ValidationError(f"calls must be an object of at most {MAX_STATUSES} statuses", field="calls",
@@ -122,7 +144,33 @@ def parse_report(body: bytes, name: str) -> tuple[dict[int, int], float]:
     seconds = data.get("seconds", 0.0)
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= 1e9:
         raise ValidationError("seconds must be a non-negative number", field="seconds", function=name)
-    return calls, float(seconds)
+    return calls, _parse_stages(data.get("stages", []), name)
+
+
+def _parse_stages(raw: Any, name: str) -> Stages:
+    if not isinstance(raw, list) or len(raw) > MAX_STAGES:
+        raise ValidationError(f"stages must be a list of at most {MAX_STAGES} entries", field="stages", function=name)
+    out: Stages = []
+    for i, entry in enumerate(raw):
+        where = f"stages[{i}]"
+        if not isinstance(entry, dict) or set(entry) - {"stage", "shadow", "errors", "seconds"}:
+            raise ValidationError(f"{where} must be an object of stage, shadow, errors, seconds", field=where,
+                                  function=name)
+        stage, shadow = entry.get("stage"), entry.get("shadow", False)
+        errors, samples = entry.get("errors", 0), entry.get("seconds", [])
+        if not (isinstance(stage, str) and stage.isdigit() and len(stage) <= 4):
+            raise ValidationError(f"{where}.stage must be a stage position like '2'", field=f"{where}.stage",
+                                  function=name)
+        if not isinstance(shadow, bool):
+            raise ValidationError(f"{where}.shadow must be true or false", field=f"{where}.shadow", function=name)
+        if isinstance(errors, bool) or not isinstance(errors, int) or not 0 <= errors <= MAX_CALLS:
+            raise ValidationError(f"{where}.errors must be a count", field=f"{where}.errors", function=name)
+        if not isinstance(samples, list) or len(samples) > MAX_SAMPLES or not all(
+                isinstance(x, int | float) and not isinstance(x, bool) and 0 <= x <= 1e6 for x in samples):
+            raise ValidationError(f"{where}.seconds must be at most {MAX_SAMPLES} latencies in seconds",
+                                  field=f"{where}.seconds", function=name)
+        out.append((stage, shadow, errors, [float(x) for x in samples]))
+    return out
 
 
 def count(pool: FunctionPool, calls: dict[int, int]) -> None:

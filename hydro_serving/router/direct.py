@@ -10,9 +10,10 @@ stage's endpoints from the gateway and calls a ready replica itself:
   with *ready* replicas, newest generation, of a stage the direct path may skip the gateway for (no
   rate limit, no payload sampling: those happen at the gateway's door);
 * the lease is short (``ttl``, about a second); a background thread renews the leases in use, and
-  each renewal carries the calls made since the last one (``{"calls": {"200": n}, "seconds": s}``),
-  so the gateway counts them as invocations and keeps the replicas from idling to zero while the
-  router uses them. A lease not used during its ttl is not renewed: the stage idles normally;
+  each renewal carries the calls made since the last one (``{"calls": {"200": n}, "seconds": s,
+  "stages": [{"stage": "2", "shadow": false, "errors": 0, "seconds": [...]}]}``), so the gateway
+  counts them as invocations and per-stage series and keeps the replicas from idling to zero while
+  the router uses them. A lease not used during its ttl is not renewed: the stage idles normally;
 * the router keeps at most ``concurrency`` direct calls in flight per replica (the stage's
   ``scale.concurrency``); beyond that the call goes through the gateway, which queues and scales up;
 * any doubt goes to the gateway: no lease yet or no ready replica (a cold stage: the gateway starts
@@ -46,6 +47,7 @@ RETRY_REFUSED_LEASE = 5.0  # seconds before asking again after the gateway refus
 RETRY_EMPTY_LEASE = 0.25  # seconds before asking again when the stage had no ready replica
 TICK = 0.05  # how often the keeper looks for leases to renew
 MAX_ENDPOINTS = 64  # replicas of one stage taken from a lease; the gateway is trusted, but stay bounded
+MAX_SAMPLES = 4096  # stage latencies per report; beyond, calls are counted but their latency is not sampled
 
 
 @dataclass(eq=False)
@@ -66,6 +68,19 @@ class Lease:
     used: bool = False  # a call used (or wanted) it since the last renewal
     calls: dict[int, int] = field(default_factory=dict)  # status -> direct calls not yet reported
     seconds: float = 0.0
+    stages: dict[tuple[str, bool], StageTally] = field(default_factory=dict)  # (stage index, shadow) -> tally
+
+
+@dataclass
+class StageTally:
+    """A pipeline stage's direct calls for the gateway's per-stage series (as if they had passed through it)."""
+
+    seconds: list[float] = field(default_factory=list)  # at most MAX_SAMPLES per report
+    errors: int = 0
+
+    def merge(self, other: StageTally) -> None:
+        self.seconds.extend(other.seconds[:max(0, MAX_SAMPLES - len(self.seconds))])
+        self.errors += other.errors
 
 
 class DirectPaths:
@@ -99,22 +114,23 @@ class DirectPaths:
         endpoint = self._acquire(function)
         if endpoint is None:
             return None
+        stage = (headers.get(contract.STAGE_HEADER, ""), headers.get(contract.SHADOW_HEADER) == "true")
         try:
             reply = endpoint.transport.invoke(function, body, headers, timeout)
         except TransportError as err:
-            self._release(function, endpoint, None, 0.0)
+            self._release(function, endpoint)
             if err.kind == "connect":  # it died or was stopped: nothing ran, the gateway path runs it
                 self._drop(function, endpoint, "refused the connection")
                 return None
             if err.kind == "connection_lost":
                 self._drop(function, endpoint, "lost the connection")
-            self._count(function, 504 if err.kind == "timeout" else 502, 0.0)
+            self._count(function, stage, 504 if err.kind == "timeout" else 502, 0.0)
             raise
+        self._release(function, endpoint)
         if reply.status == 503 and is_loading(reply, function):  # the handler did not run
-            self._release(function, endpoint, None, 0.0)
             self._drop(function, endpoint, "is reloading its model")
             return None
-        self._release(function, endpoint, reply.status, reply.seconds)
+        self._count(function, stage, reply.status, reply.seconds)
         reply.headers.setdefault("x-cold-start", "false")  # a leased replica was ready: never a cold start
         return reply
 
@@ -132,6 +148,9 @@ class DirectPaths:
         if not fresh:
             try:
                 self._renew(function)  # first use, or unused for a while: ask now (one thread per stage)
+            except Exception:  # never fail a call over a lease: it goes through the gateway
+                log.exception("router %s: leasing %s failed", self.pipeline, function)
+                return None
             finally:
                 with self._lock:
                     self._renewing.discard(function)
@@ -148,18 +167,26 @@ class DirectPaths:
                 best.inflight += 1
             return best
 
-    def _release(self, function: str, endpoint: Endpoint, status: int | None, seconds: float) -> None:
+    def _release(self, function: str, endpoint: Endpoint) -> None:
         with self._lock:
             endpoint.inflight -= 1
-        if status is not None:
-            self._count(function, status, seconds)
 
-    def _count(self, function: str, status: int, seconds: float) -> None:
+    def _count(self, function: str, stage: tuple[str, bool], status: int, seconds: float) -> None:
         with self._lock:
             lease = self._leases.get(function)
-            if lease is not None:
-                lease.calls[status] = lease.calls.get(status, 0) + 1
-                lease.seconds += seconds
+            if lease is None:
+                return
+            lease.used = True  # calls to report: the keeper renews it (and so delivers them)
+            lease.calls[status] = lease.calls.get(status, 0) + 1
+            lease.seconds += seconds
+            if stage[0]:
+                tally = lease.stages.get(stage)
+                if tally is None:
+                    tally = lease.stages[stage] = StageTally()
+                if len(tally.seconds) < MAX_SAMPLES:
+                    tally.seconds.append(seconds)
+                if status >= 400:
+                    tally.errors += 1
 
     def _drop(self, function: str, endpoint: Endpoint, why: str) -> None:
         """Stop using one endpoint now, and renew the lease at the keeper's next tick."""
@@ -178,11 +205,14 @@ class DirectPaths:
         """Ask the gateway for ``function``'s ready replicas, reporting the direct calls made since last time."""
         with self._lock:
             old = self._leases.get(function)
-            calls, seconds = (dict(old.calls), old.seconds) if old is not None else ({}, 0.0)
+            calls, seconds, stages = (old.calls, old.seconds, old.stages) if old is not None else ({}, 0.0, {})
             if old is not None:
-                old.calls, old.seconds, old.used = {}, 0.0, False
+                old.calls, old.seconds, old.stages, old.used = {}, 0.0, {}, False
         report = {"calls": {str(k): v for k, v in calls.items()}, "seconds": round(seconds, 6),
-                  "pipeline": self.pipeline}
+                  "pipeline": self.pipeline,
+                  "stages": [{"stage": index, "shadow": shadow, "errors": tally.errors,
+                              "seconds": [round(x, 6) for x in tally.seconds]}
+                             for (index, shadow), tally in stages.items()]}
         headers = {ENDPOINTS_HEADER: "lease", "Content-Type": "application/json"}
         if self.key is not None:
             headers["Authorization"] = f"Bearer {self.key}"
@@ -204,6 +234,8 @@ class DirectPaths:
                     for status, n in calls.items():
                         lease.calls[status] = lease.calls.get(status, 0) + n
                     lease.seconds += seconds
+                    for where, tally in stages.items():
+                        lease.stages.setdefault(where, StageTally()).merge(tally)
                 lease.endpoints = []
                 lease.renew_at = lease.expires_at = now + RETRY_REFUSED_LEASE
                 return
@@ -217,7 +249,12 @@ class DirectPaths:
                 concurrency = int(_number(item.get("concurrency"), 1, 1, 10_000))
                 endpoint = current.get(url)
                 if endpoint is None:
-                    endpoint = Endpoint(url, concurrency, self._opener(url + "/#{name}", {}, **self._options))
+                    try:  # a replica's root, whatever the function: the fragment is never sent
+                        transport = self._opener(url + "/#{name}", {}, **self._options)
+                    except Exception as exc:  # a scheme this router has no transport for: the gateway path
+                        log.info("router %s: no transport for %s (%s)", self.pipeline, url, exc)
+                        continue
+                    endpoint = Endpoint(url, concurrency, transport)
                 endpoint.concurrency = concurrency
                 endpoints.append(endpoint)
             for gone in set(current) - {e.url for e in endpoints}:

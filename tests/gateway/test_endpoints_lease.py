@@ -89,7 +89,9 @@ async def test_a_router_leases_its_warm_stage_and_reports_its_direct_calls(gw: H
     assert gw.provider.live("a") == []  # a lease never starts a replica
     status, _, _ = await gw.call("POST", "/function/a", {"x": 1})  # a call through the gateway warms it
     assert status == 200
-    status, body = await gw.lease("a", key, {"calls": {"200": 5, "500": 1}, "seconds": 0.01, "pipeline": "r1"})
+    report = {"calls": {"200": 5, "500": 1}, "seconds": 0.01, "pipeline": "forged",
+              "stages": [{"stage": "1", "shadow": False, "errors": 1, "seconds": [0.001] * 6}]}
+    status, body = await gw.lease("a", key, report)
     assert status == 200, body
     replica = gw.provider.live("a")[0].replica
     assert body["reason"] is None and body["router"] == "r1"
@@ -100,6 +102,10 @@ async def test_a_router_leases_its_warm_stage_and_reports_its_direct_calls(gw: H
     async with gw.client.get("/metrics") as resp:
         text = await resp.text()
     assert 'hydro_gateway_invocations_total{function="a",status="500"} 1.0' in text
+    # the stage series carry the router the key belongs to, not the name the report gave
+    assert 'hydro_pipeline_stage_duration_seconds_count{function="a",pipeline="r1",stage="1"} 6.0' in text
+    assert 'hydro_pipeline_stage_errors_total{function="a",pipeline="r1",stage="1"} 1.0' in text
+    assert "forged" not in text
 
 
 async def test_no_credential_is_401_and_nobody_but_the_stages_own_router_gets_endpoints(gw: Harness) -> None:
@@ -138,6 +144,13 @@ async def test_a_removed_routers_key_stops_working(gw: Harness) -> None:
     ({"calls": []}, "calls"),
     ({"seconds": "1"}, "seconds"),
     ({"evil": 1}, "evil"),
+    ({"stages": {}}, "stages"),
+    ({"stages": [{"stage": "x"}]}, "stages[0].stage"),
+    ({"stages": [{"stage": "1", "shadow": "yes"}]}, "stages[0].shadow"),
+    ({"stages": [{"stage": "1", "seconds": [-1]}]}, "stages[0].seconds"),
+    ({"stages": [{"stage": "1", "seconds": [0.1] * 5000}]}, "stages[0].seconds"),
+    ({"stages": [{"stage": "1", "errors": -3}]}, "stages[0].errors"),
+    ({"stages": [{"stage": "1", "pipeline": "someone-else"}]}, "stages[0]"),
 ])
 async def test_a_malformed_report_is_400_naming_the_field_and_counts_nothing(gw: Harness, report: Any,
                                                                             field: str) -> None:
@@ -150,7 +163,7 @@ async def test_a_malformed_report_is_400_naming_the_field_and_counts_nothing(gw:
 
 
 async def test_an_oversized_report_is_413(gw: Harness) -> None:
-    status, body = await gw.lease("a", gw.router_key("r1"), b"{" + b" " * 20000 + b"}")
+    status, body = await gw.lease("a", gw.router_key("r1"), b"{" + b" " * (1024 * 1024 + 10) + b"}")
     assert status == 413, body
 
 
