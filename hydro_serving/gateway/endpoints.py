@@ -21,7 +21,9 @@ The gateway answers ``{"function", "endpoints": [{"url", "replica", "concurrency
   marks its replicas used now, so a stage a router is calling directly is not reaped as idle. A
   lease lasts ``ttl`` seconds (at most a quarter of the stage's ``scale.idle``): the router renews
   leases it uses, and a replica drained or redeployed away leaves the router's leases within
-  ``ttl`` (a call to it meanwhile is refused and goes through the gateway).
+  ``ttl``; the scaler stops a drained replica only once its last lease lapsed (``leased_until``), so
+  no direct call is cut by the stop (a call to a replica that is gone anyway is refused and goes
+  through the gateway).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from hydro_serving.replica import contract
 
 ENDPOINTS_HEADER = contract.ENDPOINTS_HEADER
 LEASE_TTL = 1.0  # seconds; short, so a drained or redeployed replica leaves leases quickly
+LEASE_HOLD = 3  # ttls a router may keep using a lease it could not renew (router/direct.py's expiry)
 DIRECT_PROVIDERS = frozenset({"local"})  # providers whose replicas a router replica reaches on this machine
 MAX_REPORT = 1024 * 1024  # bytes of a lease's report (latency samples of busy stages)
 MAX_STAGES = 64
@@ -82,9 +85,10 @@ async def lease(request: web.Request, gw: Any, pool: FunctionPool) -> web.Respon
     if not reason and not ready:
         reason = "cold"
     now = time.monotonic()
-    for replica in ready:  # the router is using them: not idle
-        replica.last_used = now
     ttl = max(0.05, min(LEASE_TTL, pool.spec.scale.idle / 4))
+    for replica in ready:  # the router is using them: not idle; and a drain waits until its lease lapses
+        replica.last_used = now
+        replica.leased_until = now + LEASE_HOLD * ttl
     return web.json_response({
         "function": name, "router": router, "ttl": ttl, "reason": reason,
         "endpoints": [{"url": r.endpoint, "replica": r.id, "concurrency": pool.spec.scale.concurrency}

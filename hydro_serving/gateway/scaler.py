@@ -35,6 +35,7 @@ FIRST_POLL = 0.005  # seconds between readiness probes at first: a warm runtime 
 MAX_POLL = 0.1
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2)
 MAX_MIN_BACKOFF = 60.0
+MAX_LEASE_WAIT = 5.0  # seconds a drained replica may wait for routers' leases of it to lapse
 
 
 class FunctionPool:
@@ -373,6 +374,9 @@ class FunctionPool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), self.spec.timeout + 5.0)
         self._drained.pop(replica.id, None)
+        leased = replica.leased_until - time.monotonic()
+        if leased > 0:  # a router may still call it directly: it drops it at its next lease (gateway/endpoints.py)
+            await asyncio.sleep(min(leased, MAX_LEASE_WAIT))
         if replica.state != "draining":  # it crashed meanwhile; the watcher handled it
             return
         replica.state = "stopping"

@@ -9,7 +9,9 @@ can reach, since that is the provider the gateway hands endpoints for.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -201,3 +203,22 @@ async def test_a_protected_stage_still_refuses_external_callers_without_a_key(gw
     assert (await gw.lease("secret", None))[0] == 401
     status, body = await gw.lease("secret", gw.router_key("r4"))
     assert status == 200 and body["reason"] == "cold", body
+
+
+async def test_a_drained_replica_outlives_its_last_lease(gw: Harness) -> None:
+    """A router may call a leased replica until its lease lapses: scaling to zero stops it only after."""
+    assert (await gw.call("POST", "/function/a", {"x": 1}))[0] == 200
+    fake = gw.provider.live("a")[0]
+    assert (await gw.lease("a", gw.router_key("r1")))[0] == 200
+    leased_until = fake.replica.leased_until
+    status, _, _ = await gw.call("POST", "/system/scale-function/a", {"replicas": 0}, admin_headers(gw.state_dir))
+    assert status == 202
+    stopped_at = None
+    give_up = time.monotonic() + 20
+    while stopped_at is None and time.monotonic() < give_up:
+        await asyncio.sleep(0.02)
+        if not fake.alive:
+            stopped_at = time.monotonic()
+    assert stopped_at is not None and stopped_at >= leased_until
+    status, body = await gw.lease("a", gw.router_key("r1"))
+    assert status == 200 and body["endpoints"] == []

@@ -44,6 +44,7 @@ class Replica:
     started_at: float = 0.0
     ready_at: float = 0.0
     last_used: float = 0.0
+    leased_until: float = 0.0  # a router may call it directly until then (gateway/endpoints.py)
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "endpoint": self.endpoint, "pid": self.pid, "state": self.state,
