@@ -82,11 +82,11 @@ def run(ctx: Context) -> dict[str, Any]:
         notes.append(f"iris invocationCount after the 1-stage rows (direct calls included, as reported by the "
                      f"router's leases): {counted}")
 
+    # the monolith and the pipelines run side by side and are measured interleaved per concurrency, so a
+    # change of the machine's load (shared with others) hits the baseline and the rows it judges alike
     with gunicorn_app(ctx, "flask-monolith", "bench.apps.flask_monolith:create_app()",
-                      {"BENCH_MODEL_DIR": str(demo_models())}) as (_server, url):
-        for c in TWO_STAGE_C:
-            two.append(measure(MONOLITH, url, demo, c, ctx.settings, ctx.scripts))
-    with hydro.Gateway(ctx.folder("router-pipeline-gateway")) as gw:
+                      {"BENCH_MODEL_DIR": str(demo_models())}) as (_server, url), \
+            hydro.Gateway(ctx.folder("router-pipeline-gateway")) as gw:
         features, classifier, router = pipeline_specs()
         gw.deploy(features)
         gw.deploy(classifier)
@@ -96,6 +96,7 @@ def run(ctx: Context) -> dict[str, Any]:
         paths = {name: stage_paths(gw, name, demo) for name in ("pm-pipeline", "pm-pipeline-gw")}
         notes.append(f"demo stage paths before load: {paths}")
         for c in TWO_STAGE_C:
+            two.append(measure(MONOLITH, url, demo, c, ctx.settings, ctx.scripts))
             two.append(measure(TWO_DIRECT, gw.function_url("pm-pipeline"), demo, c, ctx.settings, ctx.scripts))
             two.append(measure(TWO_GATEWAY, gw.function_url("pm-pipeline-gw"), demo, c, ctx.settings, ctx.scripts))
         replicas = {s["name"]: len(gw.replicas(s["name"])) for s in (features, classifier)}

@@ -18,7 +18,9 @@ The gateway answers ``{"function", "endpoints": [{"url", "replica", "concurrency
   (``invocationCount``, ``hydro_gateway_invocations_total``) and in the pipeline's stage series
   (``hydro_pipeline_stage_*``, labelled with the router the key belongs to, never a name the report
   gives); ``hydro_gateway_request_duration_seconds`` holds only calls the gateway timed. A lease
-  marks its replicas used now, so a stage a router is calling directly is not reaped as idle. A
+  marks its replicas used now, so a stage a router is calling directly is not reaped as idle, and
+  the report's ``inflight`` (the router's peak of direct calls per replica) counts in the scaler's
+  scale-up decision, so a stage called only directly still scales up to ``scale.max``. A
   lease lasts ``ttl`` seconds (at most a quarter of the stage's ``scale.idle``): the router renews
   leases it uses, and a replica drained or redeployed away leaves the router's leases within
   ``ttl``; the scaler stops a drained replica only once its last lease lapsed (``leased_until``), so
@@ -70,8 +72,13 @@ async def lease(request: web.Request, gw: Any, pool: FunctionPool) -> web.Respon
             raise PayloadTooLarge(f"a lease report is at most {MAX_REPORT} bytes", function=name)
         chunks.append(chunk)
     body = b"".join(chunks)
-    calls, stages = parse_report(body, name)
+    calls, stages, inflight = parse_report(body, name)
     count(pool, calls)
+    by_url = {r.endpoint.rstrip("/"): r for r in pool.replicas}
+    for url, peak in inflight.items():  # the router's direct load of each replica, for scaling decisions
+        replica = by_url.get(url.rstrip("/"))
+        if replica is not None:
+            replica.direct_inflight = peak
     for stage, shadow, errors, samples in stages:  # the per-pipeline stage series the router's calls would feed
         series = gw.metrics.shadow_duration if shadow else gw.metrics.stage_duration
         failed = gw.metrics.shadow_errors if shadow else gw.metrics.stage_errors
@@ -89,6 +96,8 @@ async def lease(request: web.Request, gw: Any, pool: FunctionPool) -> web.Respon
     for replica in ready:  # the router is using them: not idle; and a drain waits until its lease lapses
         replica.last_used = now
         replica.leased_until = now + LEASE_HOLD * ttl
+    if inflight:
+        pool.maybe_scale_up()
     return web.json_response({
         "function": name, "router": router, "ttl": ttl, "reason": reason,
         "endpoints": [{"url": r.endpoint, "replica": r.id, "concurrency": pool.spec.scale.concurrency}
@@ -116,23 +125,25 @@ def _router_of(gw: Any, request: web.Request, name: str) -> str:
 Stages = list[tuple[str, bool, int, list[float]]]  # (stage index, shadow, errors, latencies)
 
 
-def parse_report(body: bytes, name: str) -> tuple[dict[int, int], Stages]:
-    """``{"calls": {"<status>": n}, "seconds": s, "pipeline": p, "stages": [...]}``; an empty body reports nothing.
+def parse_report(body: bytes, name: str) -> tuple[dict[int, int], Stages, dict[str, int]]:
+    """``{"calls": {"<status>": n}, "seconds": s, "pipeline": p, "stages": [...], "inflight": {url: n}}``.
 
-    ``stages`` entries are ``{"stage": "2", "shadow": false, "errors": n, "seconds": [latency, ...]}``.
+    ``stages`` entries are ``{"stage": "2", "shadow": false, "errors": n, "seconds": [latency, ...]}``;
+    ``inflight`` is the most direct calls the router had in flight per replica since its last lease.
+    An empty body reports nothing.
     """
     if not body.strip():
-        return {}, []
+        return {}, [], {}
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise ValidationError("a lease report must be a JSON object", field="(body)", function=name) from None
     if not isinstance(data, dict):
         raise ValidationError("a lease report must be a JSON object", field="(body)", function=name)
-    unknown = sorted(set(data) - {"calls", "seconds", "pipeline", "stages"})
+    unknown = sorted(set(data) - {"calls", "seconds", "pipeline", "stages", "inflight"})
     if unknown:
-        raise ValidationError(f"unknown field '{unknown[0]}' in a lease report (known: calls, pipeline, seconds, "
-                              "stages)", field=unknown[0], function=name)
+        raise ValidationError(f"unknown field '{unknown[0]}' in a lease report (known: calls, inflight, pipeline, "
+                              "seconds, stages)", field=unknown[0], function=name)
     raw_calls = data.get("calls", {})
     if not isinstance(raw_calls, dict) or len(raw_calls) > MAX_STATUSES:
         raise ValidationError(f"calls must be an object of at most {MAX_STATUSES} statuses", field="calls",
@@ -148,7 +159,16 @@ def parse_report(body: bytes, name: str) -> tuple[dict[int, int], Stages]:
     seconds = data.get("seconds", 0.0)
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= 1e9:
         raise ValidationError("seconds must be a non-negative number", field="seconds", function=name)
-    return calls, _parse_stages(data.get("stages", []), name)
+    raw_inflight = data.get("inflight", {})
+    if not isinstance(raw_inflight, dict) or len(raw_inflight) > MAX_STAGES:
+        raise ValidationError(f"inflight must be an object of at most {MAX_STAGES} replica URLs", field="inflight",
+                              function=name)
+    inflight: dict[str, int] = {}
+    for url, n in raw_inflight.items():
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_CALLS:
+            raise ValidationError("inflight values must be counts", field=f"inflight.{url}", function=name)
+        inflight[str(url)] = n
+    return calls, _parse_stages(data.get("stages", []), name), inflight
 
 
 def _parse_stages(raw: Any, name: str) -> Stages:

@@ -323,13 +323,23 @@ class FunctionPool:
         elif any(r.state == "ready" and r.generation == self.generation for r in self.replicas):
             self._spawn(self.drain(replica, "redeploy"))
 
+    def maybe_scale_up(self) -> None:
+        """Add one replica when every ready one is past ``scale.concurrency`` (one start at a time).
+
+        A replica's load is the gateway's requests in flight plus the direct calls routers reported
+        with their leases (gateway/endpoints.py), so a stage called directly scales up too.
+        """
+        self._maybe_scale_up()
+
     def _maybe_scale_up(self) -> None:
-        """Add one replica when every ready one is past ``scale.concurrency`` (one start at a time)."""
+        """See :meth:`maybe_scale_up`."""
         if self.closed or self._pending_start() is not None:
             return
         if self._active_count() >= self.spec.scale.max:
             return
-        if all(r.inflight >= self.spec.scale.concurrency for r in self.replicas if r.state == "ready"):
+        now = time.monotonic()  # a router's reported direct load counts while its lease lasts
+        if all(r.inflight + (r.direct_inflight if r.leased_until > now else 0) >= self.spec.scale.concurrency
+               for r in self.replicas if r.state == "ready"):
             self._start_background("scale_up")
 
     def prewarm(self) -> bool:

@@ -58,6 +58,7 @@ class Endpoint:
     concurrency: int
     transport: Transport
     inflight: int = 0
+    peak: int = 0  # the most calls in flight since the last report (the gateway scales up on it)
 
 
 @dataclass
@@ -165,6 +166,10 @@ class DirectPaths:
                     best = endpoint
             if best is not None:
                 best.inflight += 1
+                best.peak = max(best.peak, best.inflight)
+            elif lease.endpoints:  # every replica is at its concurrency: say so with the next report
+                for endpoint in lease.endpoints:
+                    endpoint.peak = max(endpoint.peak, endpoint.concurrency)
             return best
 
     def _release(self, function: str, endpoint: Endpoint) -> None:
@@ -206,13 +211,17 @@ class DirectPaths:
         with self._lock:
             old = self._leases.get(function)
             calls, seconds, stages = (old.calls, old.seconds, old.stages) if old is not None else ({}, 0.0, {})
+            inflight = {e.url: e.peak for e in old.endpoints if e.peak} if old is not None else {}
             if old is not None:
                 old.calls, old.seconds, old.stages, old.used = {}, 0.0, {}, False
+                for endpoint in old.endpoints:
+                    endpoint.peak = endpoint.inflight
         report = {"calls": {str(k): v for k, v in calls.items()}, "seconds": round(seconds, 6),
                   "pipeline": self.pipeline,
                   "stages": [{"stage": index, "shadow": shadow, "errors": tally.errors,
                               "seconds": [round(x, 6) for x in tally.seconds]}
-                             for (index, shadow), tally in stages.items()]}
+                             for (index, shadow), tally in stages.items()],
+                  "inflight": inflight}
         headers = {ENDPOINTS_HEADER: "lease", "Content-Type": "application/json"}
         if self.key is not None:
             headers["Authorization"] = f"Bearer {self.key}"

@@ -222,3 +222,21 @@ async def test_a_drained_replica_outlives_its_last_lease(gw: Harness) -> None:
     assert stopped_at is not None and stopped_at >= leased_until
     status, body = await gw.lease("a", gw.router_key("r1"))
     assert status == 200 and body["endpoints"] == []
+
+
+async def test_a_stage_called_only_directly_still_scales_up(gw: Harness) -> None:
+    """The gateway sees no request of its own; the router's reported direct load makes it add a replica."""
+    assert (await gw.call("POST", "/function/a", {"x": 1}))[0] == 200
+    [first] = gw.provider.live("a")
+    key = gw.router_key("r1")
+    status, body = await gw.lease("a", key, {"inflight": {first.replica.endpoint: 2}})
+    assert status == 200 and len(body["endpoints"]) == 1
+    assert len(gw.provider.live("a")) == 1  # below scale.concurrency (4): no new replica
+    status, body = await gw.lease("a", key, {"inflight": {first.replica.endpoint + "/": 4}})
+    assert status == 200
+    give_up = time.monotonic() + 10
+    while len([f for f in gw.provider.live("a") if f.loaded.is_set()]) < 2 and time.monotonic() < give_up:
+        await asyncio.sleep(0.02)
+    assert len(gw.provider.live("a")) == 2
+    status, body = await gw.lease("a", key)
+    assert len(body["endpoints"]) == 2  # the router spreads its direct calls over both from now on

@@ -180,7 +180,7 @@ def test_calls_past_the_replicas_concurrency_go_through_the_gateway(setup: Any) 
         gate.wait(10)
         return trail("a-direct")(headers, body)
 
-    router, _, _ = setup(held, concurrency=1)
+    router, replica, leases = setup(held, concurrency=1)
     first: list[Any] = []
     worker = threading.Thread(target=lambda: first.append(run(router)))
     worker.start()
@@ -190,6 +190,8 @@ def test_calls_past_the_replicas_concurrency_go_through_the_gateway(setup: Any) 
     gate.set()
     worker.join(10)
     assert first[0][0]["trail"] == ["a-direct"]
+    router.client.direct.flush()  # the gateway hears that the replica was full: it may scale the stage up
+    assert {replica.url: 1} in [report.get("inflight") for _, report in leases]
 
 
 def test_no_lease_without_the_gateways_word(fake_gateway: Any) -> None:

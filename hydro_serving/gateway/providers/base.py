@@ -45,6 +45,7 @@ class Replica:
     ready_at: float = 0.0
     last_used: float = 0.0
     leased_until: float = 0.0  # a router may call it directly until then (gateway/endpoints.py)
+    direct_inflight: int = 0  # the most direct calls in flight a router reported since its last lease
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "endpoint": self.endpoint, "pid": self.pid, "state": self.state,
