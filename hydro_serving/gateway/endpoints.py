@@ -96,7 +96,7 @@ async def lease(request: web.Request, gw: Any, pool: FunctionPool) -> web.Respon
     for replica in ready:  # the router is using them: not idle; and a drain waits until its lease lapses
         replica.last_used = now
         replica.leased_until = now + LEASE_HOLD * ttl
-    if inflight:
+    if any(peak >= pool.spec.scale.concurrency for peak in inflight.values()):  # a router found a replica full
         pool.maybe_scale_up()
     return web.json_response({
         "function": name, "router": router, "ttl": ttl, "reason": reason,

@@ -338,8 +338,9 @@ class FunctionPool:
         if self._active_count() >= self.spec.scale.max:
             return
         now = time.monotonic()  # a router's reported direct load counts while its lease lasts
-        if all(r.inflight + (r.direct_inflight if r.leased_until > now else 0) >= self.spec.scale.concurrency
-               for r in self.replicas if r.state == "ready"):
+        ready = [r for r in self.replicas if r.state == "ready"]  # none ready (drained, scaled down): not a load
+        if ready and all(r.inflight + (r.direct_inflight if r.leased_until > now else 0)
+                         >= self.spec.scale.concurrency for r in ready):
             self._start_background("scale_up")
 
     def prewarm(self) -> bool:

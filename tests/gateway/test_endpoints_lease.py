@@ -240,3 +240,19 @@ async def test_a_stage_called_only_directly_still_scales_up(gw: Harness) -> None
     assert len(gw.provider.live("a")) == 2
     status, body = await gw.lease("a", key)
     assert len(body["endpoints"]) == 2  # the router spreads its direct calls over both from now on
+
+
+async def test_a_routers_report_never_undoes_a_scale_down(gw: Harness) -> None:
+    """While a stage drains to zero (an operator's scale-down), a router's report of its past load starts nothing."""
+    assert (await gw.call("POST", "/function/a", {"x": 1}))[0] == 200
+    [first] = gw.provider.live("a")
+    key = gw.router_key("r1")
+    assert (await gw.lease("a", key))[0] == 200
+    status, _, _ = await gw.call("POST", "/system/scale-function/a", {"replicas": 0}, admin_headers(gw.state_dir))
+    assert status == 202
+    status, body = await gw.lease("a", key, {"inflight": {first.replica.endpoint: 4}})
+    assert status == 200 and body["endpoints"] == []  # draining: not leased
+    give_up = time.monotonic() + 20
+    while gw.provider.live("a") and time.monotonic() < give_up:
+        await asyncio.sleep(0.02)
+    assert gw.provider.live("a") == [] and gw.provider.start_calls == 1
