@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--cases hop,uds,pipeline,coldstart,peers,batching,monitor,runtime] [--out DIR]``.
+"""``python -m bench [--quick] [--cases hop,uds,...,runtime,router] [--out DIR]``.
 
 Runs the chosen cases one after another (each starts and stops its own servers on 127.0.0.1),
 prints the table, and writes ``<out>/<date>.json``. A case that fails is recorded as failed with
@@ -20,7 +20,7 @@ from bench import goals, machine, results, wrk
 from bench.context import Context
 from bench.load import Settings
 
-CASES = ("hop", "uds", "pipeline", "coldstart", "peers", "batching", "monitor", "runtime")
+CASES = ("hop", "uds", "pipeline", "coldstart", "peers", "batching", "monitor", "runtime", "router")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 

@@ -170,8 +170,41 @@ def uds_throughput(cases: dict[str, Any]) -> dict[str, Any]:
     return _goal(goal, all(s >= 0.8 for s in shares.values()), detail)
 
 
+def _router_point(cases: dict[str, Any], target: str, concurrency: int) -> dict[str, Any] | None:
+    case = cases.get("router")
+    if not case or case.get("status") != "ok":
+        return None
+    return next((p for p in case["points"] if p["target"] == target and p["concurrency"] == concurrency), None)
+
+
+def router_one_stage(cases: dict[str, Any]) -> dict[str, Any]:
+    goal = "1-stage pipeline (direct path) within +1 ms p50 of its replica at c=1 and >= 0.7x its req/s at c=8"
+    c1 = _router_point(cases, "1-stage pipeline, direct path", 1)
+    c8 = _router_point(cases, "1-stage pipeline, direct path", 8)
+    base1 = _router_point(cases, "iris replica, called directly", 1)
+    if not c1 or not c8 or not base1 or c8["ratio"]["rps"] is None:
+        return _goal(goal, None, "router case not run")
+    added = c1["p50_ms"] - base1["p50_ms"]
+    share = c8["ratio"]["rps"]
+    return _goal(goal, added <= 1.0 and share >= 0.7,
+                 f"c=1 p50 {c1['p50_ms']:.2f} ms vs {base1['p50_ms']:.2f} ms ({added:+.2f} ms); c=8 {share:.2f}x")
+
+
+def router_two_stage(cases: dict[str, Any]) -> dict[str, Any]:
+    goal = "2-stage demo pipeline (direct path) >= 0.8x the monolith's req/s at c=8 and c=32"
+    shares = {c: (_router_point(cases, "2-stage pipeline, direct path", c) or {}).get("ratio", {}).get("rps")
+              for c in (8, 32)}
+    if any(v is None for v in shares.values()):
+        return _goal(goal, None, "router case not run")
+    return _goal(goal, all(v >= 0.8 for v in shares.values()),
+                 ", ".join(f"c={c} {v:.2f}x" for c, v in shares.items()))
+
+
+
+
 JUDGES = (gateway_hop, uds_hop, uds_throughput, pipeline_share, cold_start, ahead_of_peers, batching_matches_flask,
-          monitoring_overhead, runtime_vs_handwritten, forest_batching_pays, cold_start_halved)
+          monitoring_overhead, runtime_vs_handwritten, forest_batching_pays, cold_start_halved, router_one_stage,
+          router_two_stage)
 
 
 def judge(cases: dict[str, Any]) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from hydro_serving.gateway import auth
 from hydro_serving.gateway.config import GatewayConfig
 from hydro_serving.gateway.deployment import Deployment, parse_deployment
 from hydro_serving.gateway.discovery import DiscoveryLoop
+from hydro_serving.gateway.endpoints import DIRECT_PROVIDERS
 from hydro_serving.gateway.keys import KeyRing, looks_like_key
 from hydro_serving.gateway.logrotate import rotate_loop
 from hydro_serving.gateway.metrics import GatewayMetrics
@@ -42,6 +43,7 @@ from hydro_serving.gateway.ratelimit import RateLimiter
 from hydro_serving.gateway.scaler import FunctionPool
 from hydro_serving.gateway.state import StateStore
 from hydro_serving.monitor.service import for_gateway
+from hydro_serving.replica.contract import ROUTER_DIRECT_ENV
 from hydro_serving.router.client import ROUTER_KEY_ENV
 from hydro_serving.stack import FunctionSpec
 from hydro_serving.stack.model import DNS_LABEL
@@ -497,7 +499,12 @@ class Gateway:
     def replica_credentials(self, name: str) -> dict[str, str]:
         """Variables the provider adds to a replica's environment: a router's key for its stages, else none."""
         current = self._router_keys.get(name)
-        return {ROUTER_KEY_ENV: current[1]} if current is not None else {}
+        if current is None:
+            return {}
+        out = {ROUTER_KEY_ENV: current[1]}
+        if self.provider.name in DIRECT_PROVIDERS:  # its stages run on this machine: it may lease their replicas
+            out[ROUTER_DIRECT_ENV] = "1"
+        return out
 
     def _rotate_router_key(self, spec: FunctionSpec, generation: int) -> None:
         """Mint a router's key for this generation (scoped to its stages); older ones retire with their replicas."""

@@ -125,6 +125,13 @@ class FunctionMetrics:
         child.inc()
         self.duration.observe(seconds)
 
+    def invoked_many(self, status: int, n: int) -> None:
+        """Count ``n`` invocations (a router's direct calls reported with its lease: no duration of each)."""
+        child = self._status.get(status)
+        if child is None:
+            child = self._status[status] = self._m.invocations.labels(self.name, str(status))
+        child.inc(n)
+
     def started(self, reason: str) -> None:
         self._m.replica_starts.labels(self.name, reason).inc()
 

@@ -72,7 +72,9 @@ def _invoke_item(params: list[dict[str, Any]]) -> dict[str, Any]:
     for method in ("get", "post", "put", "patch", "delete"):
         op = _op(f"Invoke the function ({method.upper()} forwarded as is); held while a replica starts from zero. "
                  "Protected functions take a key scoped to them or the admin credentials; the gateway never "
-                 "forwards its credentials or keys to the function", _INVOKE_RESPONSES, params=params,
+                 "forwards its credentials or keys to the function. With 'X-Hydro-Endpoints: lease' and a router's "
+                 "own key (routers only: 401/403 otherwise) it answers the function's ready replicas for the "
+                 "router's direct path instead of invoking it", _INVOKE_RESPONSES, params=params,
                  tags=("functions",))
         op["security"] = [{}, {"bearer": []}, {"basic": []}]
         if method in ("post", "put", "patch"):

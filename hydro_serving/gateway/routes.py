@@ -32,6 +32,7 @@ from hydro_serving.errors import (
     ValidationError,
     http_error,
 )
+from hydro_serving.gateway import endpoints
 from hydro_serving.gateway.admission import admit
 from hydro_serving.gateway.appkeys import GATEWAY_KEY, OPENAPI_KEY
 from hydro_serving.gateway.callers import is_internal_caller
@@ -53,6 +54,7 @@ PREWARM_HEADER = "X-Hydro-Prewarm"
 PIPELINE_HEADER = "X-Hydro-Pipeline"  # set by the router on stage calls: per-pipeline stage metrics
 STAGE_HEADER = "X-Hydro-Stage"
 SHADOW_HEADER = "X-Hydro-Shadow"  # "true" on a shadow call: accounted apart from the stage it shadows
+ENDPOINTS_HEADER = endpoints.ENDPOINTS_HEADER
 MAX_FORWARD_ATTEMPTS = 5  # refused connections and "loading" answers, within the cold start timeout
 
 
@@ -261,6 +263,8 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     pool = gw.pools.get(name)
     if pool is None:
         raise NotFound(f"function '{name}' is not deployed", function=name)
+    if ENDPOINTS_HEADER in request.headers:  # a router's lease of this stage's replicas (its own key only)
+        return await endpoints.lease(request, gw, pool)
     limit_headers = admit(request, gw.rate_limiter, pool)  # 429 before any replica is involved
     gw.check_stages(pool)  # a pipeline with a removed stage: 503 naming it, before stage 1 runs
     if request.headers.get(PREWARM_HEADER, "").lower() == "true":

@@ -36,6 +36,7 @@ FIRST_POLL = 0.005  # seconds between readiness probes at first: a warm runtime 
 MAX_POLL = 0.1
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2)
 MAX_MIN_BACKOFF = 60.0
+MAX_LEASE_WAIT = 5.0  # seconds a drained replica may wait for routers' leases of it to lapse
 
 
 class FunctionPool:
@@ -328,13 +329,24 @@ class FunctionPool:
         elif any(r.state == "ready" and r.generation == self.generation for r in self.replicas):
             self._spawn(self.drain(replica, "redeploy"))
 
+    def maybe_scale_up(self) -> None:
+        """Add one replica when every ready one is past ``scale.concurrency`` (one start at a time).
+
+        A replica's load is the gateway's requests in flight plus the direct calls routers reported
+        with their leases (gateway/endpoints.py), so a stage called directly scales up too.
+        """
+        self._maybe_scale_up()
+
     def _maybe_scale_up(self) -> None:
-        """Add one replica when every ready one is past ``scale.concurrency`` (one start at a time)."""
+        """See :meth:`maybe_scale_up`."""
         if self.closed or self._pending_start() is not None:
             return
         if self._active_count() >= self.spec.scale.max:
             return
-        if all(r.inflight >= self.spec.scale.concurrency for r in self.replicas if r.state == "ready"):
+        now = time.monotonic()  # a router's reported direct load counts while its lease lasts
+        ready = [r for r in self.replicas if r.state == "ready"]  # none ready (drained, scaled down): not a load
+        if ready and all(r.inflight + (r.direct_inflight if r.leased_until > now else 0)
+                         >= self.spec.scale.concurrency for r in ready):
             self._start_background("scale_up")
 
     def prewarm(self) -> bool:
@@ -379,6 +391,9 @@ class FunctionPool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), self.spec.timeout + 5.0)
         self._drained.pop(replica.id, None)
+        leased = replica.leased_until - time.monotonic()
+        if leased > 0:  # a router may still call it directly: it drops it at its next lease (gateway/endpoints.py)
+            await asyncio.sleep(min(leased, MAX_LEASE_WAIT))
         if replica.state != "draining":  # it crashed meanwhile; the watcher handled it
             return
         replica.state = "stopping"

@@ -14,6 +14,9 @@ SHADOW_HEADER = "X-Hydro-Shadow"
 TIMINGS_HEADER = "X-Hydro-Stage-Timings"
 KEY_HEADER = "x-hydro-key"
 READY_HEADER = "X-Hydro-Ready"
+# a router's endpoint lease of one of its stages (POST /function/<stage> with this header: see
+# hydro_serving.router.direct and hydro_serving.gateway.endpoints)
+ENDPOINTS_HEADER = "X-Hydro-Endpoints"
 
 # ---- what a replica is told (set by the provider, read by the runtime) ---------------------------
 FUNCTION_NAME_ENV = "HYDRO_FUNCTION_NAME"
@@ -32,6 +35,7 @@ CACHE_ENV = "HYDRO_CACHE"
 MODEL_PIN_ENV = "HYDRO_MODEL_PIN"
 TRUSTED_KEYS_ENV = "HYDRO_TRUSTED_KEYS"
 ROUTER_KEY_ENV = "HYDRO_ROUTER_KEY"
+ROUTER_DIRECT_ENV = "HYDRO_ROUTER_DIRECT"  # "1": the router runs beside its stages and may lease their endpoints
 
 # runtime limits an operator may set on the gateway for every replica (passed through as they are)
 RUNTIME_LIMIT_ENVS = ("HYDRO_TIMEOUT", "HYDRO_MAX_BODY_BYTES", "HYDRO_MAX_INFLIGHT", "HYDRO_LOAD_FAILURE_EXIT",

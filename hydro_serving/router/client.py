@@ -1,29 +1,30 @@
-"""HTTP calls from the router to its stages, through the gateway's ``/function/<name>``.
+"""The router's calls to its stages, through the transport seam (:mod:`hydro_serving.transport`).
 
-One keep-alive urllib3 ``PoolManager`` (thread-safe) serves every request thread of the router.
-Only a connection that was never established (refused, or connect timed out) is retried, with
-bounded exponential backoff and never past the deadline: the stage has seen nothing, so the retry
-cannot run a prediction twice. A read timeout, a connection lost mid-request or a garbled
-response is final, because the stage may already have done the work.
+The transport is chosen by the URL the router is given (``open_transport``): ``http://gateway``
+today, ``http+unix://`` for a gateway on the same machine, or on Knative a ``{name}`` template of
+each stage's Service, with nothing else to change here. The transport keeps the connection rules
+(keep-alive pool, the one connect-retry rule :class:`~hydro_serving.transport.http.ConnectRetry`,
+deadline, bounded answers); this module adds what is the router's own:
 
-Every stage call and prewarm carries the router's own key (``HYDRO_ROUTER_KEY``, minted by the
-gateway at deploy and scoped to this router's stages) as ``Authorization: Bearer``, in place of
-any Authorization header of the caller: the caller's credential stops at the pipeline's door.
+* every stage call and prewarm to the gateway carries the router's own key (``HYDRO_ROUTER_KEY``,
+  minted by the gateway at deploy and scoped to this router's stages) as ``Authorization: Bearer``,
+  in place of any Authorization header of the caller: the caller's credential stops at the
+  pipeline's door;
+* a stage's answer is read at most ``max_response`` bytes (``too_large`` past it);
+* with a :class:`~hydro_serving.router.direct.DirectPaths`, a call goes straight to a warm replica
+  of the stage when the gateway leased one, and through the gateway otherwise (see that module).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
-from urllib3.exceptions import TimeoutError as Urllib3Timeout
-
 from hydro_serving.replica import contract
+from hydro_serving.router.direct import DirectPaths
+from hydro_serving.transport import Reply, TransportError, open_transport
 from hydro_serving.transport.http import ConnectRetry as RetryPolicy  # one retry rule for every caller
 
 log = logging.getLogger(__name__)
@@ -44,19 +45,14 @@ class StageCallError(Exception):
 
 
 @dataclass
-class StageReply:
+class StageReply(Reply):
     """What a stage answered (any HTTP status), with the gateway's scaling headers decoded."""
 
-    status: int
-    body: bytes
-    headers: dict[str, str]  # lower-case names
-    seconds: float
-    attempts: int = 1
     extra: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def content_type(self) -> str:
-        return self.headers.get("content-type", "application/octet-stream")
+    @classmethod
+    def of(cls, reply: Reply) -> StageReply:
+        return cls(reply.status, reply.body, reply.headers, reply.seconds, reply.attempts)  # the body is not copied
 
     @property
     def cold_start(self) -> bool | None:
@@ -64,6 +60,11 @@ class StageReply:
         if value is None:
             return None
         return value.strip().lower() == "true"
+
+    @property
+    def direct(self) -> bool:
+        """True when the router called the stage's replica itself (not through the gateway)."""
+        return self.headers.get("x-hydro-direct") == "true"
 
     @property
     def queue_ms(self) -> float | None:
@@ -75,11 +76,11 @@ class StageReply:
 
 
 class StageClient:
-    """Posts bodies to ``{gateway}/function/<name>``; thread-safe, one per router.
+    """Calls stages by name through one transport (and the direct path when given); thread-safe, one per router.
 
     On Knative there is no gateway: each stage is its own Service, so ``url_template`` (from
-    ``HYDRO_STAGE_URL_TEMPLATE``, e.g. ``http://{name}.hydro.svc.cluster.local``) names the stage's
-    root URL instead, and prewarming is left to Knative's activator.
+    ``HYDRO_STAGE_URL_TEMPLATE``, e.g. ``http://{name}.hydro.svc.cluster.local``) is the transport's
+    URL instead, and prewarming is left to Knative's activator.
     """
 
     def __init__(
@@ -89,23 +90,18 @@ class StageClient:
         url_template: str | None = None,
         connect_timeout: float = 2.0,
         retry: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
         key: str | None = None,
         max_response: int = DEFAULT_MAX_RESPONSE,
+        direct: DirectPaths | None = None,
     ) -> None:
-        self.gateway_url = gateway_url.rstrip("/")
         # read once when the router loads (never at import); None: a gateway without keys (or Knative)
         self.key = key if key is not None else (os.environ.get(ROUTER_KEY_ENV, "").strip() or None)
         self.url_template = url_template
-        self.connect_timeout = connect_timeout
-        self.retry = retry or RetryPolicy()
-        self._sleep = sleep
         self.max_response = max_response  # a stage's answer is read at most this far (router memory is bounded)
-        # block=False: a burst beyond pool_size opens extra connections instead of queueing on the pool
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=False)
-        # function -> (its host's keep-alive pool, request path): PoolManager.request would parse the
-        # URL and look the pool up again on every stage call (~20 us of a hop that is ~100 us of CPU)
-        self._targets: dict[str, tuple[urllib3.HTTPConnectionPool, str]] = {}
+        self.transport = open_transport(url_template if url_template is not None else gateway_url, {},
+                                        pool_size=pool_size, connect_timeout=connect_timeout,
+                                        retry=retry or RetryPolicy(), max_response=max_response)
+        self.direct = direct
 
     @property
     def can_prewarm(self) -> bool:
@@ -120,22 +116,6 @@ class StageClient:
             out["Authorization"] = f"Bearer {self.key}"
         return out
 
-    def url(self, function: str) -> str:
-        if self.url_template is not None:
-            return self.url_template.format(name=function)
-        return f"{self.gateway_url}/function/{function}"
-
-    def _target(self, function: str) -> tuple[urllib3.HTTPConnectionPool, str]:
-        """The pool and path for ``function``, resolved once (the URL of a stage never changes)."""
-        target = self._targets.get(function)
-        if target is None:
-            url = urllib3.util.parse_url(self.url(function))
-            path = url.request_uri or "/"
-            target = (self._pool.connection_from_url(self.url(function)), path)
-            if len(self._targets) < 1024:  # bounded: function names come from the spec, but be safe
-                self._targets[function] = target
-        return target
-
     def post(
         self,
         function: str,
@@ -144,100 +124,55 @@ class StageClient:
         timeout: Callable[[], float],
         on_retry: Callable[[int], None] | None = None,
     ) -> StageReply:
-        """POST and return the reply; ``timeout()`` gives the seconds left now (re-read per attempt).
+        """Call ``function`` and return its reply; ``timeout()`` gives the seconds left now.
 
         Raises :class:`StageCallError` for failures below HTTP; any HTTP status is a reply.
         """
-        started = time.monotonic()
-        attempt = 0
-        sent = self._headers(headers)
-        while True:
-            left = timeout()
-            if left <= 0:
-                raise StageCallError("timeout", "no time left to call the stage", attempt)
-            attempt += 1
-            pool, path = self._target(function)
+        left = timeout()
+        if left <= 0:
+            raise StageCallError("timeout", "no time left to call the stage", 0)
+        if self.direct is not None:
+            plain = {k: v for k, v in headers.items() if k.lower() != "authorization"}  # a replica is a stranger
             try:
-                response = pool.urlopen(
-                    "POST",
-                    path,
-                    body=body,
-                    headers=sent,
-                    timeout=urllib3.Timeout(connect=min(self.connect_timeout, left), read=left),
-                    retries=False,
-                    redirect=False,
-                    assert_same_host=False,
-                    preload_content=False,
-                )
-                data = _read_bounded(response, self.max_response, function)
-            except ConnectTimeoutError as exc:  # includes NewConnectionError (refused): nothing was sent
-                left = timeout()
-                if attempt > self.retry.attempts or left <= 0:
-                    raise StageCallError("connect", _reason(exc), attempt) from None
-                delay = min(self.retry.delay(attempt - 1), max(0.0, left))
-                log.info("stage %s: connect failed (%s); retry %d in %.3fs", function, _reason(exc), attempt, delay)
-                if on_retry is not None:
-                    on_retry(attempt)
-                self._sleep(delay)
-                continue
-            except (ReadTimeoutError, Urllib3Timeout) as exc:
-                raise StageCallError("timeout", _reason(exc), attempt) from None
-            except HTTPError as exc:  # ProtocolError (connection lost, bad status line), decode errors
-                raise StageCallError("connection_lost", _reason(exc), attempt) from None
-            except OSError as exc:  # a socket error urllib3 did not wrap
-                raise StageCallError("connection_lost", str(exc) or type(exc).__name__, attempt) from None
-            # HTTPHeaderDict keeps names as sent; lower-case them once for StageReply's lookups
-            headers_out = {k.lower(): v for k, v in response.headers.items()}
-            return StageReply(response.status, data, headers_out, time.monotonic() - started, attempt)
+                reply = self.direct.call(function, body, plain, left)
+            except TransportError as err:
+                raise self._error(err) from None
+            if reply is not None:
+                reply.headers["x-hydro-direct"] = "true"
+                return StageReply.of(reply)
+            left = timeout()  # no lease, or the replica went away: the gateway path, with what is left
+            if left <= 0:
+                raise StageCallError("timeout", "no time left to call the stage", 0)
+        try:
+            reply = self.transport.invoke(function, body, self._headers(headers), left)
+        except TransportError as err:
+            _retried(on_retry, err.attempts)
+            raise self._error(err) from None
+        _retried(on_retry, reply.attempts)
+        return StageReply.of(reply)
+
+    @staticmethod
+    def _error(err: TransportError) -> StageCallError:
+        message = f"{err.message} (max_stage_response)" if err.kind == "too_large" else err.message
+        return StageCallError(err.kind, message, err.attempts)
 
     def prewarm(self, function: str, headers: Mapping[str, str], timeout: float = 2.0) -> tuple[int, bytes] | None:
         """Ask the gateway to make sure a replica of ``function`` is starting; (status, body), or None."""
         try:
-            response = self._pool.request(
-                "POST",
-                self.url(function),
-                body=b"",
-                headers=self._headers(headers, {PREWARM_HEADER: "true"}),
-                timeout=urllib3.Timeout(connect=min(self.connect_timeout, timeout), read=timeout),
-                retries=False,
-                redirect=False,
-            )
-        except (HTTPError, OSError) as exc:
-            log.info("prewarm of %s failed: %s", function, _reason(exc))
+            reply = self.transport.invoke(function, b"", self._headers(headers, {PREWARM_HEADER: "true"}), timeout)
+        except TransportError as exc:
+            log.info("prewarm of %s failed: %s", function, exc.message)
             return None
-        return response.status, response.data or b""
+        return reply.status, reply.body
 
     def close(self) -> None:
-        self._targets.clear()
-        self._pool.clear()
+        if self.direct is not None:
+            self.direct.close()
+        self.transport.close()
 
 
-def _read_bounded(response: urllib3.BaseHTTPResponse, limit: int, function: str) -> bytes:
-    """The body, refused (``too_large``) past ``limit`` bytes, from ``Content-Length`` or while reading."""
-    try:
-        length = int(response.headers.get("Content-Length", "-1"))
-    except ValueError:
-        length = -1
-    if length > limit:
-        response.close()  # the body is never read: the connection cannot be reused
-        raise StageCallError("too_large", f"the stage answered {length} bytes, more than {limit} "
-                                          "(max_stage_response)")
-    data = response.read(limit + 1, decode_content=True) or b""
-    if len(data) > limit:
-        response.close()  # the rest is never read: the connection cannot be reused
-        raise StageCallError("too_large", f"the stage answered more than {limit} bytes (max_stage_response)")
-    response.release_conn()
-    return data
-
-
-def _reason(exc: BaseException) -> str:
-    """A short cause without urllib3's pool reprs: ``Connection refused``, ``Read timed out``."""
-    if isinstance(exc, ProtocolError) and len(exc.args) > 1 and isinstance(exc.args[1], BaseException):
-        inner = exc.args[1]
-        return str(inner) or type(inner).__name__
-    text = str(exc)
-    if "[Errno" in text:
-        return text.rsplit("]", 1)[-1].strip() or text
-    if "): " in text:  # "HTTPConnectionPool(host=..., port=...): Read timed out. (read timeout=0.5)"
-        text = text.split("): ", 1)[1]
-    return text.strip() or type(exc).__name__
+def _retried(on_retry: Callable[[int], None] | None, attempts: int) -> None:
+    """Tell ``on_retry`` of each connect retry the transport made (it retries by itself)."""
+    if on_retry is not None:
+        for n in range(1, attempts):
+            on_retry(n)

@@ -1,4 +1,4 @@
-"""The pipeline engine: one request through the chain, stage by stage, via the gateway.
+"""The pipeline engine: one request through the chain, stage by stage, via the gateway or straight to replicas.
 
 Per request the router
 
@@ -8,7 +8,8 @@ Per request the router
 4. fails fast with 503 if a chosen stage's circuit breaker is open;
 5. asks the gateway to start later stages that may be cold, in parallel, without waiting;
 6. posts the raw body to stage 1, stage 1's raw reply to stage 2, ... and returns the last reply
-   byte for byte, with ``X-Hydro-Stage-Timings`` and ``traceparent`` headers;
+   byte for byte, with ``X-Hydro-Stage-Timings`` and ``traceparent`` headers (a stage call goes
+   straight to a warm replica when the router runs beside its stages: :mod:`hydro_serving.router.direct`);
 7. hands shadow copies of each stage's input to a bounded background pool, never waited for.
 
 Every failure is a :class:`HydroError` naming the stage (``stage`` = the function, the position
@@ -45,6 +46,7 @@ from hydro_serving.router.breaker import BreakerBoard
 from hydro_serving.router.client import RetryPolicy, StageCallError, StageClient, StageReply
 from hydro_serving.router.contracts import first_stage_signature, pipeline_signature, signatures_from_options
 from hydro_serving.router.deadline import Deadline
+from hydro_serving.router.direct import DirectPaths
 from hydro_serving.router.metrics import RouterMetrics
 from hydro_serving.router.options import RouterOptions
 from hydro_serving.router.tracing import TraceContext, incoming_trace
@@ -95,6 +97,7 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
         client: StageClient | None = None,
         stage_url_template: str | None = None,
+        direct: bool = False,
     ) -> None:
         if not spec.chain:
             raise ValueError(f"function '{spec.name}' has no chain to route")
@@ -112,6 +115,10 @@ class Router:
             retry=RetryPolicy(opts.connect_retries, opts.retry_backoff, opts.retry_max_backoff),
             url_template=stage_url_template, max_response=opts.max_stage_response,
         )
+        # the direct path: only beside the stages (the gateway says so) and unless the spec turns it off
+        if direct and opts.direct and stage_url_template is None and self.client.direct is None:
+            self.client.direct = DirectPaths(self.client.transport, self.client.key, spec.name,
+                                             pool_size=opts.pool_size, max_response=opts.max_stage_response)
         self.breakers = BreakerBoard(opts.breaker_failures, opts.breaker_cooldown, clock)
         self.metrics = RouterMetrics(spec.name, registry)
         self._lock = threading.Lock()
@@ -440,6 +447,8 @@ class Router:
         }
         if prewarmed:
             entry["prewarmed"] = True
+        if reply is not None and reply.direct:
+            entry["direct"] = True  # the router called the stage's replica itself, not through the gateway
         if reply is not None and reply.queue_ms is not None:
             entry["queue_ms"] = reply.queue_ms
         if error is not None:

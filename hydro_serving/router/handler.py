@@ -1,7 +1,8 @@
 """The router template's handler class: the runtime loads it once and calls it per request.
 
 It is the seam between the runtime (HTTP, limits, errors) and the engine (the pipeline): it reads
-the gateway's address from ``HYDRO_GATEWAY_URL`` when it loads (never at import), builds one
+the gateway's address from ``HYDRO_GATEWAY_URL`` (any URL the transport seam knows) and
+``HYDRO_ROUTER_DIRECT`` when it loads (never at import), builds one
 :class:`Router` for the replica, and turns each :class:`InvocationContext` into a pipeline run
 whose last stage's bytes go back untouched as a :class:`RawResponse`.
 """
@@ -18,6 +19,7 @@ from hydro_serving.replica import contract
 from hydro_serving.sdk import FunctionHandler, InvocationContext, LoadContext, RawResponse
 
 GATEWAY_ENV = contract.GATEWAY_URL_ENV
+DIRECT_ENV = contract.ROUTER_DIRECT_ENV  # "1" from the local provider: stage replicas run on this machine
 STAGE_URL_ENV = contract.HYDRO_STAGE_URL_TEMPLATE  # on Knative: http://{name}.<namespace>.svc.cluster.local
 
 
@@ -34,7 +36,9 @@ class RouterHandler(FunctionHandler):
         if not spec.chain:
             raise ConfigError(f"function '{spec.name}' uses the router template but has no chain", field="chain",
                               function=spec.name)
-        gateway = os.environ.get(GATEWAY_ENV, "").strip()
+        # a gateway beside it that listens on a unix socket names it here (http+unix://): the same gateway, fewer layers
+        gateway = (os.environ.get(contract.GATEWAY_TRANSPORT_ENV, "").strip()
+                   or os.environ.get(GATEWAY_ENV, "").strip())
         template = os.environ.get(STAGE_URL_ENV, "").strip() or None
         if template is not None and "{name}" not in template:
             raise ConfigError(f"{STAGE_URL_ENV} must contain {{name}}, got {template!r}", field=STAGE_URL_ENV,
@@ -44,7 +48,9 @@ class RouterHandler(FunctionHandler):
                               f"or {STAGE_URL_ENV} (stage URLs on Knative)", field=GATEWAY_ENV, function=spec.name)
         # the runtime's registry when it offers one, so /metrics shows the per-stage series
         registry = getattr(context, "metrics_registry", None)
-        self.router = Router(spec, gateway, registry=registry, stage_url_template=template)
+        # the local provider tells a router it runs beside its stages: it may then lease their replicas
+        direct = os.environ.get(DIRECT_ENV, "").strip() == "1"
+        self.router = Router(spec, gateway, registry=registry, stage_url_template=template, direct=direct)
         self.signature = self.router.signature  # stage 1's inputs, the last stage's outputs (V2 metadata)
 
     def handle(self, payload: Any, context: InvocationContext) -> RawResponse:

@@ -32,6 +32,7 @@ class RouterOptions:
     pool_size: int = 16  # keep-alive connections to the gateway
     max_stage_response: int = 10 * 1024 * 1024  # bytes of a stage's answer the router reads (else 502)
     deadline_margin: float = 0.05  # seconds kept back to answer a 504 before the caller gives up
+    direct: bool = True  # call warm stage replicas directly when the gateway allows it (local provider)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], where: str = "options") -> RouterOptions:

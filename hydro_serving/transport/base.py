@@ -13,9 +13,13 @@ The contract every transport keeps:
   4xx or a 503 means for it (the router fails the stage, the stream worker retries or dead-letters);
 * a failure below that (nothing answered) is a :class:`TransportError` with a ``kind``:
   ``connect`` (the call never reached the other side, so it is safe to retry), ``timeout`` or
-  ``connection_lost`` (the function may have run: retrying could run it twice);
+  ``connection_lost`` (the function may have run: retrying could run it twice), ``too_large`` (it
+  answered more than the caller's ``max_response`` bytes: the function ran, the answer is refused);
 * a transport retries only what is safe (``connect``), never past the deadline;
-* ``invoke`` is thread-safe and blocking; asyncio callers run it in an executor.
+* ``invoke`` is thread-safe and blocking; asyncio callers run it in an executor;
+* a transport is built as ``cls(url, headers, **options)``; the options a caller may pass are
+  ``pool_size``, ``connect_timeout``, ``retry`` (a ``ConnectRetry``) and ``max_response`` (bytes of
+  an answer read at most); one that cannot honour an option refuses it (``TypeError``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-KINDS = ("connect", "timeout", "connection_lost")
+KINDS = ("connect", "timeout", "connection_lost", "too_large")
 
 
 class TransportError(Exception):

@@ -2,19 +2,21 @@
 
 Built-in transports are named as ``"module:Class"`` strings and imported only when chosen (the
 CLI's lazy-command idea), so nothing is built or registered at import time. ``register`` adds one
-at run time (a plugin, or a test). A class is built as ``cls(url, headers)``.
+at run time (a plugin, or a test). A class is built as ``cls(url, headers, **options)`` (options only
+when the caller passes some: see :mod:`hydro_serving.transport.base`).
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from hydro_serving.errors import ConfigError
 from hydro_serving.transport.base import Transport
 
-TransportFactory = Callable[[str, Mapping[str, str]], Transport]
+TransportFactory = Callable[..., Transport]  # (url, headers, **options) -> Transport
 
 BUILTIN: dict[str, str] = {
     "http": "hydro_serving.transport.http:HttpTransport",
@@ -40,7 +42,7 @@ class Registry:
     def schemes(self) -> list[str]:
         return sorted({*BUILTIN, *self._extra})
 
-    def open(self, url: str, headers: Mapping[str, str] | None = None) -> Transport:
+    def open(self, url: str, headers: Mapping[str, str] | None = None, **options: Any) -> Transport:
         scheme = urlsplit(url).scheme.lower()
         if not scheme:
             raise ConfigError(f"transport URL {url!r} has no scheme (e.g. http://127.0.0.1:8080)", field="transport")
@@ -49,7 +51,7 @@ class Registry:
             module_name, attr = BUILTIN[scheme].split(":")
             factory = getattr(importlib.import_module(module_name), attr)
         if factory is not None:
-            return factory(url, dict(headers or {}))
+            return factory(url, dict(headers or {}), **options)
         if scheme in PLANNED:
             raise ConfigError(PLANNED[scheme], field="transport")
         known = ", ".join(f"{s}://" for s in self.schemes())
@@ -64,9 +66,11 @@ def register(scheme: str, factory: TransportFactory) -> None:
     DEFAULT.register(scheme, factory)
 
 
-def open_transport(url: str, headers: Mapping[str, str] | None = None) -> Transport:
+def open_transport(url: str, headers: Mapping[str, str] | None = None, **options: Any) -> Transport:
     """The transport for ``url`` (``http://gw:8080``, ``http+unix://%2Frun%2Fgw.sock``); ``headers`` go with every call.
+
+    ``options`` (``pool_size``, ``connect_timeout``, ``retry``, ``max_response``) go to the transport's class.
 
     An unknown or not-yet-built scheme is a :class:`ConfigError` naming the field ``transport``.
     """
-    return DEFAULT.open(url, headers)
+    return DEFAULT.open(url, headers, **options)

@@ -79,16 +79,21 @@ class UnixHttpTransport(HttpTransport):
 
     def __init__(self, url: str, headers: Mapping[str, str] | None = None, pool_size: int = 16,
                  connect_timeout: float = 2.0, retry: ConnectRetry | None = None,
-                 sleep: Callable[[float], None] | None = None) -> None:
+                 sleep: Callable[[float], None] | None = None, max_response: int | None = None) -> None:
         path = socket_path(url)
         extra = {"sleep": sleep} if sleep is not None else {}
-        super().__init__("http://localhost", headers, pool_size, connect_timeout, retry, **extra)
+        super().__init__("http://localhost", headers, pool_size, connect_timeout, retry, max_response=max_response,
+                         **extra)
         self.socket_path = path
         # block=False: a burst beyond pool_size opens extra connections instead of queueing on the pool
-        self._pool = UnixConnectionPool(path, maxsize=pool_size, block=False)  # type: ignore[assignment]
+        self._unix_pool = UnixConnectionPool(path, maxsize=pool_size, block=False)
 
     def url(self, function: str) -> str:
         return f"/function/{quote(function, safe='')}"
 
+    def _target(self, function: str) -> tuple[urllib3.HTTPConnectionPool, str]:
+        return self._unix_pool, self.url(function)  # one socket, one pool: nothing to look up
+
     def close(self) -> None:
-        self._pool.close()  # type: ignore[attr-defined]
+        self._unix_pool.close()
+        super().close()

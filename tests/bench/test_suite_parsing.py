@@ -165,6 +165,24 @@ def test_goals_judge_from_points() -> None:
         "not implemented"
 
 
+def test_router_goals_judge_each_part_against_its_own_baseline() -> None:
+    one = [_point("iris replica, called directly", 1, 1000, 0.5, 1.0),
+           _point("iris replica, called directly", 8, 2000, 2.0, 4.0),
+           _point("1-stage pipeline, direct path", 1, 600, 1.3, 3.0),
+           _point("1-stage pipeline, direct path", 8, 1500, 3.0, 6.0)]
+    two = [_point("monolith flask+gunicorn (-w2 gthread x4)", 8, 100, 80, 300),
+           _point("monolith flask+gunicorn (-w2 gthread x4)", 32, 100, 250, 900),
+           _point("2-stage pipeline, direct path", 8, 90, 90, 300),
+           _point("2-stage pipeline, direct path", 32, 70, 400, 900)]
+    results.add_ratios(one, "iris replica, called directly")
+    results.add_ratios(two, "monolith flask+gunicorn (-w2 gthread x4)")
+    by_goal = {g["goal"].split(" (")[0]: g for g in goals.judge({"router": {"status": "ok", "points": one + two}})}
+    first, second = by_goal["1-stage pipeline"], by_goal["2-stage demo pipeline"]
+    assert first["met"] is True and "+0.80 ms" in first["detail"] and "0.75x" in first["detail"]
+    assert second["met"] is False and second["detail"] == "c=8 0.90x, c=32 0.70x"
+    assert all(g["met"] is None for g in goals.judge({})[-2:])  # no router case: not judged
+
+
 def test_machine_parsers() -> None:
     assert machine.cpu_model("processor : 0\nmodel name\t: Some CPU @ 2GHz\n") == "Some CPU @ 2GHz"
     assert machine.memory_bytes("MemTotal:       16384 kB\n") == 16384 * 1024
