@@ -218,5 +218,6 @@ async def purge_calls(request: web.Request, session: Session, form: Any) -> web.
 
 
 def live(request: web.Request) -> list[dict[str, Any]]:
-    """What the Async screen's event stream sends each period: the counts table."""
-    return counts(_store(request))
+    """What the Async screen's event stream sends each period: the counts table (empty while the queue is down)."""
+    queue = request.app.get(ASYNC_KEY)
+    return counts(queue.store) if queue is not None and queue.store is not None else []
