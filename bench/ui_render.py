@@ -30,7 +30,7 @@ from typing import Any
 
 HANDLER = "def handle(payload, context):\n    return payload\n"
 PAGES = ("/ui/functions", "/ui/functions/fn-000", "/ui/functions/pipe", "/ui/pipelines", "/ui/models",
-         "/ui/monitoring", "/ui/monitoring/watched")
+         "/ui/monitoring", "/ui/monitoring/watched", "/ui/async")
 GOAL_MS = 200.0
 
 

@@ -239,6 +239,11 @@ class AsyncStore:
             f"callback_state FROM async_calls {where} ORDER BY rowid DESC LIMIT ?", (*args, limit))
         return [dict(zip([c[0] for c in cur.description], row, strict=True)) for row in cur.fetchall()]
 
+    def counts(self) -> list[tuple[str, str, int]]:
+        """``(function, status, calls)`` for every function and state with calls (the web UI's Async screen)."""
+        return [(r[0], r[1], r[2]) for r in self._db.execute(
+            "SELECT function, status, COUNT(*) FROM async_calls GROUP BY function, status").fetchall()]
+
     def redrive(self, call_ids: list[str] | None, function: str | None, now: float) -> list[tuple[str, str]]:
         """Dead (or, named one by one, failed) calls back to ``queued`` with no attempts; returns (id, function)."""
         with self._writing():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+import hydro_serving.ui.asyncview as asyncview
 import hydro_serving.ui.sse as sse
 import hydro_serving.ui.views as views
 from hydro_serving.gateway.core import Gateway
@@ -34,9 +35,16 @@ def routes() -> list[tuple[str, str, object]]:
         ("POST", "/ui/models/{name}/alias", views.move_alias),
         ("GET", "/ui/monitoring", views.monitoring),
         ("GET", "/ui/monitoring/{name}", views.monitor),
+        ("GET", "/ui/async", asyncview.overview),
+        ("POST", "/ui/async/redrive", asyncview.redrive_dead),
+        ("POST", "/ui/async/purge", asyncview.purge_calls),
+        ("GET", "/ui/async/{call_id}", asyncview.call),
+        ("POST", "/ui/async/{call_id}/redrive", asyncview.redrive_call),
+        ("POST", "/ui/async/{call_id}/purge", asyncview.purge_call),
         ("GET", "/ui/events/functions", sse.functions_events),
         ("GET", "/ui/events/functions/{name}", sse.function_events),
         ("GET", "/ui/events/logs/{name}", sse.log_events),
+        ("GET", "/ui/events/async", sse.async_events),
     ]
 
 

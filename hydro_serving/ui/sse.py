@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+import hydro_serving.ui.asyncview as asyncview
 import hydro_serving.ui.data as data
 from hydro_serving.ui.views import UI_KEY
 
@@ -78,6 +79,11 @@ async def function_events(request: web.Request) -> web.StreamResponse:
                 "spark_latency": str(detail["spark_latency"])}
 
     return await _periodic(request, build, "function")
+
+
+async def async_events(request: web.Request) -> web.StreamResponse:
+    """The Async screen's counts table (calls per function and state) each second."""
+    return await _periodic(request, lambda: asyncview.live(request), "async")
 
 
 async def log_events(request: web.Request) -> web.StreamResponse:

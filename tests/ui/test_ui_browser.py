@@ -30,8 +30,9 @@ SHOTS = Path(__file__).parent / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 SEED = REPO / "functions" / "pm-features" / "product-matching-request.json"
 PAGES = ["/ui/functions", "/ui/functions/product-matching", "/ui/pipelines", "/ui/models",
-         "/ui/models/pm-classifier", "/ui/monitoring", "/ui/monitoring/scorer"]
-STREAMS = ["/ui/events/functions", "/ui/events/functions/pm-features", "/ui/events/logs/pm-features"]
+         "/ui/models/pm-classifier", "/ui/monitoring", "/ui/monitoring/scorer", "/ui/async"]
+STREAMS = ["/ui/events/functions", "/ui/events/functions/pm-features", "/ui/events/logs/pm-features",
+           "/ui/events/async"]
 
 SCORER = '''
 def handle(payload, context):
@@ -187,7 +188,8 @@ def test_every_page_redirects_and_every_stream_and_form_refuses_without_a_sessio
         status, headers, body = _no_redirect("GET", gw.url + path)
         assert status == 401 and headers["Content-Type"].startswith("application/json"), path
         assert json.loads(body)["code"] == "unauthorized"
-    for path in ("/ui/functions/scorer/try", "/ui/models/pm-classifier/alias", "/ui/logout"):
+    for path in ("/ui/functions/scorer/try", "/ui/models/pm-classifier/alias", "/ui/logout", "/ui/async/redrive",
+                 "/ui/async/purge", f"/ui/async/{'0' * 8}-0000-0000-0000-{'0' * 12}/redrive"):
         status, _, body = http("POST", gw.url + path, b"csrf=x&alias=prod&version=1",
                                {"Content-Type": "application/x-www-form-urlencoded"})
         assert status == 401, path
@@ -528,6 +530,128 @@ def test_pipeline_graph_with_weights_and_the_observed_split(gw: Gateway, page: A
     assert all(o.endswith("%") for o in observed) and sum(int(o[:-1]) for o in observed) in (99, 100, 101)
     assert by_fn["pm-classifier"][7] in ("closed", "half-open", "open")  # read from the router's /metrics
     shot(page, "pipelines")
+
+
+BROKEN = '''
+def handle(payload, context):
+    raise RuntimeError("broken on purpose")
+'''
+FIXED = '''
+def handle(payload, context):
+    return {"fixed": payload["n"]}
+'''
+
+
+def _async_spec(folder: Path) -> dict[str, Any]:
+    return python_spec("flaky", folder, **{"async": {"retries": 0}})
+
+
+def _axe_serious(page: Any, script: str) -> list[Any]:
+    page.add_script_tag(content=script)
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    return [(v["id"], [n["target"] for n in v["nodes"]][:3]) for v in result["violations"]
+            if v["impact"] in ("serious", "critical")]
+
+
+def test_async_dead_letters_redriven_and_purged_from_the_ui(gw: Gateway, page: Any, browser: Any,
+                                                            logged_in: dict[str, Any], env: Path) -> None:
+    gw.deploy(_async_spec(write_handler(env / "flaky-broken", BROKEN)))
+    ids = []
+    for n in range(3):
+        status, headers, _ = http("POST", gw.url + "/async-function/flaky", {"n": n})
+        assert status == 202
+        ids.append(headers["X-Call-Id"])
+    page.goto(gw.url + "/ui/async")
+    # retries: 0, so one 500 each and they are dead; the counts move by the event stream, no reload
+    page.wait_for_function("() => document.querySelector('tr[data-fn=\"flaky\"] [data-col=dead]')"
+                           ".textContent === '3'", timeout=30000)
+    assert _cells(page, "#async-counts", "flaky")[1:] == ["0", "0", "0", "0", "3"]
+    page.reload()
+    listed = page.eval_on_selector_all("#async-calls tbody tr", "rs => rs.map(r => [r.dataset.call,"
+                                       " ...[...r.cells].slice(1, 4).map(c => c.textContent.trim())])")
+    assert listed == [[i, "flaky", "dead", "1"] for i in reversed(ids)]  # newest first
+    shot(page, "async")
+    # the refusals: no CSRF token, a hostile call id or function, the store's own rules, shown inline
+    answer = page.request.post(gw.url + "/ui/async/redrive", form={"function": "flaky", "confirm": "yes"})
+    assert answer.status == 403 and answer.json()["field"] == "csrf"
+    answer = page.request.post(gw.url + f"/ui/async/{ids[0]}/purge", form={"confirm": "yes"})
+    assert answer.status == 403 and answer.json()["field"] == "csrf"
+    token = page.get_attribute("#async-counts input[name=csrf]", "value")
+    answer = page.request.post(gw.url + "/ui/async/not-a-call/redrive", form={"csrf": token, "confirm": "yes"})
+    assert answer.status == 400 and "not a call id" in answer.text() and "Traceback" not in answer.text()
+    answer = page.request.post(gw.url + "/ui/async/purge",
+                               form={"csrf": token, "function": "flaky", "status": "queued", "confirm": "yes"})
+    assert answer.status == 400 and "status must be one of" in answer.text()  # live calls are never purged
+    answer = page.request.post(gw.url + "/ui/async/redrive",
+                               form={"csrf": token, "function": "<script>x</script>", "confirm": "yes"})
+    assert answer.status == 400 and "<script>x" not in answer.text()
+    assert [c["status"] for c in gw.admin("GET", "/system/async?function=flaky")[1]] == ["dead"] * 3  # untouched
+    # one call's detail, then fixed and redriven from there
+    page.click(f'a[href="/ui/async/{ids[0]}"]')
+    assert page.text_content("#call-status").strip() == "dead"
+    assert page.text_content("#call-attempts") == "1"
+    assert page.text_content("#call-response-status") == "500"
+    gw.deploy(_async_spec(write_handler(env / "flaky-fixed", FIXED)))
+    gw.wait_for(lambda: gw.invoke("flaky", {"n": -1})[0] == 200, timeout=30, what="the fixed flaky")
+    page.click("#redrive-call")
+    assert page.text_content("#confirm-text") == f"Run async call {ids[0]} again from its first attempt?"
+    assert gw.admin("GET", f"/system/async/{ids[0]}")[1]["status"] == "dead"  # nothing before the confirmation
+    page.click("#confirm-async")
+    assert page.text_content("#async-done") == "Redriven: the call is queued again"
+    gw.wait_for(lambda: gw.admin("GET", f"/system/async/{ids[0]}")[1]["status"] == "succeeded", timeout=30,
+                what="the redriven call")
+    page.goto(gw.url + f"/ui/async/{ids[0]}")
+    assert page.text_content("#call-status").strip() == "succeeded"
+    assert json.loads(page.text_content("#call-body")) == {"fixed": 0}
+    assert page.query_selector("#redrive-call") is None  # a succeeded call is not redriven: no button
+    answer = page.request.post(gw.url + f"/ui/async/{ids[0]}/redrive", form={"csrf": token, "confirm": "yes"})
+    assert answer.status == 409 and "only dead or failed calls are redriven" in answer.text()
+    # the rest of the dead-letter queue, for the function
+    page.goto(gw.url + "/ui/async")
+    page.click("#redrive-flaky")
+    assert page.text_content("#confirm-text") == "Run every dead async call of flaky again?"
+    page.click("#confirm-async")
+    assert page.text_content("#async-done") == "Redriven 2 dead call(s) of flaky"
+    page.wait_for_function("() => { const r = document.querySelector('tr[data-fn=\"flaky\"]');"
+                           " return r.querySelector('[data-col=succeeded]').textContent === '3'"
+                           " && r.querySelector('[data-col=dead]').textContent === '0'; }", timeout=30000)
+    # purge the finished calls, after a confirmation
+    page.select_option("#purge-status-flaky", "succeeded")
+    page.click("#purge-flaky")
+    assert page.text_content("#confirm-text") == "Forget every succeeded async call of flaky?"
+    assert len(gw.admin("GET", "/system/async?function=flaky")[1]) == 3
+    page.click("#confirm-async")
+    assert page.text_content("#async-done") == "Purged 3 succeeded call(s) of flaky"
+    assert gw.admin("GET", "/system/async?function=flaky")[1] == []
+    page.goto(gw.url + f"/ui/async/{ids[1]}")
+    assert "no async call" in page.text_content(".error")
+    # accessibility of the new screens, with a row and a call in them
+    status, headers, _ = http("POST", gw.url + "/async-function/flaky", {"n": 9})
+    assert status == 202
+    gw.wait_for(lambda: gw.admin("GET", f"/system/async/{headers['X-Call-Id']}")[1]["status"] == "succeeded",
+                timeout=30, what="one more call")
+    context = browser.new_context(storage_state=logged_in, bypass_csp=True)
+    checker = context.new_page()
+    problems = {}
+    for path in ("/ui/async", f"/ui/async/{headers['X-Call-Id']}"):
+        checker.goto(gw.url + path)
+        problems[path] = _axe_serious(checker, axe_script())
+    checker.goto(gw.url + "/ui/async")
+    checker.click("#purge-flaky")
+    problems["confirm"] = _axe_serious(checker, axe_script())
+    context.close()
+    assert problems == {"/ui/async": [], f"/ui/async/{headers['X-Call-Id']}": [], "confirm": []}
+    # and one call purged from its own page
+    page.goto(gw.url + f"/ui/async/{headers['X-Call-Id']}")
+    page.click("#purge-call")
+    page.click("#confirm-async")
+    assert page.text_content("#async-done") == f"Purged async call {headers['X-Call-Id']}"
+    assert gw.admin("GET", f"/system/async/{headers['X-Call-Id']}")[0] == 404
+
+
+def _cells(page: Any, table: str, fn: str) -> list[str]:
+    return page.eval_on_selector(f'{table} tr[data-fn="{fn}"]',
+                                 "r => [...r.cells].slice(0, 6).map(c => c.textContent.trim())")
 
 
 def test_no_serious_accessibility_violations_on_any_page(gw: Gateway, browser: Any,

@@ -102,3 +102,25 @@ def test_csrf_token_must_be_the_sessions() -> None:
             check_csrf("abc", form)
         assert refused.value.field == "csrf"
     assert issubclass(Forbidden, Exception) and not issubclass(Forbidden, BadRequest)
+
+
+def test_async_counts_and_recent_read_the_real_store(tmp_path) -> None:
+    from hydro_serving.gateway.asyncstore import AsyncStore, Outcome
+    from hydro_serving.ui.asyncview import counts, recent
+
+    store = AsyncStore(tmp_path)
+    try:
+        for n, fn in enumerate(["b-fn", "a-fn", "a-fn"]):
+            store.insert(f"id-{n}", fn, "POST", "", [], b"{}", None, None, 100.0 + n)
+        assert store.start_attempt("id-1", 101.5) == 1
+        store.finish("id-1", "dead", Outcome(500, [], b"", "the function answered 500"), 102.0, None, False)
+        assert store.start_attempt("id-2", 103.0) == 1
+        assert counts(store) == [
+            {"function": "a-fn", "queued": 0, "running": 1, "succeeded": 0, "failed": 0, "dead": 1},
+            {"function": "b-fn", "queued": 1, "running": 0, "succeeded": 0, "failed": 0, "dead": 0}]
+        dead = recent(store, "dead", "a-fn")
+        assert [(c["id"], c["attempts"], c["took"], c["http"], c["error"]) for c in dead] == [
+            ("id-1", 1, "1000 ms", 500, "the function answered 500")]
+        assert [c["id"] for c in recent(store, None, None)] == ["id-2", "id-1", "id-0"]  # newest first
+    finally:
+        store.close()

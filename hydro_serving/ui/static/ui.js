@@ -56,11 +56,30 @@
     });
   }
 
+  function liveAsync(table) {
+    var status = document.getElementById("live-status");
+    var source = new EventSource(table.getAttribute("data-live"));
+    source.addEventListener("async", function (ev) {
+      JSON.parse(ev.data).forEach(function (row) {
+        var tr = table.querySelector('tr[data-fn="' + CSS.escape(row.function) + '"]');
+        if (!tr) { return; }  // a function's first call appears on reload
+        tr.querySelectorAll("[data-col]").forEach(function (td) {
+          setText(td, String(row[td.getAttribute("data-col")]));
+        });
+      });
+      setText(status, "updated " + new Date().toLocaleTimeString());
+    });
+    source.addEventListener("logout", function () { source.close(); window.location.reload(); });
+    source.onerror = function () { setText(status, "reconnecting…"); };
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     if (!window.EventSource) { return; }
     var table = document.getElementById("functions");
     if (table) { liveFunctions(table); }
     var box = document.getElementById("function");
     if (box) { liveFunction(box); }
+    var counts = document.getElementById("async-counts");
+    if (counts) { liveAsync(counts); }
   });
 })();
