@@ -359,8 +359,11 @@ class AsyncQueue:
                 return Outcome(status, [], b"", exc.message, parse_retry_after(list(exc.headers.items())))
             try:
                 url = upstream_url(replica.endpoint, request.path, 0)
-                async with gw.session.request(request.method, url, headers=headers, data=request.body,
-                                              allow_redirects=False, timeout=pool.request_timeout) as upstream:
+                session = replica.session or gw.session  # a unix-socket replica's own pool, else the shared TCP one
+                if replica.socket and session is gw.session:  # stopped while picked: as if unreachable
+                    return Outcome(None, [], b"", "the replica stopped before the call was sent")
+                async with session.request(request.method, url, headers=headers, data=request.body,
+                                           allow_redirects=False, timeout=pool.request_timeout) as upstream:
                     data = await upstream.read()
                     status = upstream.status
                     out = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP]

@@ -166,17 +166,18 @@ def load_before_fork(spec: FunctionSpec, template: Template, workers: int,
     if size is None or size > LOAD_BEFORE_FORK_MAX_BYTES:
         return None
     started = time.monotonic()
+    threads_before = threading.active_count()
     try:
         loaded = load_function(spec, template)
     except Exception as exc:
         log.info("function '%s': the master could not load the model (%s); the workers load it", spec.name,
                  type(exc).__name__)
         return None
-    if threading.active_count() > 1:
+    if threading.active_count() > threads_before:  # the load started one (a fork would copy only this thread)
         log.warning("function '%s': loading started threads; the workers load the model themselves", spec.name)
         return None
     seconds = time.monotonic() - started
-    log.info("function '%s': loaded in %.3fs before forking %d workers", spec.name, seconds, workers)
+    log.info("function '%s': ready in %.3fs (loaded once, before forking %d workers)", spec.name, seconds, workers)
     return Preloaded(loaded, seconds)
 
 

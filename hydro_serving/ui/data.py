@@ -112,7 +112,8 @@ def function_detail(gw: Gateway, recorder: Recorder, name: str) -> dict[str, Any
         since = r.ready_at or r.started_at
         replicas.append({"id": r.id, "pid": r.pid, "container": r.info.get("container") or r.info.get("id"),
                          "state": r.state, "generation": r.generation, "inflight": r.inflight,
-                         "uptime": f"{now - since:.0f} s" if since else NONE, "endpoint": r.endpoint})
+                         "uptime": f"{now - since:.0f} s" if since else NONE,
+                         "endpoint": f"unix:{r.socket}" if r.socket else r.endpoint})
     series = recorder.series(name)
     cold = recorder.cold(name)
     return {
@@ -164,8 +165,11 @@ async def breaker_states(gw: Gateway, name: str) -> dict[str, str]:
     if gw.session is None:
         return states
     for replica in [r for r in pool.replicas if r.state == "ready"][:3]:
+        session = replica.session or gw.session  # a replica on a unix socket: its own pool (gateway/upstream.py)
+        if replica.socket and session is gw.session:  # stopping
+            continue
         try:
-            async with gw.session.get(replica.endpoint + "/metrics", timeout=aiohttp.ClientTimeout(total=1.0)) as resp:
+            async with session.get(replica.endpoint + "/metrics", timeout=aiohttp.ClientTimeout(total=1.0)) as resp:
                 text = await resp.text()
         except (OSError, TimeoutError, aiohttp.ClientError):  # a router may be mid-restart
             continue

@@ -56,12 +56,15 @@ def test_curl_d_json_is_json_at_gateway_and_runtime(deployed: Any) -> None:
     assert code == 200, body
     assert body["echo"] == {"a": 1}  # a dict, not the bytes of a form
 
-    endpoint = gw.status("iris")["status"]["instances"][0]["endpoint"]
-    if endpoint.startswith("http://"):  # the runtime itself, without the gateway in between
-        code, body = curl(f"{endpoint}/v2/models/iris/infer", json.dumps(v2))
-        assert code == 200, body
-        code, body = curl(f"{endpoint}/", '[[5.1, 3.5, 1.4, 0.2]]')
-        assert code == 200, body
+    # the runtime itself, without the gateway in between (a local replica listens on a unix socket)
+    instance = gw.status("iris")["status"]["instances"][0]
+    extra = ["--unix-socket", instance["socket"]] if instance.get("socket") else []
+    endpoint = instance["endpoint"]
+    assert endpoint.startswith("http://"), instance
+    code, body = curl(f"{endpoint}/v2/models/iris/infer", json.dumps(v2), *extra)
+    assert code == 200, body
+    code, body = curl(f"{endpoint}/", '[[5.1, 3.5, 1.4, 0.2]]', *extra)
+    assert code == 200, body
 
 
 def test_curl_d_that_is_not_json_is_still_refused(deployed: Any) -> None:
