@@ -84,7 +84,10 @@ def _print_deployed(results: list[tuple[str, str, dict[str, Any]]], url: str) ->
     for name, action, status in results:
         model = (status.get("hydro") or {}).get("model")
         pin = status.get("modelPin")
+        unpinned = status.get("modelUnpinned")
         resolved = f"  (model {model} = {pin})" if model and pin else ""
+        if model and not pin and unpinned:  # an alias move will not roll this function: say so
+            resolved = f"  (model {model} not pinned: {unpinned})"
         click.echo(f"{action:9} {name}  ->  {url}/function/{name}{resolved}")
 
 

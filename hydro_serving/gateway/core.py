@@ -49,7 +49,7 @@ from hydro_serving.stack import FunctionSpec
 from hydro_serving.stack.model import DNS_LABEL
 from hydro_serving.store import pin_model
 from hydro_serving.store.declared import check_signature
-from hydro_serving.store.trust import PIN_ANNOTATION, TrustPolicy, parse_trusted_keys
+from hydro_serving.store.trust import PIN_ANNOTATION, UNPINNED_ANNOTATION, TrustPolicy, parse_trusted_keys
 from hydro_serving.templates import get_template
 
 log = logging.getLogger("hydro.gateway")
@@ -265,7 +265,7 @@ class Gateway:
         HYDRO_MODEL_PIN, so a replica loads exactly what was resolved here, even after an alias moved.
         """
         spec = deployment.spec
-        annotations = {k: v for k, v in spec.annotations.items() if k != PIN_ANNOTATION}
+        annotations = {k: v for k, v in spec.annotations.items() if k not in (PIN_ANNOTATION, UNPINNED_ANNOTATION)}
         if spec.model and not spec.model_is_local:
             policy = TrustPolicy(trusted=parse_trusted_keys(self.config.trusted_keys.split(",")),
                                  allow_discovered_pickle=self.config.discover_unsafe_formats)
@@ -286,7 +286,8 @@ class Gateway:
                     log.warning("function %s: model %s not re-resolved (%s); keeping the pin %s of the last deploy",
                                 spec.name, spec.model, exc.message, kept)
                     annotations[PIN_ANNOTATION] = kept
-                else:
+                else:  # recorded, so deploy and describe say an alias move will not roll the replicas
+                    annotations[UNPINNED_ANNOTATION] = unpinned_reason(store_url, exc.message)
                     log.warning("function %s: model %s not pinned (%s); replicas resolve it when they start",
                                 spec.name, spec.model, exc.message)
             else:
@@ -563,6 +564,7 @@ class Gateway:
             "createdAt": datetime.fromtimestamp(pool.created_at, UTC).isoformat(),
             "hydro": spec.to_dict(),
             "modelPin": spec.annotations.get(PIN_ANNOTATION),  # name:version@sha256 the deploy resolved
+            "modelUnpinned": spec.annotations.get(UNPINNED_ANNOTATION),  # why it resolved nothing, if so
             "status": {k: status[k] for k in ("generation", "queued", "instances")},
         }
         if spec.limits:
@@ -570,6 +572,21 @@ class Gateway:
         if spec.requests:
             out["requests"] = dict(spec.requests)
         return out
+
+
+def unpinned_reason(store_url: str | None, message: str) -> str:
+    """One line saying why a deploy pinned nothing, and what that means for an alias move."""
+    if store_url:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(store_url)  # never echo credentials a URL might carry
+        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
+        where = f"the function's store {shown}"
+    else:
+        where = "the store"
+    first = " ".join(message.split())[:300]
+    return (f"the gateway cannot read {where} ({first}); replicas resolve the reference when they start, "
+            f"so moving an alias does not roll them")
 
 
 def _declared_store(spec: FunctionSpec) -> str | None:

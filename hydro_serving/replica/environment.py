@@ -42,7 +42,7 @@ PROVIDER_KEYS = frozenset({
     contract.GATEWAY_URL_ENV, contract.FUNCTION_SPEC_ENV, contract.SECRETS_DIR_ENV, contract.HOST_ENV,
     contract.PORT_ENV, contract.HYDRO_STAGE_URL_TEMPLATE, contract.CACHE_ENV, contract.GATEWAY_TRANSPORT_ENV,
     "HOME", "TMPDIR",
-    NO_METADATA_ENV,
+    NO_METADATA_ENV, "HYDRO_CACHE_SEED",  # the docker provider's read-only copy of the pinned model (store.cache)
 })
 
 

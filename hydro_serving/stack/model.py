@@ -393,6 +393,19 @@ def _strings(mapping: Mapping[str, Any] | None) -> dict[str, str]:
     return out
 
 
+def _without_path(message: str, field: str | None) -> str:
+    """A contract message without the key path it starts with: the stack error puts the full path first.
+
+    ``signature.inputs[1].nullable: a missing value ...`` would otherwise read
+    ``functions.iris.signature.inputs[1].nullable: signature.inputs[1].nullable: a missing value ...``.
+    """
+    if field and message.startswith(field):
+        rest = message[len(field):]
+        if rest[:1] in (":", " "):
+            return rest.lstrip(": ") or message
+    return message
+
+
 def build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
                     lines: dict[tuple[str, ...], int]) -> FunctionSpec:
     def fail(sub: tuple[str, ...], message: str) -> None:
@@ -429,7 +442,7 @@ def build_function(name: str, raw: Mapping[str, Any], prefix: tuple[str, ...],
             signature = Signature.from_dict(raw["signature"])
         except (ContractError, ValidationError) as exc:
             sub = tuple(exc.field.replace("[", ".").replace("]", "").split(".")) if exc.field else ("signature",)
-            fail(sub, exc.message)
+            fail(sub, _without_path(exc.message, exc.field))
     chain: tuple[Stage, ...] = ()
     if raw.get("chain") is not None:
         if raw["lang"] != "router":

@@ -24,6 +24,10 @@ Why it is shaped like this:
   lock keeps two replicas of one function from downloading the same model twice.
 * **Aliases need the store**, but when it is unreachable the last resolution recorded in
   ``refs/`` is used with a logged warning, so a restart with S3 down still serves.
+* **A provider may hand a replica one pinned version read-only** (``HYDRO_CACHE_SEED``: a cache
+  root holding only ``models/<store-id>/<name>/<version>/`` and its state file, e.g. the gateway's
+  entry mounted into a container). It is consulted first for the deploy's pin, with the same trust
+  and integrity checks, so a new container serves a version the gateway cached with the store down.
 * **Trust is checked before a byte moves** (:class:`~hydro_serving.store.trust.TrustPolicy`, read
   from ``HYDRO_TRUSTED_KEYS`` and ``HYDRO_MODEL_PIN``): a pinned deploy fetches exactly the pinned
   version and refuses other bytes; with trusted keys an unsigned or foreign-signed manifest is
@@ -56,6 +60,7 @@ from hydro_serving.store.trust import TrustPolicy
 
 log = logging.getLogger(__name__)
 LOCK_TIMEOUT = 900.0
+SEED_ENV = "HYDRO_CACHE_SEED"  # a read-only cache root with the deploy's pinned version (set by a provider only)
 
 
 def default_cache_dir() -> Path:
@@ -158,7 +163,7 @@ class ModelCache:
             item["stat"] = _stat_key(path.stat())  # same content, touched: remember the new stat
             changed = True
         if changed:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, StoreError):  # a read-only cache (a seed) keeps its old stat
                 self._dirs()
                 _atomic_write(state_path, json.dumps(state).encode(), self.tmp)
         return tree
@@ -311,7 +316,7 @@ def fetch_model(ref: str, store_url: str | None = None, cache_dir: Path | None =
     url = store_url or default_store_url()
     cache = ModelCache(Path(cache_dir) if cache_dir is not None else default_cache_dir(), url)
     if parsed.version is not None:
-        tree = cache.trusted(parsed.name, parsed.version, policy)
+        tree = _seeded(parsed, url, policy) or cache.trusted(parsed.name, parsed.version, policy)
         if tree is None:
             store = open_store(url)
             manifest = store.trusted_manifest(parsed, policy)
@@ -334,6 +339,20 @@ def fetch_model(ref: str, store_url: str | None = None, cache_dir: Path | None =
     cache.remember(parsed.name, alias, manifest.version)
     signature = store.get_signature(manifest.name, manifest.version)
     return cache.trusted(manifest.name, manifest.version, policy) or cache.materialize(store, manifest, signature)
+
+
+def _seeded(ref: ModelRef, store_url: str, policy: TrustPolicy) -> Path | None:
+    """The deploy's pinned version from the read-only seed cache (``HYDRO_CACHE_SEED``), if intact and trusted.
+
+    Only for a pin: the seed is the provider's copy of exactly the version the deploy resolved.
+    """
+    root = os.environ.get(SEED_ENV)
+    if not root or policy.pin is None or ref.version is None:
+        return None
+    try:
+        return ModelCache(Path(root), store_url).trusted(ref.name, ref.version, policy)
+    except (OSError, StoreError):
+        return None
 
 
 def manifest_of(tree: str | Path) -> Manifest | None:

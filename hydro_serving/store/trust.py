@@ -39,6 +39,8 @@ from hydro_serving.store.manifest import Manifest
 TRUSTED_KEYS_ENV = "HYDRO_TRUSTED_KEYS"
 PIN_ENV = "HYDRO_MODEL_PIN"
 PIN_ANNOTATION = "hydro.model/pin"
+# Why a deploy left a store model unpinned (the gateway could not resolve it): shown by deploy and describe.
+UNPINNED_ANNOTATION = "hydro.model/unpinned"
 PRIVATE_KEY_NAME = "hydro-signing.key"
 PUBLIC_KEY_NAME = "hydro-signing.pub"
 KEY_PREFIX = "ed25519:"

@@ -16,7 +16,11 @@ Options (``options:`` in stack.yml, declared in template.yml):
 * ``outputs``: which columns to return: a list of column names, or a mapping output name ->
   column name | ``label`` (the prediction column) | ``proba`` (the probability vector) |
   ``proba:<class>`` (one class's probability, by index or by the label a StringIndexer gave it).
-  Default: ``prediction``, and ``probability`` as a list when the model has one.
+  Default: the outputs the signature declares (an output named after a column is that column; else
+  by dtype and shape, as in sdk.outputs: a single output or a non-float one is the prediction, a float
+  ``[-1, k]`` the probability vector, a float scalar of a binary classifier the positive class's
+  probability; each cast to its declared dtype), else ``prediction``, and ``probability`` as a list
+  when the model has one.
 * ``master`` (default ``local[1]``), ``driver_memory`` (default ``512m``), ``spark_conf`` (extra
   Spark settings, a mapping) - for the rare model that needs more than one small process.
 """
@@ -36,6 +40,8 @@ from typing import Any
 from hydro_serving.contract import Signature
 from hydro_serving.errors import ConfigError, ValidationError, require_extra
 from hydro_serving.sdk import LoadContext, ModelHandler
+from hydro_serving.sdk.outputs import FLOAT_DTYPES
+from hydro_serving.sdk.tabular import cast_output
 from hydro_serving.templates import Template
 
 log = logging.getLogger("hydro.template.spark")
@@ -203,6 +209,7 @@ class SparkModel(ModelHandler):
         self.schema_fields: dict[str, Any] = {}  # column -> Spark DataType, from the signature
         self.outputs: dict[str, tuple[str, int | None]] = {}  # output name -> (column, vector index | None)
         self.signature: Signature | None = None
+        self.declared: Signature | None = None  # set when the signature's declared outputs are the answer
         self.vector_columns: frozenset[str] = frozenset()
         self.categories: dict[str, set[str]] = {}
         self.not_null: set[str] = set()
@@ -239,7 +246,12 @@ class SparkModel(ModelHandler):
         if not self.inputs:
             raise ConfigError("cannot tell which columns this PipelineModel reads: declare a signature with its "
                               "inputs", field="signature")
-        self.outputs = self._choose_outputs(options.get("outputs"), stages, produced)
+        declared = context.spec.signature
+        if options.get("outputs") is None and declared is not None and declared.outputs:
+            self.declared = declared
+            self.outputs = self._declared_outputs(declared, stages, produced)
+        else:
+            self.outputs = self._choose_outputs(options.get("outputs"), stages, produced)
         self._warm_up()
         log.info("spark model %s: inputs %s, outputs %s", root, self.inputs, list(self.outputs))
 
@@ -285,6 +297,36 @@ class SparkModel(ModelHandler):
                 known = ", ".join(sorted(produced | set(self.inputs)))
                 raise ConfigError(f"{where}: no column '{spec}' in this pipeline (columns: {known})", field=where)
         return out
+
+    def _declared_outputs(self, declared: Signature, stages: list[Any],
+                          produced: set[str]) -> dict[str, tuple[str, int | None]]:
+        """The signature's declared outputs onto the pipeline's columns (README "What is advertised is
+        what is returned"): by name, else by dtype and shape; one that fits none fails the load naming it."""
+        predictor = _last_with(stages, "predictionCol")
+        prediction = predictor.getOrDefault("predictionCol") if predictor is not None else "prediction"
+        proba_stage = _last_with(stages, "probabilityCol")
+        probability = proba_stage.getOrDefault("probabilityCol") if proba_stage is not None else None
+        probability = probability if probability in produced else None
+        binary = getattr(proba_stage, "numClasses", None) == 2
+        fields = list(declared.outputs)
+        plan: dict[str, tuple[str, int | None]] = {}
+        for i, fld in enumerate(fields):
+            floating, row = fld.dtype in FLOAT_DTYPES, fld.row_shape
+            if fld.name in produced or fld.name in self.inputs:
+                plan[fld.name] = (fld.name, None)
+            elif prediction in produced and (len(fields) == 1 or (not floating and row in (None, ()))):
+                plan[fld.name] = (prediction, None)
+            elif floating and row is not None and len(row) == 1 and probability:
+                plan[fld.name] = (probability, None)
+            elif floating and row in (None, ()) and probability and binary:
+                plan[fld.name] = (probability, 1)
+            elif floating and row in (None, ()) and not probability and prediction in produced:
+                plan[fld.name] = (prediction, None)
+            else:
+                raise ConfigError(f"signature.outputs[{i}] ({fld.name}): cannot tell which column of the pipeline "
+                                  f"this is; map it in options.outputs ({{{fld.name}: <column> | label | proba | "
+                                  f"proba:<class>}})", field=f"signature.outputs[{i}]")
+        return plan
 
     @staticmethod
     def _class_labels(stages: list[Any], predictor: Any) -> list[str]:
@@ -339,6 +381,10 @@ class SparkModel(ModelHandler):
         """Records in, one record of the chosen output columns per input record out."""
         records = self.columns.records_from_payload(payload, self.inputs, self.vector_columns)
         rows = self._run(records)
+        if self.declared is not None:
+            columns = self._declared_columns(rows)
+            return [dict(zip(columns, values, strict=True))
+                    for values in zip(*(c.tolist() for c in columns.values()), strict=True)]
         return [{name: self.columns.to_json(self._pick(row, col, idx)) for name, (col, idx) in self.outputs.items()}
                 for row in rows]
 
@@ -348,10 +394,23 @@ class SparkModel(ModelHandler):
 
         records = self.columns.records_from_arrays(arrays, self.inputs)
         rows = self._run(records)
+        if self.declared is not None:
+            return self._declared_columns(rows)
         out = {}
         for name, (col, idx) in self.outputs.items():
             values = [self.columns.to_json(self._pick(row, col, idx)) for row in rows]
             out[name] = np.array(values, dtype=object if values and isinstance(values[0], str) else None)
+        return out
+
+    def _declared_columns(self, rows: list[Any]) -> dict[str, Any]:
+        """``{declared output: array with one entry per row}``, each cast to the dtype the signature declares."""
+        import numpy as np
+
+        out = {}
+        for name, (col, idx) in self.outputs.items():
+            values = [self.columns.to_json(self._pick(row, col, idx)) for row in rows]
+            array = np.array(values, dtype=object if values and isinstance(values[0], str) else None)
+            out[name] = cast_output(name, array, self.declared)
         return out
 
     @staticmethod

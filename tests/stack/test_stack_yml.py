@@ -220,3 +220,15 @@ def test_function_from_dict_names_bad_field() -> None:
                                               ("1h", 3600.0), ("1.5", 1.5)])
 def test_durations(raw: object, seconds: float) -> None:
     assert parse_duration(raw) == seconds
+
+
+@pytest.mark.parametrize(("field", "text"), [
+    ("signature.inputs[1].nullable", "{name: b, dtype: string, shape: [-1], nullable: true}"),
+    ("signature.inputs[1].nullable", "{name: b, dtype: float64, shape: [-1], nullable: 1}"),
+])
+def test_a_signature_error_names_its_path_once(field: str, text: str) -> None:
+    """The stack error puts the full key path first; the contract's own path is not repeated after it."""
+    err = error_of("functions:\n  iris:\n    lang: sklearn\n    model: iris:1\n    signature:\n      inputs:\n"
+                   f"        - {{name: a, dtype: float64, shape: [-1]}}\n        - {text}\n")
+    assert err.field == f"functions.iris.{field}"
+    assert err.message.startswith(f"functions.iris.{field}: ") and err.message.count(f"{field}") == 1, err.message

@@ -13,6 +13,10 @@ exactly as for the local provider. Any engine speaking the Docker Engine API wor
   function that loads a store model ``HYDRO_STORE`` with the endpoint/region settings and read-only
   credentials only if the operator gives replicas some, ``HYDRO_REPLICA_AWS_*``) over the image's own
   ``ENV``, plus the address. A ``file://`` store is mounted read-only at the same path.
+* **Pinned models the gateway has cached.** When the deploy pinned a version and the gateway's own
+  cache (``HYDRO_CACHE``) holds it intact, that version's folder and its state file, and nothing
+  else of the cache, are mounted read-only under :data:`SEED_DIR` (``HYDRO_CACHE_SEED``), so a new
+  container serves it with no request to the store (issue 14 point 1; it keeps working with S3 down).
 * **Secrets.** Declared ``secrets:`` are copied (0600, owned by the image's user, uid 10001) into
   ``<state>/functions/<name>/secrets`` and mounted read-only at ``/var/openfaas/secrets``
   (``HYDRO_SECRETS_DIR``), as on Knative: only the ones it declared.
@@ -49,6 +53,7 @@ from hydro_serving.replica import contract
 from hydro_serving.replica.envfile import read_env_file
 from hydro_serving.replica.environment import replica_environment
 from hydro_serving.stack import FunctionSpec
+from hydro_serving.store.cache import SEED_ENV
 
 LABEL_FUNCTION = "hydro.function"
 LABEL_REPLICA = "hydro.replica"
@@ -59,6 +64,7 @@ HOST_ALIAS = "host.docker.internal"
 EXIT_LOG_LINES = 200
 WAIT_RETRY_SECONDS = 1.0
 FOLLOWER_JOIN_SECONDS = 5.0
+SEED_DIR = "/var/lib/hydro/pinned-model"  # where a container sees the gateway's cache entry of its pinned version
 
 
 class ImageNotBuilt(BadRequest):
@@ -254,21 +260,52 @@ class DockerProvider(Provider):
                     env[key] = to_host_alias(env[key])
         return env
 
+    def _pinned_seed(self, spec: FunctionSpec, env: dict[str, str]) -> dict[str, dict[str, str]]:
+        """Read-only mounts of the gateway's cache entry for the deploy's pinned version ({} when none).
+
+        Only that version's folder and its state file: never the cache's other models, its blobs, or
+        anything with a credential. The entry is checked here as the replica will (pin, signature,
+        every file's stat or sha256), so a damaged entry is not handed over; the replica checks again.
+        """
+        env.pop(SEED_ENV, None)  # the platform's word only, never the function's own setting
+        store_url = env.get(contract.STORE_ENV)
+        if not spec.model or not store_url or not env.get(contract.MODEL_PIN_ENV):
+            return {}
+        from hydro_serving.store.cache import ModelCache, default_cache_dir
+        from hydro_serving.store.trust import TrustPolicy
+
+        policy = TrustPolicy.from_env(env)
+        assert policy.pin is not None
+        cache = ModelCache(default_cache_dir(), store_url)
+        name, version = policy.pin.name, policy.pin.version
+        try:
+            tree = cache.trusted(name, version, policy)
+        except (OSError, HydroError):
+            tree = None
+        if tree is None:
+            return {}
+        seed = ModelCache(Path(SEED_DIR), store_url)
+        state = tree.parent / f"{tree.name}.state.json"
+        env[SEED_ENV] = SEED_DIR
+        return {str(tree): {"bind": str(seed.tree(name, version)), "mode": "ro"},
+                str(state): {"bind": str(seed.tree(name, version).parent / state.name), "mode": "ro"}}
+
     def _run_options(self, spec: FunctionSpec, replica: Replica, port: int) -> dict[str, Any]:
         labels = {**spec.labels, LABEL_FUNCTION: spec.name, LABEL_REPLICA: replica.id,
                   LABEL_GATEWAY: self.gateway_label}
+        environment = self._environment(spec, port)
+        volumes: dict[str, dict[str, str]] = self._pinned_seed(spec, environment)
         options: dict[str, Any] = {
             "name": f"hydro-{self.gateway_label}-{replica.id}",
             "detach": True,
             "labels": labels,
-            "environment": self._environment(spec, port),
+            "environment": environment,
             "network_mode": self.network if self.network == "host" else None,
             **container_resources(spec),
         }
         if self.network != "host":
             options.update(network=self.network, ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)},
                            extra_hosts={HOST_ALIAS: "host-gateway"})
-        volumes: dict[str, dict[str, str]] = {}
         store = os.environ.get("HYDRO_STORE", "")
         if store.startswith("file://") and Path(store[len("file://"):]).is_dir():
             volumes[store[len("file://"):]] = {"bind": store[len("file://"):], "mode": "ro"}
