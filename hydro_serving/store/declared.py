@@ -128,9 +128,13 @@ def _sklearn(path: Path) -> Declared | None:
     file = _model_file(path, (".joblib", ".pkl", ".pickle"))
     if file is None:
         return None  # .skops needs the trusted types of the function's options: checked at load
-    import joblib
+    from hydro_serving.store.safepickle import UnsafePickle, load_sklearn_pickle
 
-    model = joblib.load(file)
+    try:  # never joblib.load: a pickle is a program, and an unsigned one must never run (issue 11)
+        model = load_sklearn_pickle(file)
+    except UnsafePickle as exc:
+        log.info("%s: not inspected for its inputs: %s", file.name, exc.message)
+        return None
     return _tabular("feature_names_in_", getattr(model, "feature_names_in_", None),
                     getattr(model, "n_features_in_", None))
 
