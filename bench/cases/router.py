@@ -57,6 +57,11 @@ def stage_paths(gw: hydro.Gateway, name: str, body: bytes) -> list[bool]:
     return seen
 
 
+# the direct path leases TCP replicas only (a replica on a unix socket is private to its function), and
+# wrk calls the replica itself as the baseline: both need the replicas on ports
+TCP_REPLICAS = {"HYDRO_REPLICA_TRANSPORT": "tcp"}
+
+
 def run(ctx: Context) -> dict[str, Any]:
     iris = json.dumps([IRIS_ROW]).encode()
     demo = SEED_REQUEST.read_bytes()
@@ -64,7 +69,7 @@ def run(ctx: Context) -> dict[str, Any]:
     two: list[dict[str, Any]] = []
     notes: list[str] = []
 
-    with hydro.Gateway(ctx.folder("router-gateway")) as gw:
+    with hydro.Gateway(ctx.folder("router-gateway"), env=TCP_REPLICAS) as gw:
         gw.deploy(iris_spec())
         for name, direct in (("iris-pipe", True), ("iris-pipe-gw", False)):
             gw.deploy({"name": name, "lang": "router", "chain": [{"variants": {"iris": 100}}], "scale": SCALE,
@@ -86,7 +91,7 @@ def run(ctx: Context) -> dict[str, Any]:
     # change of the machine's load (shared with others) hits the baseline and the rows it judges alike
     with gunicorn_app(ctx, "flask-monolith", "bench.apps.flask_monolith:create_app()",
                       {"BENCH_MODEL_DIR": str(demo_models())}) as (_server, url), \
-            hydro.Gateway(ctx.folder("router-pipeline-gateway")) as gw:
+            hydro.Gateway(ctx.folder("router-pipeline-gateway"), env=TCP_REPLICAS) as gw:
         features, classifier, router = pipeline_specs()
         gw.deploy(features)
         gw.deploy(classifier)
