@@ -19,15 +19,13 @@ and writes rows, and turns a full disk into a clear 507.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydro_serving.errors import InsufficientStorage
+from hydro_serving.gateway.state import full_disk_is_507
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS async_calls (
@@ -106,17 +104,9 @@ class AsyncStore:
     def close(self) -> None:
         self._db.close()
 
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
         """A full disk is a 507 (nothing stored, so nothing accepted); other database errors propagate."""
-        try:
-            yield
-        except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
-            full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "full" in str(exc).lower()
-            if not full:
-                raise
-            raise InsufficientStorage(f"the gateway's state directory {self.path.parent} is full; the async call "
-                                      "was not accepted", field="state") from None
+        return full_disk_is_507(self.path.parent, "the async call was not accepted")
 
     # ---- the queue's writes -------------------------------------------------------------------------
 

@@ -62,6 +62,22 @@ def make_private_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
+@contextlib.contextmanager
+def full_disk_is_507(state_dir: Path, consequence: str) -> Iterator[None]:
+    """A write to the gateway's SQLite state that fails on a full disk becomes one clear 507 naming ``state``.
+
+    Shared by every table of ``gateway.db`` (functions, counts, async calls); other database errors propagate.
+    """
+    try:
+        yield
+    except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
+        full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "full" in str(exc).lower()
+        if not full:
+            raise
+        raise InsufficientStorage(f"the gateway's state directory {state_dir} is full; {consequence}",
+                                  field="state") from None
+
+
 @dataclass(frozen=True)
 class StoredFunction:
     name: str
@@ -101,17 +117,9 @@ class StateStore:
             (name,)).fetchone()
         return StoredFunction(row[0], json.loads(row[1]), row[2], row[3], row[4]) if row else None
 
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
         """A write that fails on a full disk is a clear 507; SQLite's transaction leaves the file as it was."""
-        try:
-            yield
-        except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
-            full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "full" in str(exc).lower()
-            if not full:
-                raise
-            raise InsufficientStorage(f"the gateway's state directory {self.path.parent} is full; free space and "
-                                      "retry (nothing was changed)", field="state") from None
+        return full_disk_is_507(self.path.parent, "free space and retry (nothing was changed)")
 
     def put(self, name: str, deployment: dict[str, Any], generation: int) -> StoredFunction:
         """Insert or replace; ``created_at`` survives updates."""
