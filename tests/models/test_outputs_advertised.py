@@ -8,18 +8,12 @@ replica app (its stages are never called: metadata needs none).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
 
-from hydro_serving.runtime.app import create_app
-from hydro_serving.runtime.config import RuntimeConfig
-from hydro_serving.stack.model import FunctionSpec
 from hydro_serving.store import open_store
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -30,25 +24,6 @@ WINE_SIGNATURE = {
                 {"name": "probability", "dtype": "float64", "shape": [-1, 3]}],
 }
 
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., FlaskClient]]:
-    """``serve(spec_dict, ready=True)``: the function's app (loaded) and its test client; shut down at teardown."""
-    apps: list[Flask] = []
-
-    def build(spec: dict[str, Any], ready: bool = True) -> FlaskClient:
-        app = create_app(FunctionSpec.from_dict(spec), RuntimeConfig(load_failure_exit_after=None))
-        apps.append(app)
-        client = app.test_client()
-        for _ in range(6):
-            reply = client.get("/_/ready?wait=10")
-            if reply.status_code == 200 or (not ready and "failed to load" in reply.get_json()["error"]):
-                break
-        return client
-
-    yield build
-    for app in apps:
-        app.extensions["hydro_runtime"].shutdown()
 
 
 def _v2(rows: list[list[float]]) -> dict[str, Any]:

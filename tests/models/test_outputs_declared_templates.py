@@ -12,18 +12,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
 
-from hydro_serving.runtime.app import create_app
-from hydro_serving.runtime.config import RuntimeConfig
-from hydro_serving.stack.model import FunctionSpec
 from hydro_serving.store import open_store
 from tests.conftest import free_port
 from tests.runtime.helpers import base_env, get, post, start_runtime
@@ -31,25 +25,6 @@ from tests.runtime.helpers import base_env, get, post, start_runtime
 REGRESSORS = [{"name": "size", "dtype": "float64", "shape": [-1]}, {"name": "rooms", "dtype": "float64", "shape": [-1]}]
 ROWS = [[1.0, 2.0], [3.5, 1.0]]
 
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., FlaskClient]]:
-    """``serve(spec_dict, ready=True)``: the function's app (loaded) and its test client; shut down at teardown."""
-    apps: list[Flask] = []
-
-    def build(spec: dict[str, Any], ready: bool = True) -> FlaskClient:
-        app = create_app(FunctionSpec.from_dict(spec), RuntimeConfig(load_failure_exit_after=None))
-        apps.append(app)
-        client = app.test_client()
-        for _ in range(6):
-            reply = client.get("/_/ready?wait=10")
-            if reply.status_code == 200 or (not ready and "failed to load" in reply.get_json()["error"]):
-                break
-        return client
-
-    yield build
-    for app in apps:
-        app.extensions["hydro_runtime"].shutdown()
 
 
 def _agree(meta: dict[str, Any], infer: dict[str, Any]) -> None:
