@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from hydro_serving.replica.process import pid_alive
 from hydro_serving.stack import FunctionSpec
 
 
@@ -78,19 +79,6 @@ def python_spec(name: str, handler_dir: Path, **kw: Any) -> dict[str, Any]:
     """The canonical dict of a python3 function (FunctionSpec.to_dict() form) for the test handler."""
     scale = {"min": 0, "max": 2, "idle": 300, "concurrency": 8, **kw.pop("scale", {})}
     return {"name": name, "lang": "python3", "handler": str(handler_dir), "scale": scale, **kw}
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):  # a zombie is gone for our purposes
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[0]
-        return state != "Z"
-    return True
 
 
 class Gateway:

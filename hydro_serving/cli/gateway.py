@@ -14,6 +14,7 @@ from hydro_serving.gateway.config import (
     default_unix_socket,
 )
 from hydro_serving.gateway.providers import PROVIDERS
+from hydro_serving.replica.process import pid_alive
 
 
 @click.command()
@@ -108,21 +109,6 @@ def _is_our_gateway(pid: int, state_dir: Path) -> bool | None:
     return "gateway" in args and any("hydro" in a for a in args[:3]) and str(state_dir) in args
 
 
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped by its parent) is gone for our purpose
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 @click.command()
 @click.option("--state", "state", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The state directory the gateway was started with (else HYDRO_STATE or the user data dir).")
@@ -154,16 +140,16 @@ def down(state: Path | None, timeout: float) -> None:
         pid_path.unlink(missing_ok=True)
         click.echo(f"removed {pid_path}: it did not hold a process id ({raw[:40]!r})")
         return
-    if not _alive(pid) or _is_our_gateway(pid, state_dir) is False:
+    if not pid_alive(pid) or _is_our_gateway(pid, state_dir) is False:
         pid_path.unlink(missing_ok=True)
         click.echo(f"removed a stale pid file {pid_path} (process {pid} is not a running gateway); nothing to stop")
         return
     began = time.monotonic()
     os.kill(pid, signal.SIGTERM)
     deadline = began + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    forced = _alive(pid)
+    forced = pid_alive(pid)
     if forced:
         os.kill(pid, signal.SIGKILL)
     pid_path.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ import ctypes
 import os
 import signal
 import sys
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
@@ -48,3 +49,17 @@ def make_undumpable() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
             _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process; a zombie (exited, not yet reaped by its parent) counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
