@@ -68,3 +68,25 @@ def test_a_baseline_served_by_one_worker_is_recognised() -> None:
     assert not one_worker({"core_share_per_process": {"monolith": [0.7, 0.6]}}, "monolith")
     assert not one_worker({"core_share_per_process": {"monolith": [0.05]}}, "monolith")  # idle, not lopsided
     assert not one_worker({}, "monolith")
+
+
+def test_a_missed_throughput_goal_names_its_cpu_ceiling() -> None:
+    from bench import goals
+    from bench.cases.uds import DIRECT, VIA_TCP, VIA_UNIX
+
+    points = []
+    for c in (1, 8, 32):
+        points += [_point(DIRECT, 5000, {"replica": 335.0, "wrk": 20.0, "total": 355.0, "other": 5.0}),
+                   _point(VIA_TCP, 2400, {"gateway": 216.0, "replica": 400.0, "wrk": 20.0, "total": 636.0,
+                                          "other": 5.0}),
+                   _point(VIA_UNIX, 2500, {"gateway": 200.0, "replica": 390.0, "wrk": 20.0, "total": 610.0,
+                                           "other": 300.0})]
+        for p in points[-3:]:
+            p["concurrency"] = c
+    results.add_ratios(points, DIRECT)
+    rps = next(g for g in goals.judge({"uds": {"status": "ok", "baseline": DIRECT, "points": points}})
+               if g["goal"].startswith("through the gateway"))
+    assert rps["met"] is False
+    assert ("[c=8 CPU ceiling 0.58x: gateway 200 + replica 390 + wrk 20 = 610 us/req vs 355 for the baseline; "
+            "idle 6%, other 300 us/req]") in rps["detail"]
+    assert goals.cpu_reason(None) == "" and goals.cpu_reason({"rps": 1}) == ""
