@@ -159,6 +159,11 @@ def render_cpu(p: dict[str, Any]) -> str:
         text += "; cores per process " + ", ".join(f"{k} {'+'.join(f'{x:.2f}' for x in v)}" for k, v in spread.items())
     if p.get("replicas"):
         text += "; replicas " + ", ".join(f"{k} {v}" for k, v in p["replicas"].items())
+    settled = p.get("settled")
+    if settled:  # the wait for a quiet machine before a baseline (bench.settle)
+        text += (f"; quiet after {settled['waited_s']:.0f}s" if settled.get("quiet") else
+                 f"; NOT QUIET after {settled['waited_s']:.0f}s (idle {100 * settled.get('machine_idle', 0):.0f}%, "
+                 f"load {settled.get('loadavg_1m', 0):.1f})")
     if p.get("profiled"):
         text += "; PROFILED (py-spy running: figures perturbed)"
     return text

@@ -20,12 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bench import cpu, flame, hydro, results
+from bench import cpu, flame, hydro, results, settle
 from bench.cases.hop import body, iris_spec
 from bench.context import Context
 from bench.load import measure
 
 CONCURRENCY = (1, 8, 32)
+SETTLE_QUICK_S, SETTLE_FULL_S = 15.0, 60.0  # the longest wait for a quiet machine before each direct row
 PROFILED_C = 8  # --profile: flame graphs of the unix-socket gateway and its replica at this concurrency
 DIRECT = "replica called directly (TCP)"
 VIA_TCP = "through the gateway, replica over TCP"
@@ -34,9 +35,10 @@ VIA_UNIX = "through the gateway, replica over a unix socket"
 
 def _measure(target: str, url: str, payload: bytes, concurrency: int, ctx: Context,
              trees: Callable[[], dict[str, cpu.Tree]], gw: hydro.Gateway,
-             profile: flame.Request | None = None) -> dict[str, Any]:
+             profile: flame.Request | None = None, **extra: Any) -> dict[str, Any]:
     """bench.load.measure with the CPU of ``trees`` over the measured wrk run, and the replicas serving."""
-    point = measure(target, url, payload, concurrency, ctx.settings, ctx.scripts, processes=trees, profile=profile)
+    point = measure(target, url, payload, concurrency, ctx.settings, ctx.scripts, processes=trees, profile=profile,
+                    **extra)
     point["replicas"] = hydro.replica_counts(gw, ("iris",))
     return point
 
@@ -59,8 +61,14 @@ def run(ctx: Context) -> dict[str, Any]:
         def via(gw: hydro.Gateway) -> Callable[[], dict[str, cpu.Tree]]:
             return lambda: hydro.gateway_trees(gw, {"replica": "iris"})
 
+        def both() -> dict[str, cpu.Tree]:
+            return {f"{k} ({name})": t for name, gw in (("tcp", tcp_gw), ("unix", unix_gw))
+                    for k, t in hydro.gateway_trees(gw, {"replica": "iris"}).items()}
+
         for c in CONCURRENCY:  # back to back at each concurrency: drift between rows stays small
-            points.append(_measure(DIRECT, direct["endpoint"] + "/", payload, c, ctx, replica_only, tcp_gw))
+            quiet = settle.wait_quiet(both, SETTLE_QUICK_S if ctx.quick else SETTLE_FULL_S)
+            points.append(_measure(DIRECT, direct["endpoint"] + "/", payload, c, ctx, replica_only, tcp_gw,
+                                   settled=quiet))
             points.append(_measure(VIA_TCP, tcp_gw.function_url("iris"), payload, c, ctx, via(tcp_gw), tcp_gw))
             profile = ctx.flame("uds", {"gateway": unix_gw.server.proc.pid,  # type: ignore[union-attr]
                                         "replica": over_socket["pid"]},
@@ -81,7 +89,7 @@ def run(ctx: Context) -> dict[str, Any]:
         "notes": ["two gateways in the same run, each with one iris replica (scale max 1, concurrency 64, the "
                   "runtime's default workers); the client reaches both gateways over TCP",
                   "the direct row calls the TCP gateway's replica itself: the hop is the difference, measured "
-                  "back to back at each concurrency",
+                  "back to back at each concurrency, after waiting for a quiet machine (its 'settled')",
                   "cpu_us_per_request: user+system CPU of each process tree over the measured wrk run divided by "
                   "its requests (gateway: its process without its replicas; replica: the replica's gunicorn "
                   "master and workers; wrk; other: the rest of the machine's busy CPU); cpu_ceiling: the direct "

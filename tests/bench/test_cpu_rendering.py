@@ -17,7 +17,8 @@ def _point(target: str, rps: float, cpu: dict[str, float] | None, **extra: Any) 
 
 def lead_points() -> list[dict[str, Any]]:
     """The lead's hand measurement at c=8 (brief): direct replica 335 us; via the gateway 400 + 216 us."""
-    return [_point("direct", 5000, {"replica": 335.0, "total": 335.0, "other": 3.0}),
+    return [_point("direct", 5000, {"replica": 335.0, "total": 335.0, "other": 3.0},
+                   settled={"quiet": False, "waited_s": 15.4, "machine_idle": 0.044, "loadavg_1m": 5.89}),
             _point("via gateway", 2400, {"gateway": 216.0, "replica": 400.0, "total": 616.0, "other": 40.0},
                    replicas={"iris": 1}, core_share_per_process={"replica": [0.62, 0.58]}),
             _point("pipeline", 800, {"gateway": 313.0, "replica": 608.0, "router": 986.0, "total": 1907.0,
@@ -47,6 +48,8 @@ def test_the_table_prints_cpu_per_process_idle_ceiling_and_marks() -> None:
     assert "idle 6%" in cpu_line and "ceiling 0.54x vs measured 0.48x" in cpu_line
     assert "cores per process replica 0.62+0.58" in cpu_line and "replicas iris 1" in cpu_line
     assert "PROFILED" in next(line for line in lines if "router 986" in line)
+    assert "NOT QUIET after 15s (idle 4%, load 5.9)" in lines[lines.index(next(
+        line for line in lines if line.strip().startswith("direct"))) + 1]
     after_plain = lines[lines.index(next(line for line in lines if line.strip().startswith("no accounting"))) + 1:]
     assert not any("cpu us/req" in line for line in after_plain)
 
