@@ -208,7 +208,9 @@ def summarize(frames: list[Frame], title: str, top: int = 25) -> str:
     """The text beside the SVG: samples per process, then the top functions by self and inclusive samples."""
     total = total_samples(frames)
     lines = [f"# flame graph summary: {title}", f"# {total} samples at {RATE_HZ} Hz (on-CPU stacks only; "
-             "py-spy --nonblocking)"]
+             "py-spy --nonblocking)",
+             "# a wait frame here (Condition.wait, select, _worker's queue get) was running when sampled: thread "
+             "wake-ups and GIL hand-offs, not idle time"]
     if not total:
         return "\n".join([*lines, "no samples (the process was idle or could not be read)", ""])
     processes = [f for f in frames if f.name.startswith("process ")]  # a child's frame nests in its parent's
