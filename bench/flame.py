@@ -75,14 +75,15 @@ class Recording:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
-        out: dict[str, Any] = {"pid": self.pid, "svg": str(self.svg), "py_spy_exit": self.proc.returncode}
+        # file names only: they sit beside the results JSON, wherever that folder is moved
+        out: dict[str, Any] = {"pid": self.pid, "svg": self.svg.name, "py_spy_exit": self.proc.returncode}
         if self.proc.returncode != 0 or not self.svg.exists():
             out["error"] = self.log.read_text(errors="replace")[-600:] if self.log.exists() else "no output"
             return out
         frames = parse_flamegraph(self.svg.read_text(errors="replace"))
         txt = self.svg.with_suffix(".txt")
         txt.write_text(summarize(frames, title=f"{self.name} (pid {self.pid})"))
-        out["summary"] = str(txt)
+        out["summary"] = txt.name
         out["samples"] = total_samples(frames)
         said = _ERRORS.search(self.log.read_text(errors="replace")) if self.log.exists() else None
         if said:  # samples py-spy could not take (a thread or process changing under it): a lower bound

@@ -45,13 +45,13 @@ def test_py_spy_records_a_real_process_into_a_valid_svg_and_summary(tmp_path: Pa
         proc.wait(10)
     info = got["burner"]
     assert info["py_spy_exit"] == 0, info
-    svg = Path(info["svg"])
-    assert svg == tmp_path / "flame-test-burner-stamp.svg"
+    assert info["svg"] == "flame-test-burner-stamp.svg"  # beside the results JSON, named without a folder
+    svg = tmp_path / info["svg"]
     root = ET.parse(svg).getroot()  # well-formed XML
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     frames = flame.parse_flamegraph(svg.read_text())
     assert info["samples"] == flame.total_samples(frames) > 0
-    summary = Path(info["summary"]).read_text()
+    summary = (tmp_path / info["summary"]).read_text()
     self_, inclusive = flame.self_and_inclusive(frames)
     assert self_.most_common(1)[0][0] == "burn_here (<string>)"
     assert inclusive["loop (<string>)"] >= inclusive["burn_here (<string>)"]
