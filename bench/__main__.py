@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--cases hop,uds,...,runtime,router] [--out DIR]``.
+"""``python -m bench [--quick] [--profile] [--cases hop,uds,...,runtime,router] [--out DIR]``.
 
 Runs the chosen cases one after another (each starts and stops its own servers on 127.0.0.1),
 prints the table, and writes ``<out>/<date>.json``. A case that fails is recorded as failed with
@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import goals, machine, results, wrk
+from bench import flame, goals, machine, results, wrk
 from bench.context import Context
 from bench.load import Settings
 
@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="short wrk runs, 5 cold starts, peers only if their venvs exist (< 5 min)")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for <date>.json")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy flame graphs (SVG + text summary in --out) of one c=8 point of the uds and "
+                             "router cases; perturbs that point, which the JSON marks as profiled")
     parser.add_argument("--keep-work", action="store_true", help="keep the run's scratch folder (logs, specs)")
     args = parser.parse_args(argv)
     args.case_list = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -58,9 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("error: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
+    if args.profile:
+        flame.ensure_py_spy()  # before any case: a missing py-spy is installed (or fails) up front
     settings = Settings.for_mode(args.quick)
     work = Path(tempfile.mkdtemp(prefix="hydro-bench-"))
-    ctx = Context(settings, work, args.quick)
+    ctx = Context(settings, work, args.quick, profile=args.profile, out=args.out)
     generator = {"name": "wrk", "version": wrk.version(),
                  "notes": "closed loop on keep-alive connections, POST body from a Lua script; wg/wrk 4.x does not "
                           "correct for coordinated omission (wrk2's -R does); the suite's own Python client's "

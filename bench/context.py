@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import procs
+from bench import flame, procs
 from bench.load import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +21,9 @@ class Context:
     settings: Settings
     work: Path  # scratch of this run (logs, specs, wrk scripts)
     quick: bool
+    profile: bool = False  # --profile: flame graphs of one point per case (bench.flame)
+    out: Path = REPO / "bench" / "results"  # where the flame graphs go, beside the results JSON
+    stamp: str = field(default_factory=lambda: time.strftime("%Y-%m-%d-%H%M%S"))
 
     @property
     def scripts(self) -> Path:
@@ -29,6 +33,17 @@ class Context:
         path = self.work / name
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def flame(self, case: str, processes: dict[str, int], whole_tree: dict[str, bool] | None = None
+              ) -> flame.Request | None:
+        """What to record for the point a case profiles; None unless the run has ``--profile``.
+
+        ``whole_tree`` says per process whether py-spy follows its children (``--subprocesses``, the
+        default: a replica's gunicorn workers); a gateway's children are replicas, profiled on their own.
+        """
+        if not self.profile:
+            return None
+        return flame.Request(self.out, case, self.stamp, processes, whole_tree or {})
 
 
 @contextlib.contextmanager

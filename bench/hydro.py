@@ -152,12 +152,72 @@ def replica_get(replica: dict[str, Any], path: str, timeout: float = 30.0) -> tu
         conn.close()
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (Linux /proc), for CPU per request."""
-    import os
+def process_cpu_seconds(pid: int, exclude: tuple[int, ...] = ()) -> float:
+    """User + system CPU seconds used so far by ``pid``'s process tree (minus ``exclude``'s subtrees), Linux /proc."""
+    from bench import cpu
 
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu.tree_cpu_seconds(pid, exclude)
+
+
+def gateway_trees(gw: Gateway, functions: dict[str, str]) -> dict[str, Any]:
+    """The process trees of a gateway run, for bench.cpu: ``gateway`` and one per function label.
+
+    ``functions`` maps a label (``replica``, ``router``) to a function name; each label's tree is every
+    replica of that function with its gunicorn workers. The gateway's tree leaves out all its replicas
+    (they are its zygote's children) so that each CPU second is counted once.
+    """
+    from bench import cpu
+
+    if gw.server is None or gw.server.proc is None:
+        raise RuntimeError("the gateway is not running")
+    _, listed = gw.admin("GET", "/system/functions")  # one admin call: it costs the gateway CPU too
+    by_name = {f["name"]: tuple(i["pid"] for i in f["status"]["instances"] if i.get("pid")) for f in listed}
+    pids = {label: by_name.get(name, ()) for label, name in functions.items()}
+    every = tuple(pid for group in by_name.values() for pid in group)
+    return {"gateway": cpu.Tree((gw.server.proc.pid,), exclude=every),
+            **{label: cpu.Tree(roots) for label, roots in pids.items()}}
+
+
+def ready_replicas(gw: Gateway, counts: dict[str, int], timeout: float = 120.0) -> None:
+    """Scale each function to its count and wait until that many replicas are ready and answer ``/_/ready`` 200.
+
+    A benchmark then never measures a replica starting or loading its model during a point.
+    """
+    for name, count in counts.items():
+        if len([r for r in gw.replicas(name) if r.get("state") == "ready"]) < count:
+            gw.scale(name, count)
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = {}
+        for name, count in counts.items():
+            ready = [r for r in gw.replicas(name) if r.get("state") == "ready"]
+            answering = [r for r in ready if _answers_ready(r)]
+            if len(answering) < count:
+                pending[name] = f"{len(answering)}/{count} ready"
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"replicas not ready after {timeout:.0f}s: {pending}")
+        time.sleep(0.1)
+
+
+def _answers_ready(replica: dict[str, Any]) -> bool:
+    with contextlib.suppress(OSError):
+        return replica_get(replica, "/_/ready", timeout=5)[0] == 200
+    return False
+
+
+def scale_max(gw: Gateway, name: str) -> int:
+    """The function's ``scale.max`` as the gateway resolved it (defaults included)."""
+    status, out = gw.admin("GET", f"/system/function/{name}")
+    if status != 200:
+        raise RuntimeError(f"no function {name}: {status} {out}")
+    return int(out["hydro"]["scale"]["max"])
+
+
+def replica_counts(gw: Gateway, names: tuple[str, ...]) -> dict[str, int]:
+    """Replicas per function right now (recorded in each point: a scale-up during a run shows)."""
+    return {name: len(gw.replicas(name)) for name in names}
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

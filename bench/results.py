@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import ceiling
 from bench.stats import differs, ratio
 from bench.wrk import WrkResult
 
@@ -41,6 +42,8 @@ def add_ratios(points: list[dict[str, Any]], baseline: str) -> None:
     for p in points:
         ref = base.get(p["concurrency"])
         p["ratio"] = {k: ratio(p.get(k), ref.get(k) if ref else None) for k in RATIO_KEYS}
+        if "cpu_us_per_request" in p:  # what the CPU arithmetic predicts, beside the measured req/s ratio
+            p["cpu_ceiling"] = ceiling(ref, p)
 
 
 def new_results(command: list[str], mode: str, machine: dict[str, Any], packages: dict[str, str],
@@ -130,11 +133,40 @@ def render_case(name: str, case: dict[str, Any]) -> str:
                          f"{_fmt(p['rps'], 0) + _rel(r.get('rps')):>18} "
                          f"{_fmt(p['p50_ms']) + _rel(r.get('p50_ms')):>16} "
                          f"{_fmt(p['p99_ms']) + _rel(r.get('p99_ms')):>16} {cl:>17}{mark} {p.get('errors', 0)}")
+            cpu_line = render_cpu(p)
+            if cpu_line:
+                lines.append(cpu_line)
     for row in case.get("rows", []):  # non-load cases (cold start) render their own rows
         lines.append("   " + row)
     for note in case.get("notes", []):
         lines.append(f"   note: {note}")
     return "\n".join(lines)
+
+
+def render_cpu(p: dict[str, Any]) -> str:
+    """The CPU line under a point: us of CPU per request per process tree, the machine's idle, the ceiling."""
+    cpu = p.get("cpu_us_per_request")
+    if not cpu:
+        return ""
+    parts = [f"{name} {us:.0f}" for name, us in cpu.items() if name not in ("total", "other")]
+    text = f"      cpu us/req: {' + '.join(parts)} = {cpu.get('total', 0):.0f} (other {cpu.get('other', 0):.0f})"
+    if p.get("machine_idle") is not None:
+        text += f"; idle {100 * p['machine_idle']:.0f}%"
+    if p.get("cpu_ceiling") is not None:
+        text += f"; ceiling {p['cpu_ceiling']:.2f}x vs measured {_fmt((p.get('ratio') or {}).get('rps'))}x"
+    spread = {k: v for k, v in (p.get("core_share_per_process") or {}).items() if len(v) > 1}
+    if spread:  # cores used by each busy process of a tree (a GIL-bound worker sits near 1.0)
+        text += "; cores per process " + ", ".join(f"{k} {'+'.join(f'{x:.2f}' for x in v)}" for k, v in spread.items())
+    if p.get("replicas"):
+        text += "; replicas " + ", ".join(f"{k} {v}" for k, v in p["replicas"].items())
+    settled = p.get("settled")
+    if settled:  # the wait for a quiet machine before a baseline (bench.settle)
+        text += (f"; quiet after {settled['waited_s']:.0f}s" if settled.get("quiet") else
+                 f"; NOT QUIET after {settled['waited_s']:.0f}s (idle {100 * settled.get('machine_idle', 0):.0f}%, "
+                 f"load {settled.get('loadavg_1m', 0):.1f})")
+    if p.get("profiled"):
+        text += "; PROFILED (py-spy running: figures perturbed)"
+    return text
 
 
 def render(results: dict[str, Any]) -> str:
@@ -145,7 +177,9 @@ def render(results: dict[str, Any]) -> str:
             f"{(mem or 0) / 2**30:.1f} GiB, Python {m.get('python')}",
             f"load generator: {results['generator'].get('version')}",
             "ratios in parentheses are to the case's baseline at the same concurrency, measured in this run; "
-            "* = the suite's own client disagrees with wrk by more than 25%"]
+            "* = the suite's own client disagrees with wrk by more than 25%",
+            "cpu us/req: CPU microseconds per request of each process tree over the wrk run (other = the rest of "
+            "the machine's busy CPU); ceiling = the baseline's total CPU per request / the row's"]
     body = [render_case(name, case) for name, case in results["cases"].items()]
     goals = ["== goals (issues 7 and 18)"] + [
         f"   [{'MET ' if g['met'] else ('MISS' if g['met'] is False else 'n/a ')}] {g['goal']}: {g['detail']}"

@@ -9,41 +9,38 @@ the default (the replica on a unix socket in its run folder). At each concurrenc
 * the same function through the unix-socket gateway.
 
 The client always reaches the gateway over TCP (wrk has no unix sockets); only the gateway ->
-replica leg differs. Ratios are to the direct call at the same concurrency. The gateway's own CPU
-per request is its process's user+system time over the measured wrk run divided by the requests.
+replica leg differs. Ratios are to the direct call at the same concurrency. Every point records the
+CPU per request of the gateway, the replica's process tree and wrk over the measured run, and the
+machine's idle fraction (bench.cpu); ``--profile`` adds flame graphs of the unix-socket gateway and
+its replica at c=8 (bench.flame).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from bench import client, hydro, results, wrk
+from bench import cpu, flame, hydro, results, settle
 from bench.cases.hop import body, iris_spec
 from bench.context import Context
+from bench.load import measure
 
 CONCURRENCY = (1, 8, 32)
+SETTLE_QUICK_S, SETTLE_FULL_S = 15.0, 60.0  # the longest wait for a quiet machine before each direct row
+PROFILED_C = 8  # --profile: flame graphs of the unix-socket gateway and its replica at this concurrency
 DIRECT = "replica called directly (TCP)"
 VIA_TCP = "through the gateway, replica over TCP"
 VIA_UNIX = "through the gateway, replica over a unix socket"
 
 
 def _measure(target: str, url: str, payload: bytes, concurrency: int, ctx: Context,
-             gateway: hydro.Gateway | None = None) -> dict[str, Any]:
-    """bench.load.measure, plus the gateway's CPU seconds over the measured wrk run when ``gateway`` is given."""
-    script = wrk.write_script(ctx.scripts, target.replace(" ", "_").replace(",", "").replace("(", "")
-                              .replace(")", ""), payload)
-    if ctx.settings.warmup_s > 0:
-        wrk.run(url, script, concurrency, ctx.settings.warmup_s)
-    pid = gateway.server.proc.pid if gateway is not None and gateway.server and gateway.server.proc else None
-    before = hydro.process_cpu_seconds(pid) if pid else 0.0
-    measured = wrk.run(url, script, concurrency, ctx.settings.duration_s)
-    extra: dict[str, Any] = {}
-    if pid:
-        cpu = hydro.process_cpu_seconds(pid) - before
-        extra["gateway_cpu_us_per_request"] = round(cpu / max(1, measured.requests) * 1e6, 1)
-        extra["gateway_cpu_share"] = round(cpu / measured.duration_s, 3)  # of one core
-    own = client.closed_loop(url, payload, concurrency, ctx.settings.client_s)
-    return results.point(target, concurrency, measured, own, **extra)
+             trees: Callable[[], dict[str, cpu.Tree]], gw: hydro.Gateway,
+             profile: flame.Request | None = None, **extra: Any) -> dict[str, Any]:
+    """bench.load.measure with the CPU of ``trees`` over the measured wrk run, and the replicas serving."""
+    point = measure(target, url, payload, concurrency, ctx.settings, ctx.scripts, processes=trees, profile=profile,
+                    **extra)
+    point["replicas"] = hydro.replica_counts(gw, ("iris",))
+    return point
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -58,10 +55,26 @@ def run(ctx: Context) -> dict[str, Any]:
         over_socket = next(r for r in unix_gw.replicas("iris") if r.get("endpoint"))
         if "socket" in direct or "socket" not in over_socket:
             raise RuntimeError(f"unexpected replica transports: tcp={direct}, unix={over_socket}")
+        def replica_only() -> dict[str, cpu.Tree]:  # the direct row: no gateway on the path
+            return {"replica": hydro.gateway_trees(tcp_gw, {"replica": "iris"})["replica"]}
+
+        def via(gw: hydro.Gateway) -> Callable[[], dict[str, cpu.Tree]]:
+            return lambda: hydro.gateway_trees(gw, {"replica": "iris"})
+
+        def both() -> dict[str, cpu.Tree]:
+            return {f"{k} ({name})": t for name, gw in (("tcp", tcp_gw), ("unix", unix_gw))
+                    for k, t in hydro.gateway_trees(gw, {"replica": "iris"}).items()}
+
         for c in CONCURRENCY:  # back to back at each concurrency: drift between rows stays small
-            points.append(_measure(DIRECT, direct["endpoint"] + "/", payload, c, ctx))
-            points.append(_measure(VIA_TCP, tcp_gw.function_url("iris"), payload, c, ctx, tcp_gw))
-            points.append(_measure(VIA_UNIX, unix_gw.function_url("iris"), payload, c, ctx, unix_gw))
+            quiet = settle.wait_quiet(both, SETTLE_QUICK_S if ctx.quick else SETTLE_FULL_S)
+            points.append(_measure(DIRECT, direct["endpoint"] + "/", payload, c, ctx, replica_only, tcp_gw,
+                                   settled=quiet))
+            points.append(_measure(VIA_TCP, tcp_gw.function_url("iris"), payload, c, ctx, via(tcp_gw), tcp_gw))
+            profile = ctx.flame("uds", {"gateway": unix_gw.server.proc.pid,  # type: ignore[union-attr]
+                                        "replica": over_socket["pid"]},
+                                {"gateway": False}) if c == PROFILED_C else None
+            points.append(_measure(VIA_UNIX, unix_gw.function_url("iris"), payload, c, ctx, via(unix_gw), unix_gw,
+                                   profile))
     results.add_ratios(points, DIRECT)
     hop = {}
     for target in (VIA_TCP, VIA_UNIX):
@@ -76,7 +89,9 @@ def run(ctx: Context) -> dict[str, Any]:
         "notes": ["two gateways in the same run, each with one iris replica (scale max 1, concurrency 64, the "
                   "runtime's default workers); the client reaches both gateways over TCP",
                   "the direct row calls the TCP gateway's replica itself: the hop is the difference, measured "
-                  "back to back at each concurrency",
-                  "gateway_cpu_us_per_request: the gateway process's user+system CPU over the measured wrk run "
-                  "divided by its requests"],
+                  "back to back at each concurrency, after waiting for a quiet machine (its 'settled')",
+                  "cpu_us_per_request: user+system CPU of each process tree over the measured wrk run divided by "
+                  "its requests (gateway: its process without its replicas; replica: the replica's gunicorn "
+                  "master and workers; wrk; other: the rest of the machine's busy CPU); cpu_ceiling: the direct "
+                  "row's total over the row's total, the ratio a CPU-bound machine allows"],
     }
