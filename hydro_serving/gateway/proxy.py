@@ -64,9 +64,18 @@ def upstream_url(endpoint: str, raw_path: str, prefix_len: int) -> URL:
     return URL(endpoint + rest, encoded=True)
 
 
-def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+def upstream_target(raw_path: str, prefix_len: int) -> str:
+    """The request target on the replica for ``/function/<name><rest>``: ``rest`` (path and query) as sent."""
+    rest = raw_path[prefix_len:]
+    if not rest:
+        return "/"
+    return "/" + rest if rest[0] == "?" else rest
+
+
+def response_headers(upstream: Mapping[str, str]) -> CIMultiDict[str]:
+    """A replica's answer headers minus the hop-by-hop ones (the gateway frames its own answer)."""
     headers: CIMultiDict[str] = CIMultiDict()
-    for key, value in upstream.headers.items():
+    for key, value in upstream.items():
         if key.lower() not in HOP_BY_HOP:
             headers.add(key, value)
     return headers

@@ -16,7 +16,6 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -42,7 +41,8 @@ from hydro_serving.gateway.exposure import disk_full, for_caller
 from hydro_serving.gateway.guard import check_json_content_type
 from hydro_serving.gateway.limits import body_limit, read_body, send_and_close
 from hydro_serving.gateway.logstream import stream_lines
-from hydro_serving.gateway.proxy import forward_headers, replica_is_loading, response_headers, upstream_url
+from hydro_serving.gateway.proxy import forward_headers, replica_is_loading, response_headers, upstream_target
+from hydro_serving.gateway.replicaclient import ReplicaDisconnected, ReplicaRefused
 from hydro_serving.gateway.requestid import REQUEST_ID_HEADER, request_id, set_request_id
 from hydro_serving.gateway.scaler import FunctionPool
 from hydro_serving.jsondepth import check_json_depth
@@ -325,6 +325,7 @@ async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: 
     if tap is not None and tap.traceparent is not None:  # one trace id for a pipeline's stages
         headers["traceparent"] = tap.traceparent
     headers[REQUEST_ID_HEADER] = request_id(request)  # the replica logs the same id
+    header_items = list(headers.items())
     cold_any = False
     waited_total = 0.0
     refused = 0
@@ -334,28 +335,27 @@ async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: 
         cold_any = cold_any or cold
         waited_total += waited or 0.0
         try:
-            session = replica.session or gw.session  # a unix-socket replica's own pool, else the shared TCP one
-            if session is None or (replica.socket and session is gw.session):  # stopped while picked
+            client = replica.client
+            if client is None:  # stopped while picked: its pool is closed
                 raise ReplicaGone(replica.id)
-            async with session.request(request.method, upstream_url(replica.endpoint, request.raw_path, prefix_len),
-                                          headers=headers, data=body, allow_redirects=False,
-                                          timeout=pool.request_timeout) as upstream:
-                data = await upstream.read()
-                if upstream.status == 503 and replica_is_loading(upstream.headers, data, pool.name):
-                    pool.suspect(replica, "loading")
-                    cold_any = True
-                    if attempt + 1 < MAX_FORWARD_ATTEMPTS and time.monotonic() < deadline:
-                        continue
-                    raise ServiceUnavailable(f"function '{pool.name}' is not ready: its replica is (re)loading; "
-                                             "retry later", retry_after=1, function=pool.name)
-                out = response_headers(upstream)
-                out["X-Cold-Start"] = "true" if cold_any else "false"
-                if tap is not None:  # what POST /system/feedback/<fn> joins on
-                    out[REQUEST_ID_HEADER] = tap.request_id
-                if waited_total:
-                    out["X-Queue-Time-Ms"] = f"{waited_total * 1000:.1f}"
-                return web.Response(status=upstream.status, body=data, headers=out)
-        except (aiohttp.ClientConnectorError, ReplicaGone):
+            upstream = await client.request(request.method, upstream_target(request.raw_path, prefix_len),
+                                            header_items, body, pool.request_timeout.total)
+            data = upstream.body
+            if upstream.status == 503 and replica_is_loading(upstream.headers, data, pool.name):
+                pool.suspect(replica, "loading")
+                cold_any = True
+                if attempt + 1 < MAX_FORWARD_ATTEMPTS and time.monotonic() < deadline:
+                    continue
+                raise ServiceUnavailable(f"function '{pool.name}' is not ready: its replica is (re)loading; "
+                                         "retry later", retry_after=1, function=pool.name)
+            out = response_headers(upstream.headers)
+            out["X-Cold-Start"] = "true" if cold_any else "false"
+            if tap is not None:  # what POST /system/feedback/<fn> joins on
+                out[REQUEST_ID_HEADER] = tap.request_id
+            if waited_total:
+                out["X-Queue-Time-Ms"] = f"{waited_total * 1000:.1f}"
+            return web.Response(status=upstream.status, body=data, headers=out)
+        except (ReplicaRefused, ReplicaGone):
             pool.discard(replica, "unreachable")
             refused += 1
             if refused >= 2:
@@ -364,7 +364,7 @@ async def _forward(gw: Gateway, pool: FunctionPool, request: web.Request, body: 
         except TimeoutError:
             raise DeadlineExceeded(f"function '{pool.name}' did not answer within {pool.spec.timeout:g}s",
                                    function=pool.name) from None
-        except aiohttp.ClientError as exc:
+        except ReplicaDisconnected as exc:
             alive = gw.provider.is_alive(replica)
             if alive:  # the process lives, the connection died: a worker crashed and is being replaced
                 pool.suspect(replica, "disconnected")

@@ -28,6 +28,7 @@ from hydro_serving.gateway.deployment import Deployment
 from hydro_serving.gateway.metrics import FunctionMetrics
 from hydro_serving.gateway.providers.base import Provider, Replica
 from hydro_serving.gateway.providers.base import ReplicaStartError as StartError
+from hydro_serving.gateway.replicaclient import ReplicaClient
 from hydro_serving.gateway.upstream import replica_session
 
 log = logging.getLogger("hydro.gateway")
@@ -253,6 +254,7 @@ class FunctionPool:
         replica = await self.provider.start_replica(self.spec, generation)
         # a replica on a unix socket gets its own keep-alive pool, sized to the function's concurrency
         replica.session = replica_session(replica, self.spec.scale.concurrency) if replica.socket else self.session
+        replica.client = ReplicaClient(replica.endpoint, replica.socket, replica.pid)  # the invocation hop's own pool
         self.replicas.append(replica)
         self._update_gauges()
         exit_task = self._watchers[replica.id] = self._spawn(self._watch(replica))
@@ -409,6 +411,9 @@ class FunctionPool:
         session, replica.session = replica.session, None
         if session is not None and session is not self.session:  # its own unix-socket pool
             await session.close()
+        client, replica.client = replica.client, None
+        if client is not None:
+            await client.close()
         replica.state = "stopped" if replica.state == "stopping" else replica.state
 
     def _forget(self, replica: Replica, reason: str) -> None:

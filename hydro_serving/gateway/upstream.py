@@ -55,7 +55,7 @@ class ReplicaConnector(aiohttp.UnixConnector):
             return proto
         transport = proto.transport
         creds = peer_credentials(transport.get_extra_info("socket") if transport is not None else None)
-        if creds is not None and not _is_replica_process(creds[0], self.expected_pid):
+        if creds is not None and not is_replica_process(creds[0], self.expected_pid):
             if transport is not None:
                 transport.close()
             raise UnixClientConnectorError(self.path, req.connection_key, ConnectionRefusedError(
@@ -64,7 +64,7 @@ class ReplicaConnector(aiohttp.UnixConnector):
         return proto
 
 
-def _is_replica_process(pid: int, replica_pid: int) -> bool:
+def is_replica_process(pid: int, replica_pid: int) -> bool:
     """The replica's leader itself, or a process of its process group (the provider starts each in its own)."""
     if pid == replica_pid:
         return True

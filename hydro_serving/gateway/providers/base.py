@@ -46,6 +46,7 @@ class Replica:
     last_used: float = 0.0
     socket: str | None = None  # a local replica's unix socket (the provider's choice); None: TCP to ``endpoint``
     session: Any = field(default=None, repr=False)  # the scaler's client session for this replica (gateway.upstream)
+    client: Any = field(default=None, repr=False)  # the invocation hop's client (gateway.replicaclient), same owner
     leased_until: float = 0.0  # a router may call it directly until then (gateway/endpoints.py)
     direct_inflight: int = 0  # the most direct calls in flight a router reported since its last lease
 
