@@ -27,6 +27,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from hydro_serving.errors import ConfigError
+from hydro_serving.runtime import onewrite
 from hydro_serving.runtime.adapters import adapter_class
 from hydro_serving.runtime.app import create_app
 from hydro_serving.runtime.config import RuntimeConfig
@@ -119,8 +120,10 @@ def _post_fork(server: Any, worker: Any) -> None:
 
     Otherwise a worker notices a dead arbiter only at its next loop turn (about a second), and a
     killed supervisor chain (gateway -> zygote -> arbiter) would briefly leave orphans holding the port.
+    Also: this worker's answers leave head and body in one write (:mod:`onewrite`).
     """
     die_with_parent(server.pid)
+    onewrite.install()
 
 
 def _worker_exit(server: Any, worker: Any) -> None:
