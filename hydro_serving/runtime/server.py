@@ -79,15 +79,16 @@ def default_workers(template: Template, cpus: int | None = None) -> int:
     and for routers.
 
     Routers, measured (issue 18 point 3): a 1-stage iris pipeline on the direct path, 1 vs 2 router
-    workers, 2 cores shared with the gateway, the stage replica and other load (load average 6-7),
-    4 interleaved rounds: 2 workers served ~13% more req/s at c=8 (1213 vs 1077 median) and the same
-    p50 at c=1 (+0.92 vs +0.96 ms over the replica). One worker stays the default anyway, because a
+    workers on 2 cores shared with the gateway and the stage replica, interleaved rounds. On a busy
+    machine (load average 6-7, 4 rounds) 2 workers served ~13% more req/s at c=8 (1213 vs 1077
+    median); on a quiet one (3 rounds) ~22% more (1631 vs 1335); the p50 at c=1 was the same in both
+    (+0.82 vs +0.81 ms over the replica, quiet). One worker stays the default anyway, because a
     router's direct path caps its calls in flight per stage replica at the stage's ``concurrency``
     *per process* (direct.py): two workers would let twice the stage's concurrency reach a replica
     and report half the in-flight peaks the gateway scales on, and every breaker would need its
-    failures counted in each worker before it opens. ``HYDRO_WORKERS=2`` on a router buys that 13%
-    where the stages' concurrency has headroom; making it the default needs the in-flight cap shared
-    across workers first.
+    failures counted in each worker before it opens. ``HYDRO_WORKERS=2`` on a router buys that
+    throughput where the stages' concurrency has headroom; making it the default needs the in-flight
+    cap (and the peaks reported to the gateway) shared across workers first.
     """
     if not adapter_class(template).several_workers or template.name in ONE_WORKER_TEMPLATES:
         return 1
