@@ -309,3 +309,59 @@ def test_a_port_nobody_listens_on_is_a_retried_connect_error() -> None:
                            sleep=sleeps.append)
     error = fails(lambda: client.invoke("f", b"{}", {}, timeout=5), "connect")
     assert error.attempts == 3 and sleeps == [0.01, 0.02]
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for localhost/127.0.0.1 and its key, made here with ``cryptography``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_https_verifies_the_certificate_and_reuses_the_tls_socket(
+        serve: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl
+
+    cert_file, key_file = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    plain = answering(ok(b'{"tls":1}'), ok(b'{"tls":2}'))
+
+    def script(conn: socket.socket, server: Server) -> None:
+        try:
+            tls = context.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # the client refused our certificate
+        plain(tls, server)
+
+    server = serve(script)
+    url = server.url.replace("http://127.0.0.1", "https://localhost") + "/#{name}"
+    untrusted = open_transport(url, {}, retry=ConnectRetry(attempts=0))
+    fails(lambda: untrusted.invoke("f", b"{}", {}, timeout=5), "connect")  # not a trusted certificate
+    assert server.requests == []
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # the default context now trusts it
+    trusted = open_transport(url, {})
+    assert trusted.invoke("f", b"{}", {}, timeout=5).body == b'{"tls":1}'
+    assert trusted.invoke("f", b"{}", {}, timeout=5).body == b'{"tls":2}'
+    assert server.connections == 2  # the refused handshake, then one TLS socket for both calls
