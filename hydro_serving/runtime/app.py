@@ -30,7 +30,7 @@ from hydro_serving.errors import (
 from hydro_serving.runtime.adapters import adapter_class
 from hydro_serving.runtime.codec import dump_json, json_in_form, parse_invoke_body, parse_json, render_result
 from hydro_serving.runtime.config import RuntimeConfig
-from hydro_serving.runtime.fastpath import ModelFastPath
+from hydro_serving.runtime.fastpath import FAST_PATHS
 from hydro_serving.runtime.loader import Preloaded
 from hydro_serving.runtime.metrics import RuntimeMetrics
 from hydro_serving.runtime.service import FunctionRuntime, WorkerBarrier
@@ -100,8 +100,9 @@ def create_app(spec: FunctionSpec, config: RuntimeConfig | None = None, *, templ
         app.add_url_rule("/<path:subpath>", "invoke_any", _invoke_any, methods=CUSTOM_METHODS)
     else:
         app.add_url_rule("/", "invoke", _invoke, methods=["POST"])
-    if adapter_class(template).inline:  # a model's POST / skips Flask's request machinery (fastpath.py)
-        app.wsgi_app = ModelFastPath(app.wsgi_app, runtime)  # type: ignore[method-assign]
+    fast = FAST_PATHS.get(adapter_class(template).fast_path or "")
+    if fast is not None:  # a model's or router's POST / skips Flask's request machinery (fastpath.py)
+        app.wsgi_app = fast(app.wsgi_app, runtime)  # type: ignore[method-assign]
     for rule, view, methods in ROUTES:
         app.add_url_rule(rule, view.__name__.lstrip("_"), view, methods=methods)
     if start_loading:

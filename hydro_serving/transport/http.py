@@ -1,9 +1,11 @@
 """HTTP over TCP to a gateway's ``/function/<name>`` (or to a function's own URL): the first transport.
 
-One keep-alive urllib3 pool (thread-safe) per transport; each function's pool and path are
-resolved once, so a call does no URL parsing. Only a connection that never opened (refused, or
-connect timed out) is retried, with bounded exponential backoff and never past the deadline: the
-function has seen nothing, so a retry cannot run it twice. A read timeout, a connection lost
+One keep-alive pool of sockets per address (:mod:`hydro_serving.transport.wire`, a small HTTP/1.1
+client that replaced urllib3 on this path: it costs a fraction of urllib3's CPU per call); each
+function's pool and path are resolved once, so a call does no URL parsing. Only a connection that
+never opened (refused, or connect timed out) is retried, with bounded exponential backoff and never
+past the deadline: the function has seen nothing, so a retry cannot run it twice. A timeout (the
+deadline bounds the whole call, not each read), a connection lost
 mid-request or a garbled response is final, because the function may already have done the work.
 
 What the URL names:
@@ -20,15 +22,14 @@ The router's ``StageClient`` and the stream worker both call functions through t
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
-from urllib3.exceptions import TimeoutError as Urllib3Timeout
-
+from hydro_serving.errors import ConfigError
+from hydro_serving.transport import wire
 from hydro_serving.transport.base import Reply, Transport, TransportError
 
 log = logging.getLogger(__name__)
@@ -60,27 +61,48 @@ class HttpTransport(Transport):
         self.connect_timeout = connect_timeout
         self.retry = retry or ConnectRetry()
         self.max_response = max_response  # None: read whatever comes
+        self.pool_size = pool_size
         self._sleep = sleep
-        # block=False: a burst beyond pool_size opens extra connections instead of queueing on the pool
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=False)
-        # function -> (its host's keep-alive pool, request path): PoolManager.request would parse the URL
-        # and look the pool up again on every call (~20 us of a hop that is ~100 us of CPU)
-        self._targets: dict[str, tuple[urllib3.HTTPConnectionPool, str]] = {}
+        # one pool of idle sockets per host:port (a template may name several hosts); a burst beyond
+        # pool_size opens extra sockets instead of queueing
+        self._pools: dict[tuple[str, str, int], wire.Pool] = {}
+        self._tls: ssl.SSLContext | None = None
+        # function -> (its host's keep-alive pool, request path), resolved once
+        self._targets: dict[str, tuple[wire.Pool, str]] = {}
 
     def url(self, function: str) -> str:
         if self.template is not None:
             return self.template.format(name=quote(function, safe=""))
         return f"{self.gateway_url}/function/{quote(function, safe='')}"
 
-    def _target(self, function: str) -> tuple[urllib3.HTTPConnectionPool, str]:
+    def _target(self, function: str) -> tuple[wire.Pool, str]:
         target = self._targets.get(function)
         if target is None:
             url = self.url(function)
-            path = urllib3.util.parse_url(url).request_uri or "/"  # never the fragment
-            target = (self._pool.connection_from_url(url), path)
+            parts = urlsplit(url)
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")  # never the fragment
+            target = (self._pool_for(parts.scheme.lower(), parts.hostname or "", parts.port, url), path)
             if len(self._targets) < MAX_TARGETS:
                 self._targets[function] = target
         return target
+
+    def _pool_for(self, scheme: str, host: str, port: int | None, url: str) -> wire.Pool:
+        if scheme not in ("http", "https") or not host:
+            raise ConfigError(f"{url!r} is not an http:// or https:// URL with a host", field="transport")
+        port = port or (443 if scheme == "https" else 80)
+        key = (scheme, host, port)
+        pool = self._pools.get(key)
+        if pool is None:
+            tls = None
+            if scheme == "https":
+                if self._tls is None:
+                    self._tls = ssl.create_default_context()  # certificates verified, as urllib3 did
+                tls = self._tls
+            shown = f"[{host}]" if ":" in host else host
+            host_header = shown if port == (443 if scheme == "https" else 80) else f"{shown}:{port}"
+            address = wire.Address("tcp", (host, port), host_header, tls=tls, server_hostname=host)
+            pool = self._pools.setdefault(key, wire.Pool(address, self.pool_size))
+        return pool
 
     def invoke(self, function: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Reply:
         started = time.monotonic()
@@ -89,69 +111,30 @@ class HttpTransport(Transport):
         pool, path = self._target(function)
         attempt = 0
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if deadline - time.monotonic() <= 0:
                 raise TransportError("timeout", "no time left to call the function", attempt)
             attempt += 1
             try:
-                response = pool.urlopen(
-                    "POST", path, body=body, headers=all_headers,
-                    timeout=urllib3.Timeout(connect=min(self.connect_timeout, left), read=left),
-                    retries=False, redirect=False, assert_same_host=False, preload_content=False,
-                )
-                data = read_bounded(response, self.max_response, attempt)
-            except ConnectTimeoutError as exc:  # includes NewConnectionError (refused): nothing was sent
+                answer = pool.post(path, body, all_headers, deadline, self.connect_timeout, self.max_response)
+            except wire.ConnectFailed as exc:  # nothing was sent: safe to try again
                 left = deadline - time.monotonic()
                 if attempt > self.retry.attempts or left <= 0:
-                    raise TransportError("connect", reason(exc), attempt) from None
+                    raise TransportError("connect", str(exc), attempt) from None
                 delay = min(self.retry.delay(attempt - 1), max(0.0, left))
-                log.info("%s: connect failed (%s); retry %d in %.3fs", function, reason(exc), attempt, delay)
+                log.info("%s: connect failed (%s); retry %d in %.3fs", function, exc, attempt, delay)
                 self._sleep(delay)
                 continue
-            except (ReadTimeoutError, Urllib3Timeout) as exc:
-                raise TransportError("timeout", reason(exc), attempt) from None
-            except HTTPError as exc:  # ProtocolError (connection lost, bad status line), decode errors
-                raise TransportError("connection_lost", reason(exc), attempt) from None
-            except OSError as exc:  # a socket error urllib3 did not wrap
-                raise TransportError("connection_lost", str(exc) or type(exc).__name__, attempt) from None
-            # HTTPHeaderDict keeps names as sent; lower-case them once for Reply's lookups
-            headers_out = {k.lower(): v for k, v in response.headers.items()}
-            return Reply(response.status, data, headers_out, time.monotonic() - started, attempt)
+            except wire.WireTimeout as exc:
+                raise TransportError("timeout", str(exc), attempt) from None
+            except wire.TooLarge as exc:
+                said = (f"the function answered {exc.length} bytes, more than {self.max_response}"
+                        if exc.length is not None else f"the function answered more than {self.max_response} bytes")
+                raise TransportError("too_large", said, attempt) from None
+            except wire.WireError as exc:  # connection lost, bad status line, garbled framing or encoding
+                raise TransportError("connection_lost", str(exc), attempt) from None
+            return Reply(answer.status, answer.body, answer.headers, time.monotonic() - started, attempt)
 
     def close(self) -> None:
         self._targets.clear()
-        self._pool.clear()
-
-
-def read_bounded(response: urllib3.BaseHTTPResponse, limit: int | None, attempt: int = 1) -> bytes:
-    """The body, refused (``too_large``) past ``limit`` bytes, from ``Content-Length`` or while reading."""
-    if limit is None:
-        data = response.read(decode_content=True) or b""
-        response.release_conn()
-        return data
-    try:
-        length = int(response.headers.get("Content-Length", "-1"))
-    except ValueError:
-        length = -1
-    if length > limit:
-        response.close()  # the body is never read: the connection cannot be reused
-        raise TransportError("too_large", f"the function answered {length} bytes, more than {limit}", attempt)
-    data = response.read(limit + 1, decode_content=True) or b""
-    if len(data) > limit:
-        response.close()  # the rest is never read: the connection cannot be reused
-        raise TransportError("too_large", f"the function answered more than {limit} bytes", attempt)
-    response.release_conn()
-    return data
-
-
-def reason(exc: BaseException) -> str:
-    """A short cause without urllib3's pool reprs: ``Connection refused``, ``Read timed out``."""
-    if isinstance(exc, ProtocolError) and len(exc.args) > 1 and isinstance(exc.args[1], BaseException):
-        inner = exc.args[1]
-        return str(inner) or type(inner).__name__
-    text = str(exc)
-    if "[Errno" in text:
-        return text.rsplit("]", 1)[-1].strip() or text
-    if "): " in text:  # "HTTPConnectionPool(host=..., port=...): Read timed out. (read timeout=0.5)"
-        text = text.split("): ", 1)[1]
-    return text.strip() or type(exc).__name__
+        for pool in list(self._pools.values()):
+            pool.close()

@@ -12,16 +12,11 @@ or stream worker beside its gateway skips the TCP/IP stack on every stage call; 
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Mapping
-from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-import urllib3
-from urllib3.connection import HTTPConnection
-from urllib3.exceptions import NewConnectionError
-
 from hydro_serving.errors import ConfigError
+from hydro_serving.transport import wire
 from hydro_serving.transport.http import ConnectRetry, HttpTransport
 
 SCHEME = "http+unix"
@@ -43,37 +38,6 @@ def socket_path(url: str) -> str:
     return path
 
 
-class UnixConnection(HTTPConnection):
-    """urllib3's HTTP connection, connected to a unix socket instead of host:port."""
-
-    def __init__(self, socket_path: str, *args: Any, **kwargs: Any) -> None:
-        self.socket_path = socket_path
-        super().__init__(*args, **kwargs)
-
-    def _new_conn(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)  # type: ignore[arg-type] # urllib3 resolved it to a float or None
-            sock.connect(self.socket_path)
-        except OSError as exc:  # missing file, refused, permission: nothing was sent, so retryable
-            sock.close()
-            raise NewConnectionError(self, f"Failed to establish a new connection: {exc.strerror or exc}") from exc
-        return sock
-
-
-class UnixConnectionPool(urllib3.HTTPConnectionPool):
-    """A keep-alive pool of :class:`UnixConnection` to one socket (thread-safe, as urllib3's pools are)."""
-
-    def __init__(self, socket_path: str, **kwargs: Any) -> None:
-        super().__init__("localhost", **kwargs)
-        self.socket_path = socket_path
-
-    def _new_conn(self) -> HTTPConnection:
-        self.num_connections += 1
-        return UnixConnection(self.socket_path, host=self.host, port=self.port, timeout=self.timeout.connect_timeout,
-                              **self.conn_kw)
-
-
 class UnixHttpTransport(HttpTransport):
     """POSTs to ``/function/<name>`` of the gateway listening on the socket of an ``http+unix://`` URL."""
 
@@ -85,13 +49,13 @@ class UnixHttpTransport(HttpTransport):
         super().__init__("http://localhost", headers, pool_size, connect_timeout, retry, max_response=max_response,
                          **extra)
         self.socket_path = path
-        # block=False: a burst beyond pool_size opens extra connections instead of queueing on the pool
-        self._unix_pool = UnixConnectionPool(path, maxsize=pool_size, block=False)
+        # one socket path, one pool of idle connections (a burst beyond pool_size opens extra ones)
+        self._unix_pool = wire.Pool(wire.Address("unix", path, "localhost"), pool_size)
 
     def url(self, function: str) -> str:
         return f"/function/{quote(function, safe='')}"
 
-    def _target(self, function: str) -> tuple[urllib3.HTTPConnectionPool, str]:
+    def _target(self, function: str) -> tuple[wire.Pool, str]:
         return self._unix_pool, self.url(function)  # one socket, one pool: nothing to look up
 
     def close(self) -> None:

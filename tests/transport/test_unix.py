@@ -94,7 +94,7 @@ def test_connections_are_kept_alive(unix_server: Any) -> None:
     transport = UnixHttpTransport(unix_url(path))
     for _ in range(5):
         assert transport.invoke("echo", b"{}", {}, timeout=5).status == 200
-    assert transport._unix_pool.num_connections == 1  # one socket reused for all five calls
+    assert transport._unix_pool.opened == 1  # one socket reused for all five calls
     transport.close()
 
 
