@@ -341,3 +341,22 @@ def test_a_unix_socket_served_by_another_process_is_refused(tmp_path: Path) -> N
 def test_only_plain_http_endpoints() -> None:
     with pytest.raises(ValueError, match="plain http"):
         ReplicaClient("https://127.0.0.1:1")
+
+
+def test_a_connection_idle_past_the_keepalive_is_not_reused() -> None:
+    """Idle connections are dropped before the runtime's own keep-alive closes them (no request on a closing one)."""
+    from hydro_serving.gateway.upstream import KEEPALIVE
+
+    async def test() -> None:
+        server = Server(keep_answering)
+        client = ReplicaClient(await server.tcp())
+        await client.request("POST", "/", [], b"x", 5)
+        await client.request("POST", "/", [], b"x", 5)
+        assert server.connections == 1
+        for conn in client._idle_pool:  # as if it had waited KEEPALIVE seconds
+            conn.idle_since -= KEEPALIVE + 1
+        await client.request("POST", "/", [], b"x", 5)
+        assert server.connections == 2
+        await server.close()
+
+    run(test)
