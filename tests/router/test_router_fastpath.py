@@ -22,19 +22,10 @@ from hydro_serving.runtime.app import create_app
 from hydro_serving.runtime.config import RuntimeConfig
 from hydro_serving.runtime.fastpath import RouterFastPath
 from hydro_serving.stack import function_from_dict
+from tests.runtime.helpers import Counting
 
 SIGNATURE = {"inputs": [{"name": "x", "dtype": "float64", "shape": [-1]}]}
 TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-
-
-class Counting:
-    def __init__(self, wsgi: Any) -> None:
-        self.wsgi = wsgi
-        self.calls = 0
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        self.calls += 1
-        return self.wsgi(environ, start_response)
 
 
 def router_app(monkeypatch: pytest.MonkeyPatch, gateway_url: str, chain: list[Any],

@@ -148,3 +148,15 @@ def wait_for(predicate: Any, limit: float = 30, what: str = "condition") -> None
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class Counting:
+    """The Flask app behind a fast path (runtime/fastpath.py), counting the requests that reach it."""
+
+    def __init__(self, wsgi: Any) -> None:
+        self.wsgi = wsgi
+        self.calls = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        self.calls += 1
+        return self.wsgi(environ, start_response)

@@ -22,6 +22,7 @@ from hydro_serving.runtime.app import create_app
 from hydro_serving.runtime.config import RuntimeConfig
 from hydro_serving.runtime.fastpath import ModelFastPath
 from hydro_serving.stack import function_from_dict
+from tests.runtime.helpers import Counting
 
 
 class Hostile:
@@ -31,18 +32,6 @@ class Hostile:
 
     def predict(self, x: Any) -> Any:
         raise RuntimeError("secret /etc/shadow detail")
-
-
-class Counting:
-    """The Flask app behind the fast path, counting the requests that reach it."""
-
-    def __init__(self, wsgi: Any) -> None:
-        self.wsgi = wsgi
-        self.calls = 0
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        self.calls += 1
-        return self.wsgi(environ, start_response)
 
 
 def model_app(model_file: Path, **config: Any) -> tuple[Flask, Counting]:
