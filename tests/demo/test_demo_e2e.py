@@ -24,6 +24,7 @@ import pytest
 
 from hydro_serving.demo.provision import ensure_models
 from hydro_serving.demo.training import TrainResult
+from hydro_serving.replica.process import pid_alive
 from hydro_serving.stack import load_stack
 from hydro_serving.store import open_store
 
@@ -49,16 +50,6 @@ def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple
             return resp.status, dict(resp.headers.items()), json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers.items()), json.loads(exc.read())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _replica_pids(url: str, state: Path) -> set[int]:
@@ -88,16 +79,16 @@ def demo_gateway() -> Iterator[tuple[str, Path]]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)  # the gateway stops its replicas on SIGTERM
             deadline = time.monotonic() + 30
-            while _alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if _alive(pid):
+            if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while any(_alive(p) for p in replicas) and time.monotonic() < deadline:
+        while any(pid_alive(p) for p in replicas) and time.monotonic() < deadline:
             time.sleep(0.1)
         for pid in replicas:  # backstop: never leave a replica behind
-            if _alive(pid):
+            if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
 
